@@ -1,0 +1,90 @@
+"""A small labelled corpus generated on the fly, for tests, demos and CI.
+
+Generative process (all draws from `numpy.random.default_rng(seed)`):
+
+  word frequencies  z_w ∝ 1 / (w + 10),                 w = 0..V-1 (Zipf-like)
+  topics            phi_k ~ Dirichlet(topic_concentration * V * z),  k = 1..K
+  class priors      alpha_c = 0.1 + 5 * [topic k is owned by class c]; class c
+                    owns topics c, c + C, c + 2C, ... (K // C each)
+  document d        c_d ~ Uniform(C); with prob. multi_label_prob a second
+                    class c'_d != c_d joins and alpha = (alpha_c + alpha_c') / 2
+                    theta_d ~ Dirichlet(alpha)
+                    n_d = 5 + Poisson(doc_length - 5)
+                    counts_d ~ Multinomial(n_d, (1 - b) theta_d^T phi + b z)
+
+with background weight b = 0.4. Counts become TF-IDF with the featurizer's
+formula (sublinear tf, smooth idf fitted on train, rows L2-normalised), so
+a hasher trained on it meets the same input statistics as on real data, and
+documents of one class share topics: with the defaults, TF-IDF cosine
+retrieval has top-100 precision about 0.90 against 1/C = 0.125 by chance
+(and a 16-bit AMMI hasher on the tiny test configuration about 0.7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from dtr.data import corpus as corpus_lib
+from dtr.data import featurize
+
+_BACKGROUND_WEIGHT = 0.4
+_OWNED_TOPIC_ALPHA = 5.0
+
+
+def make_corpus(num_train: int = 3000, num_valid: int = 500,
+                num_test: int = 500, vocab_size: int = 2000,
+                num_classes: int = 8, num_topics: int = 16,
+                doc_length: int = 80, topic_concentration: float = 0.05,
+                multi_label_prob: float = 0.0, seed: int = 0
+                ) -> corpus_lib.Corpus:
+  """The synthetic corpus described in the module docstring; same seed, same data."""
+  if num_topics < num_classes:
+    raise ValueError(f'need num_topics >= num_classes, got {num_topics} < {num_classes}')
+  rng = np.random.default_rng(seed)
+  zipf = 1.0 / (np.arange(vocab_size) + 10.0)
+  zipf /= zipf.sum()
+  topics = rng.dirichlet(topic_concentration * vocab_size * zipf, size=num_topics)
+  owner = np.arange(num_topics) % num_classes
+  class_alpha = 0.1 + _OWNED_TOPIC_ALPHA * (owner[None, :] == np.arange(num_classes)[:, None])
+
+  num_docs = num_train + num_valid + num_test
+  first = rng.integers(num_classes, size=num_docs)
+  # A second class, different from the first, for a multi_label_prob share.
+  second = (first + rng.integers(1, max(num_classes, 2), size=num_docs)) % num_classes
+  has_second = (rng.random(num_docs) < multi_label_prob) & (num_classes > 1)
+  alpha = np.where(has_second[:, None],
+                   (class_alpha[first] + class_alpha[second]) / 2,
+                   class_alpha[first])
+  # Dirichlet rows via normalised gammas (rng.dirichlet takes one alpha only).
+  theta = rng.gamma(alpha)
+  theta /= theta.sum(axis=1, keepdims=True)
+  lengths = 5 + rng.poisson(max(doc_length - 5, 0), size=num_docs)
+  blocks = []
+  for lo in range(0, num_docs, 1024):  # Bounds the dense [docs, V] buffers.
+    probs = ((1 - _BACKGROUND_WEIGHT) * theta[lo:lo + 1024] @ topics
+             + _BACKGROUND_WEIGHT * zipf)
+    probs /= probs.sum(axis=1, keepdims=True)
+    blocks.append(sp.csr_matrix(rng.multinomial(lengths[lo:lo + 1024], probs),
+                                dtype=np.int32))
+  counts = sp.vstack(blocks, format='csr')
+
+  labels = np.zeros((num_docs, num_classes), bool)
+  labels[np.arange(num_docs), first] = True
+  labels[np.flatnonzero(has_second), second[has_second]] = True
+
+  bounds = np.cumsum([0, num_train, num_valid, num_test])
+  train_counts = counts[:num_train]
+  idf = featurize.smooth_idf(featurize.document_frequency(train_counts), num_train)
+  splits = {}
+  for name, lo, hi in zip(corpus_lib.SPLIT_NAMES, bounds[:-1], bounds[1:]):
+    split_counts = counts[lo:hi]
+    splits[name] = corpus_lib.Split(
+        tfidf=featurize.tfidf_from_counts(split_counts, idf),
+        labels=labels[lo:hi], counts=split_counts,
+        doc_ids=np.arange(lo, hi))
+  vocab = [f'w{i:05d}' for i in range(vocab_size)]
+  return corpus_lib.Corpus(
+      name='synthetic', splits=splits, vocab=vocab,
+      label_names=[f'class{c}' for c in range(num_classes)], synthetic=True,
+      featurizer=featurize.Featurizer(vocab, idf))
