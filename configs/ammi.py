@@ -1,0 +1,81 @@
+r"""AMMI document hashing (Stratos & Wiseman, ICML 2020) with the reference code's tuned settings.
+
+Runs (from the repository root):
+
+  # default: Reuters, 64 bits (synthetic corpus, loudly announced, if no data folder is set)
+  python -m dtr.main --config=configs/ammi.py --workdir=/tmp/ammi
+  # a tuned cell: dataset in {ng20, reuters, tmc}, bits in {16, 32, 64, 128}
+  DTR_DATA_DIR=../shared/data python -m dtr.main --config=configs/ammi.py:dataset=ng20,bits=16 --workdir=/tmp/ng16
+  # tiny: the synthetic corpus, a few epochs; seconds on a laptop (used by the tests)
+  python -m dtr.main --config=configs/ammi.py:tiny --workdir=/tmp/tiny
+  # any field: --config.model.entropy_weight=2.5 --config.batch_size=64 --config.seed=1
+
+Arguments: dataset, bits, tiny (the test configuration), runlocal (few epochs, for a quick look), bmmi (the
+exact brute-force entropy instead of the adversarial prior; bits <= 16).
+"""
+
+import ml_collections
+
+from dtr import config_utils
+from dtr.data import default_data_config
+from dtr.methods.ammi import default_model_config
+
+# Tuned settings of the reference code (random search on validation data), o = 0, r = 3, prior lr = lr.
+# bits: (prior hidden H, prior layers, batch, lr, init range, clip, seed, G, raw prior, beta)
+TUNED = {
+    'tmc': {16: (24, 1, 64, 0.01, 0.5, 1, 4997, 4, True, 3.0),
+            32: (16, 0, 256, 0.003, 0.5, 10, 87751, 1, False, 2.0),
+            64: (20, 0, 128, 0.03, 0.5, 5, 24547, 2, False, 3.5),
+            128: (12, 1, 128, 0.03, 0.5, 1, 69075, 1, False, 3.5)},
+    'ng20': {16: (28, 1, 64, 0.003, 0.1, 5, 57000, 4, True, 2.5),
+             32: (28, 2, 16, 0.01, 0.05, 1, 28082, 4, True, 3.5),
+             64: (20, 0, 128, 0.03, 0.5, 5, 24547, 2, False, 3.5),
+             128: (8, 0, 128, 0.01, 0.5, 5, 38414, 4, False, 3.5)},
+    'reuters': {16: (16, 0, 16, 0.01, 0.1, 10, 9061, 4, True, 2.0),
+                32: (20, 1, 64, 0.003, 0.5, 1, 67425, 1, False, 2.0),
+                64: (28, 1, 16, 0.003, 0.5, 1, 86088, 1, False, 3.0),
+                128: (24, 1, 16, 0.03, 0.1, 5, 36782, 2, True, 2.5)},
+}
+
+
+def common_config() -> ml_collections.ConfigDict:
+  """Fields of the shared training loop (dtr.train)."""
+  return ml_collections.ConfigDict(dict(
+      seed=0,
+      batch_size=64,
+      num_epochs=40,
+      patience=6,                    # epochs without a better validation precision before stopping
+      steps_per_call=64,             # train steps fused into one jitted lax.scan (one dispatch)
+      checkpoint_every_steps=2000,   # plus one at the end of every epoch
+      checkpoint_keep=2,
+      eval_k=100,                    # precision@k with Hamming ranking
+      eval_batch_size=1024,
+      tensorboard=True,
+      progress_bar=True,
+      multihost=False,               # jax.distributed.initialize() (also: env DTR_MULTIHOST=1)
+      data=default_data_config(),
+      model=default_model_config(),
+  ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_utils.parse_arg(arg, dataset='reuters', bits=64, tiny=False, runlocal=False, bmmi=False)
+  config = common_config()
+  config.data.name = arg.dataset
+  config.model.bits = arg.bits
+  config.model.bmmi = arg.bmmi
+  if arg.dataset in TUNED and arg.bits in TUNED[arg.dataset]:
+    (h, layers, batch, lr, init, clip, seed, g, raw, beta) = TUNED[arg.dataset][arg.bits]
+    config.model.update(prior_hidden=h, prior_layers=layers, learning_rate=lr, init_scale=init, clip=float(clip),
+                        prior_steps=g, prior_raw=raw, entropy_weight=beta)
+    config.update(batch_size=batch, seed=seed)
+  if arg.tiny:
+    config.data.name = 'synthetic'
+    config.data.synthetic.update(num_train=600, num_valid=100, num_test=100, vocab_size=300, num_classes=4)
+    config.update(batch_size=32, num_epochs=6, steps_per_call=8, eval_k=10, checkpoint_every_steps=10,
+                  tensorboard=False, progress_bar=False)
+    config.model.update(bits=16 if arg.bits == 64 else arg.bits, prior_steps=2, learning_rate=0.03,
+                        init_scale=0.1, entropy_weight=2.0)
+  if arg.runlocal:
+    config.update(num_epochs=3)
+  return config

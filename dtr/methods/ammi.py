@@ -1,0 +1,213 @@
+"""AMMI: adversarial maximal mutual information over binary Markov codes.
+
+Stratos & Wiseman, "Learning Discrete Structured Representations by Adversarially Maximizing Mutual
+Information", ICML 2020.
+
+Codes z in {0,1}^m. The encoder p_psi(z|y) is an order-o Markov chain whose logits sigmoid(FF(y)) in
+R^{m x 2^o} are computed from the document's TF-IDF vector y. The variational prior q_theta(z) is an order-r
+chain (r >= o), a free m x 2^r table or FF over learned position embeddings. Training solves
+
+    max_psi min_theta  beta * H+(p_Z, q_theta) - H(Z|Y)
+
+where p_Z is the batch average of the encoder distributions, so H+(p_Z, q) = mean_b H+(p(.|y_b), q), and
+H(Z|Y) = mean_b H(p(.|y_b)). Both terms are exact forward dynamic programs (`dtr.latent.markov`).
+Each batch takes G Adam steps on theta with psi fixed, then one step on psi (the paper's Algorithm 2).
+BMMI (m <= 16) replaces the adversarial bound by the exact batch entropy H(Z) over all 2^m codes.
+
+Choices where the reference code is ambiguous (documented in the README):
+- The prior's Adam state persists across batches (the reference re-creates it every batch, so its moments
+  live G steps); `reset_prior_optimizer=True` restores the reference behaviour.
+- Encoder gradient clipping applies at every step (the reference's clipping stops after the first step
+  because it consumes a generator).
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dtr.latent import markov
+from dtr.nn.feedforward import SparseMLP, uniform_init
+
+BMMI_MAX_BITS = 16
+
+
+class MarkovPrior(nn.Module):
+  """Logits [m, 2^r] of the variational prior: a raw table or FF over position embeddings."""
+
+  num_bits: int
+  order: int
+  raw: bool
+  hidden: int
+  layers: int
+  init_scale: float
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    init = uniform_init(self.init_scale)
+    if self.raw:
+      return self.param('logits', init, (self.num_bits, 2**self.order))
+    x_MxH = self.param('position_embeddings', init, (self.num_bits, self.hidden))
+    for _ in range(self.layers):
+      x_MxH = nn.relu(nn.Dense(self.hidden, kernel_init=init, bias_init=init)(x_MxH))
+    return nn.Dense(2**self.order, kernel_init=init, bias_init=init)(x_MxH)
+
+
+def validate_config(mc: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for impossible AMMI settings."""
+  if mc.bits <= 0:
+    raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+  if mc.encoder_order < 0 or mc.prior_order < 0:
+    raise ValueError('model.encoder_order and model.prior_order must be >= 0, got '
+                     f'{mc.encoder_order} and {mc.prior_order}.')
+  if mc.prior_order < mc.encoder_order:
+    raise ValueError(
+        f'model.prior_order (r={mc.prior_order}) must be >= model.encoder_order (o={mc.encoder_order}): '
+        'the cross entropy H+(p, q) is only exact when the prior has at least the encoder\'s order '
+        '(the paper uses o=0, r=3). Raise prior_order or lower encoder_order.')
+  if mc.prior_order > 12:
+    raise ValueError(f'model.prior_order={mc.prior_order} means 2^{mc.prior_order} states per bit; keep it <= 12.')
+  if mc.bmmi and mc.bits > BMMI_MAX_BITS:
+    raise ValueError(f'model.bmmi enumerates all 2^bits codes and needs bits <= {BMMI_MAX_BITS}, got '
+                     f'bits={mc.bits}. Use the adversarial prior (model.bmmi=False) for longer codes.')
+  if mc.prior_steps < 0:
+    raise ValueError(f'model.prior_steps (G) must be >= 0, got {mc.prior_steps}.')
+  if mc.entropy_weight <= 0:
+    raise ValueError(f'model.entropy_weight (beta) must be > 0, got {mc.entropy_weight}.')
+
+
+def batch_entropy_bruteforce(p_logits_BxMxS: jax.Array) -> jax.Array:
+  """Exact H(Z) of the batch mixture p_Z = mean_b p(.|y_b), by enumerating all 2^m codes (BMMI)."""
+  num_bits = p_logits_BxMxS.shape[-2]
+  codes_CxM = ((jnp.arange(2**num_bits)[:, None] >> jnp.arange(num_bits)[None, :]) & 1).astype(jnp.int32)
+  if p_logits_BxMxS.shape[-1] == 1:  # order 0: log p(z|y) is linear in z, one matmul
+    l_BxM = p_logits_BxMxS[..., 0]
+    log_on, log_off = jax.nn.log_sigmoid(l_BxM), jax.nn.log_sigmoid(-l_BxM)
+    logp_BxC = (log_on - log_off) @ codes_CxM.T.astype(l_BxM.dtype) + log_off.sum(-1, keepdims=True)
+  else:
+    logp_BxC = jax.vmap(lambda lg: markov.log_prob(codes_CxM, lg))(p_logits_BxMxS)
+  log_pz_C = jax.nn.logsumexp(logp_BxC, axis=0) - jnp.log(logp_BxC.shape[0])
+  return -jnp.sum(jnp.exp(log_pz_C) * log_pz_C)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class AMMI:
+  """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
+
+  config: ml_collections.ConfigDict  # the `model` sub-config
+  vocab_size: int
+
+  def __post_init__(self):
+    validate_config(self.config)
+
+  @property
+  def num_bits(self) -> int:
+    return self.config.bits
+
+  def _encoder(self) -> SparseMLP:
+    mc = self.config
+    return SparseMLP(self.vocab_size, tuple(mc.encoder_hidden), mc.bits * 2**mc.encoder_order,
+                     init_scale=mc.init_scale)
+
+  def _prior(self) -> MarkovPrior:
+    mc = self.config
+    return MarkovPrior(mc.bits, mc.prior_order, mc.prior_raw, mc.prior_hidden, mc.prior_layers, mc.init_scale)
+
+  def encoder_optimizer(self) -> optax.GradientTransformation:
+    mc = self.config
+    parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
+    return optax.chain(*parts, optax.adam(mc.learning_rate))
+
+  def prior_optimizer(self) -> optax.GradientTransformation:
+    lr = self.config.prior_learning_rate or self.config.learning_rate
+    return optax.adam(lr)
+
+  def encoder_logits(self, encoder_params, batch) -> jax.Array:
+    """p_psi logits [B, m, 2^o]."""
+    out_BxF = self._encoder().apply({'params': encoder_params}, batch['ids'], batch['vals'])
+    return out_BxF.reshape(out_BxF.shape[0], self.config.bits, 2**self.config.encoder_order)
+
+  def prior_logits(self, prior_params) -> jax.Array:
+    return self._prior().apply({'params': prior_params})
+
+  def init(self, rng: jax.Array, batch) -> dict[str, Any]:
+    enc_rng, prior_rng = jax.random.split(rng)
+    enc_params = self._encoder().init(enc_rng, batch['ids'], batch['vals'])['params']
+    prior_params = self._prior().init(prior_rng)['params']
+    params = {'encoder': enc_params, 'prior': prior_params}
+    opt_state = {'encoder': self.encoder_optimizer().init(enc_params),
+                 'prior': self.prior_optimizer().init(prior_params)}
+    return {'params': params, 'opt_state': opt_state}
+
+  def train_step(self, state, batch, rng=None):
+    """One AMMI update: G prior steps with the encoder fixed, then one encoder step."""
+    del rng  # AMMI's objective is exact: no sampling.
+    mc = self.config
+    params, opt_state = state['params'], state['opt_state']
+    enc_tx, prior_tx = self.encoder_optimizer(), self.prior_optimizer()
+    p_fixed = jax.lax.stop_gradient(self.encoder_logits(params['encoder'], batch))
+
+    def prior_loss(prior_params):
+      return jnp.mean(markov.cross_entropy(p_fixed, self.prior_logits(prior_params)))
+
+    def prior_step(carry, _):
+      prior_params, prior_opt = carry
+      loss, grads = jax.value_and_grad(prior_loss)(prior_params)
+      updates, prior_opt = prior_tx.update(grads, prior_opt, prior_params)
+      return (optax.apply_updates(prior_params, updates), prior_opt), loss
+
+    prior_params, prior_opt = params['prior'], opt_state['prior']
+    if mc.reset_prior_optimizer:
+      prior_opt = prior_tx.init(prior_params)
+    if not mc.bmmi and mc.prior_steps > 0:
+      (prior_params, prior_opt), _ = jax.lax.scan(prior_step, (prior_params, prior_opt), None,
+                                                  length=mc.prior_steps)
+    q_logits = jax.lax.stop_gradient(self.prior_logits(prior_params))
+
+    def encoder_loss(enc_params):
+      p_logits = self.encoder_logits(enc_params, batch)
+      cond_entropy = jnp.mean(markov.entropy(p_logits))
+      if mc.bmmi:
+        code_entropy = batch_entropy_bruteforce(p_logits)
+      else:
+        code_entropy = jnp.mean(markov.cross_entropy(p_logits, q_logits))  # H+ >= H(Z)
+      loss = cond_entropy - mc.entropy_weight * code_entropy
+      return loss, {'cond_entropy': cond_entropy, 'code_entropy': code_entropy,
+                    'mutual_info': code_entropy - cond_entropy}
+
+    (loss, aux), grads = jax.value_and_grad(encoder_loss, has_aux=True)(params['encoder'])
+    updates, enc_opt = enc_tx.update(grads, opt_state['encoder'], params['encoder'])
+    new_state = {'params': {'encoder': optax.apply_updates(params['encoder'], updates), 'prior': prior_params},
+                 'opt_state': {'encoder': enc_opt, 'prior': prior_opt}}
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
+    return new_state, metrics
+
+  def encode(self, params, batch) -> jax.Array:
+    """Most probable code z* = argmax_z p_psi(z|y) by Viterbi; int8 [B, m]."""
+    z_BxM, _ = markov.viterbi(self.encoder_logits(params['encoder'], batch))
+    return z_BxM.astype(jnp.int8)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name='ammi',
+      bits=64,
+      encoder_order=0,          # o
+      prior_order=3,            # r > o is what makes the adversarial bound useful
+      encoder_hidden=(),        # () = a single linear layer, as in the published runs
+      prior_raw=False,          # free m x 2^r table instead of FF(position embeddings)
+      prior_hidden=20,          # H
+      prior_layers=0,           # ReLU layers in the prior FF
+      init_scale=0.5,           # U(-init, init) for every parameter
+      entropy_weight=3.5,       # beta >= 1
+      prior_steps=2,            # G
+      learning_rate=0.03,
+      prior_learning_rate=0.0,  # 0 = same as learning_rate
+      clip=5.0,                 # global-norm clip of encoder gradients (0 = off)
+      bmmi=False,               # exact batch entropy over 2^m codes instead of the prior (m <= 16)
+      reset_prior_optimizer=False,
+  ))
