@@ -1,0 +1,153 @@
+r"""Benchmarks that print numbers (never timed unit tests).
+
+  # training and encoding throughput (docs/s) at tuned cells, steady state after compilation
+  python -m dtr.bench speed --cells=ng20:16,reuters:64
+  # test precision@100 over seeds with the tuned settings; writes a markdown table
+  python -m dtr.bench quality --datasets=ng20,reuters --bits=16,32,64,128 --seeds=3 --out=docs/results/ammi.md
+  # Hamming top-100 search against FAISS IndexBinaryFlat
+  python -m dtr.bench_search
+
+Real data: set DTR_DATA_DIR (e.g. ../shared/data). Peak memory is the process's max RSS.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_config(arg: str):
+  spec = importlib.util.spec_from_file_location('ammi_config', REPO / 'configs' / 'ammi.py')
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed(cells: list[str], epochs: int, steps_per_call: int) -> None:
+  from dtr import input_pipeline as ip
+  from dtr import methods, train
+  from dtr.data import load_corpus
+  print(f'devices: {jax.device_count()} x {jax.devices()[0].platform} ({jax.devices()[0].device_kind})')
+  for cell in cells:
+    dataset, bits = cell.split(':')
+    config = load_config(f'dataset={dataset},bits={bits}')
+    config.steps_per_call = steps_per_call
+    corpus = load_corpus(config.data)
+    split = corpus.splits['train']
+    method = methods.get_method(config.model, len(corpus.vocab))
+    mesh = ip.make_mesh()
+    _, _, sample = next(ip.chunk_batches(split, 0, 0, config.batch_size, 0, 1))
+    state = {'method': method.init(jax.random.key(0), {k: sample[k][0] for k in ('ids', 'vals')}),
+             'rng': jax.random.key_data(jax.random.key(0)), 'step': jax.numpy.zeros((), jax.numpy.int32)}
+    state = jax.device_put(state, ip.replicated(mesh))
+    train_chunk = train.make_train_chunk(method, mesh)
+    sharding = ip.batch_sharding(mesh, 1)
+    # Warm-up epoch: compiles every chunk shape.
+    for _, _, b in ip.chunk_batches(split, 0, 0, config.batch_size, 0, config.steps_per_call):
+      state, m = train_chunk(state, ip.to_global(b, sharding))
+    jax.block_until_ready(m)
+    rates = []
+    for epoch in range(1, epochs + 1):
+      t0, docs = time.perf_counter(), 0
+      for _, k, b in ip.chunk_batches(split, 0, epoch, config.batch_size, 0, config.steps_per_call):
+        state, m = train_chunk(state, ip.to_global(b, sharding))
+        docs += k * config.batch_size
+      jax.block_until_ready(m)
+      rates.append(docs / (time.perf_counter() - t0))
+    params = state['method']['params']
+    train.encode_split(method, params, split, mesh, 1024)  # compile
+    enc = []
+    for _ in range(3):
+      t0 = time.perf_counter()
+      train.encode_split(method, params, split, mesh, 1024)
+      enc.append(split.num_docs / (time.perf_counter() - t0))
+    print(f'{cell:12s} batch {config.batch_size:4d} G={config.model.prior_steps} '
+          f'| train {statistics.median(rates):10,.0f} docs/s (median of {epochs} epochs, min {min(rates):,.0f}, '
+          f'max {max(rates):,.0f}) | encode {statistics.median(enc):10,.0f} docs/s '
+          f'| peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+
+
+def quality(datasets, bits_list, seeds, out, overrides) -> None:
+  from dtr import train
+  from dtr.data import load_corpus
+  rows = {}
+  for dataset in datasets:
+    corpus = None
+    for bits in bits_list:
+      scores = []
+      for s in range(seeds):
+        config = load_config(f'dataset={dataset},bits={bits}')
+        config.seed = config.seed + s
+        config.progress_bar = config.tensorboard = False
+        for key, value in overrides.items():
+          _set(config, key, value)
+        corpus = corpus or load_corpus(config.data)
+        if corpus.synthetic:
+          sys.exit(f'{dataset}: no real data found (set DTR_DATA_DIR); refusing to benchmark synthetic data.')
+        with tempfile.TemporaryDirectory() as workdir:
+          t0 = time.time()
+          res = train.train_and_evaluate(config, workdir, corpus=corpus)
+        scores.append(100 * res['test_precision@100'])
+        print(f'{dataset} {bits} bits seed {config.seed}: test P@100 {scores[-1]:.2f} '
+              f'(valid {100 * res["valid_precision@100"]:.2f}, best epoch {res["best_epoch"]}, '
+              f'{res["distinct_train_codes"]} distinct codes, {time.time() - t0:.0f}s)', flush=True)
+      rows[(dataset, bits)] = scores
+  lines = ['| dataset | bits | test P@100 (mean ± std) | seeds |', '|---|---|---|---|']
+  for (dataset, bits), scores in rows.items():
+    std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    lines.append(f'| {dataset} | {bits} | {statistics.mean(scores):.2f} ± {std:.2f} | '
+                 f'{", ".join(f"{s:.2f}" for s in scores)} |')
+  table = '\n'.join(lines)
+  print(table)
+  if out:
+    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+    with open(out, 'w') as f:
+      f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[2:])}`\n\n{table}\n')
+
+
+def _set(config, dotted, value):
+  *parents, leaf = dotted.split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = type(node[leaf])(json.loads(value)) if not isinstance(node[leaf], str) else value
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m dtr.bench')
+  sub = parser.add_subparsers(dest='cmd', required=True)
+  sp = sub.add_parser('speed')
+  sp.add_argument('--cells', default='ng20:16,reuters:64')
+  sp.add_argument('--epochs', type=int, default=3)
+  sp.add_argument('--steps_per_call', type=int, default=64)
+  qp = sub.add_parser('quality')
+  qp.add_argument('--datasets', default='ng20,reuters')
+  qp.add_argument('--bits', default='16,32,64,128')
+  qp.add_argument('--seeds', type=int, default=3)
+  qp.add_argument('--out', default='')
+  qp.add_argument('--set', action='append', default=[], help='config override key=value (JSON value)')
+  args = parser.parse_args(argv)
+  if args.cmd == 'speed':
+    speed(args.cells.split(','), args.epochs, args.steps_per_call)
+  else:
+    overrides = dict(kv.split('=', 1) for kv in args.set)
+    quality(args.datasets.split(','), [int(b) for b in args.bits.split(',')], args.seeds, args.out, overrides)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,77 @@
+"""Checkpoints in two small functions around orbax: `save` and `restore_latest`.
+
+A checkpoint holds the whole train state (parameters, every optimiser state, RNG, step, best parameters) as
+arrays and a JSON `meta` dict with the data position (epoch, step within the epoch), the early-stopping
+record and the metric history, so a killed run continues exactly where its last checkpoint left it.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=('state', 'meta'))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True)
+  mngr.wait_until_finished()
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
+  """Returns (state, meta, step) of the latest checkpoint, or None when there is none.
+
+  `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) describing the state to fill.
+  A checkpoint that cannot be read raises CheckpointError naming its folder and the fix; nothing is
+  silently skipped, since training over a half-read state would lose work without saying so.
+  """
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  path = os.path.join(mngr.directory, str(step))
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                          meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax raises many types for truncated files
+    others = [s for s in mngr.all_steps() if s != step]
+    hint = (f'delete {path} to resume from step {max(others)}' if others else
+            'delete it (or use a new --workdir) to start afresh')
+    raise CheckpointError(f'The checkpoint at {path} (step {step}) is unreadable or does not match this '
+                          f'config: {type(e).__name__}: {str(e)[:500]}. Fix: {hint}.') from e
+  logging.info('Restored checkpoint step %d from %s', step, path)
+  return restored['state'], restored['meta'], step
+
+
+def abstract_like(state):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)),
+                      state)
+
+
+def save_params(directory: str, params) -> None:
+  """Writes a parameter pytree (the best model) on its own, for `dtr.encode` and `dtr.search`."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.abspath(directory), params, force=True)
+    ckptr.wait_until_finished()
+
+
+def load_params(directory: str, abstract_params):
+  path = os.path.abspath(directory)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'No trained parameters at {path}: train first with '
+                            '`python -m dtr.main --config=... --workdir=DIR` and pass that DIR.')
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      return ckptr.restore(path, abstract_params)
+  except Exception as e:
+    raise CheckpointError(f'The parameters at {path} are unreadable or do not match the saved config: '
+                          f'{type(e).__name__}: {str(e)[:300]}. Retrain into a new --workdir.') from e
