@@ -50,8 +50,7 @@ def main() -> None:
   for num_db, num_q in zip(_ints(args.num_db), _ints(args.num_queries), strict=True):
     for bits in _ints(args.bits):
       rng = np.random.default_rng(bits)
-      q = retrieval.pack_bits(rng.integers(0, 2, (num_q, bits), dtype=np.uint8))
-      db = retrieval.pack_bits(rng.integers(0, 2, (num_db, bits), dtype=np.uint8))
+      q, db = (_random_packed(rng, n, bits) for n in (num_q, num_db))
       q_labels, db_labels = (retrieval.class_ids_to_bits(rng.integers(0, 20, n), 20) for n in (num_q, num_db))
       runs = {
           'topk': lambda: jax.block_until_ready(retrieval.hamming_topk(q, db, args.k)),
@@ -74,6 +73,14 @@ def main() -> None:
       else:
         line += f'{"-":>8} {"-":>5} | {rate["topk_1dev"]:8.0f} {"-":>8} {"-":>5} | {"-":>9} {"-":>8} | '
       print(line + f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:6.0f} MiB', flush=True)
+
+
+def _random_packed(rng, n: int, bits: int) -> np.ndarray:
+  """Uniform random codes, packed (drawn as words, so that 1M x 128 bits needs no 128 MB of 0/1 bytes)."""
+  words = rng.integers(0, 2**32, (n, -(-bits // 32)), dtype=np.uint32)
+  if bits % 32:
+    words[:, -1] &= np.uint32((1 << (bits % 32)) - 1)
+  return words
 
 
 def _faiss_search(faiss, index, q, k, threads):

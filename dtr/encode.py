@@ -51,7 +51,8 @@ def load_model(workdir: str) -> Model:
   with open(os.path.join(workdir, 'results.json')) as f:
     vocab_size = json.load(f)['vocab_size']
   method = methods.get_method(config.model, vocab_size)
-  dummy = {'ids': np.zeros((1, 8), np.int32), 'vals': np.zeros((1, 8), np.float32)}
+  dummy = {'ids': np.zeros((1, 8), np.int32), 'vals': np.zeros((1, 8), np.float32),
+           'seg': np.zeros((1, 8), np.int32), 'mask': np.ones((1, 1), np.float32)}  # shapes only
   abstract = jax.eval_shape(lambda: method.init(jax.random.key(0), dummy)['params'])
   mesh = ip.make_mesh()
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ip.replicated(mesh)), abstract)

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dtr.data import Split, pad_rows
+from dtr.data import Split, flat_rows
+from dtr.data.batching import flat_width
 
 DATA_AXIS = 'data'
 
@@ -58,12 +59,6 @@ def steps_per_epoch(num_docs: int, batch_size: int) -> int:
   return num_docs // batch_size
 
 
-def pad_length(split: Split) -> int:
-  """One padded width per split (a power of two >= its longest document), so shapes never change."""
-  longest = int(np.diff(split.tfidf.indptr).max(initial=0))
-  return 1 << (max(longest, 8) - 1).bit_length()
-
-
 def _local_slice(global_rows: np.ndarray) -> np.ndarray:
   """This process's share of a global batch (the trailing axis holds examples)."""
   n = global_rows.shape[-1] // jax.process_count()
@@ -73,7 +68,7 @@ def _local_slice(global_rows: np.ndarray) -> np.ndarray:
 
 def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_step: int,
                   steps_per_call: int) -> Iterator[tuple[int, int, dict]]:
-  """Yields (first_step, num_steps k, host batch dict of arrays [K, B_local, ...]) from `start_step` on.
+  """Yields (first_step, num_steps k, host batch dict of arrays [K, D_local, ...]) from `start_step` on.
 
   Chunks start at multiples of K = `steps_per_call` within the epoch, so a run resumed at a chunk boundary
   runs the very same chunks as an uninterrupted one. Every chunk has K steps; in the epoch's last one,
@@ -81,28 +76,43 @@ def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_st
   """
   order = epoch_order(seed, epoch, split.num_docs)
   total = steps_per_epoch(split.num_docs, batch_size)
-  width = pad_length(split)
   step = start_step
   while step < total:
     k = min(steps_per_call - step % steps_per_call, total - step)
     rows_KxB = order[step * batch_size:(step + k) * batch_size].reshape(k, batch_size)
-    rows_KxB = _local_slice(np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)]))
-    ids, vals = pad_rows(split.tfidf, rows_KxB.reshape(-1), min_len=width)
-    shape = rows_KxB.shape + (-1,)
-    yield step, k, {'ids': ids.reshape(shape), 'vals': vals.reshape(shape),
-                    'valid': np.arange(steps_per_call) < k}
+    rows_KxB = np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)])
+    batch = _flat_batch(split, rows_KxB)
+    yield step, k, {**batch, 'valid': np.arange(steps_per_call) < k}
     step += k
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[int, dict]]:
-  """Yields (num_valid, host batch) over the whole split in order; the last batch is padded with row 0."""
-  n, width = split.num_docs, pad_length(split)
+  """Yields (num_valid, host batch) over the whole split in order; the last batch wraps around to row 0."""
+  n = split.num_docs
+  padded = np.arange(-(-n // batch_size) * batch_size) % max(n, 1)
+  width = flat_width(split.tfidf, padded.reshape(-1, batch_size // jax.device_count()))  # one shape per split
   for start in range(0, n, batch_size):
-    rows = np.arange(start, min(start + batch_size, n))
-    num_valid = len(rows)
-    rows = np.concatenate([rows, np.zeros(batch_size - num_valid, rows.dtype)])
-    ids, vals = pad_rows(split.tfidf, _local_slice(rows), min_len=width)
-    yield num_valid, {'ids': ids, 'vals': vals}
+    rows = padded[start:start + batch_size]
+    num_valid = min(batch_size, n - start)
+    batch = _flat_batch(split, rows, width)
+    local_positions = _local_slice(np.arange(batch_size))
+    batch['mask'] = (local_positions < num_valid).astype(np.float32).reshape(batch['mask'].shape)
+    yield num_valid, batch
+
+
+def _flat_batch(split: Split, global_rows: np.ndarray, width: int | None = None) -> dict:
+  """This process's share of global batches [..., B] in the flat layout of `dtr.data.flat_rows`, one
+  group per device: arrays [..., D_local, T] and a mask [..., D_local, B / D]. T is computed over the
+  global batch, so every process builds slices of the same global shape."""
+  per_device = global_rows.shape[-1] // jax.device_count()
+  if width is None:
+    width = flat_width(split.tfidf, global_rows.reshape(-1, per_device))
+  rows = _local_slice(global_rows)
+  lead = rows.shape[:-1]
+  ids, vals, seg = flat_rows(split.tfidf, rows.reshape(-1, per_device), width=width)
+  shape = lead + (jax.local_device_count(), -1)
+  return {'ids': ids.reshape(shape), 'vals': vals.reshape(shape), 'seg': seg.reshape(shape),
+          'mask': np.ones(rows.shape, np.float32).reshape(shape)}
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:

@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
                jax.process_count())
   _, _, sample = next(ip.chunk_batches(train_split, config.seed, 0, config.batch_size, 0, 1))
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  method_state = method.init(init_rng, {k: sample[k][0] for k in ('ids', 'vals')})
+  method_state = method.init(init_rng, {k: v[0] for k, v in sample.items() if k != 'valid'})
   state = {'method': method_state, 'rng': jax.random.key_data(train_rng), 'step': jnp.zeros((), jnp.int32)}
   state = jax.device_put(state, ip.replicated(mesh))
   best_params = jax.tree.map(jnp.copy, state['method']['params'])

@@ -37,9 +37,12 @@ def _brute_probs(logits):
 
 
 def _batch(rng, b, v, nnz=5):
-  ids = rng.integers(0, v, size=(b, nnz)).astype(np.int32)
-  vals = rng.random((b, nnz)).astype(np.float32)
-  return {'ids': ids, 'vals': vals}
+  """b random documents with nnz terms each, in the flat layout, as one group."""
+  import scipy.sparse as sp
+  from dtr.data import flat_rows
+  csr = sp.random(b, v, density=nnz / v, format='csr', random_state=rng, dtype=np.float32)
+  ids, vals, seg = flat_rows(csr, np.arange(b)[None])
+  return {'ids': ids, 'vals': vals, 'seg': seg, 'mask': np.ones((1, b), np.float32)}
 
 
 @pytest.mark.parametrize('order_o,order_r,bmmi', [(0, 3, False), (1, 2, False), (0, 0, True), (1, 1, True)])

@@ -83,19 +83,6 @@ def test_hamming_topk_matches_brute_force(m, num_q, num_db, k, query_chunk, db_c
   np.testing.assert_array_equal(np.asarray(idx), want_idx)
 
 
-def test_hamming_topk_with_sorted_blocks_matches_brute_force(monkeypatch):
-  # Chunks too large for exact float32 keys distance * chunk + item sort their blocks instead.
-  monkeypatch.setattr(retrieval, '_EXACT_FLOAT', 2**10)
-  rng = np.random.default_rng(3)
-  for m, num_db, db_chunk, distinct in ((5, 3000, 1000, None), (40, 2000, 700, 30)):
-    q, db = random_codes(rng, 23, m), random_codes(rng, num_db, m, distinct)
-    idx, dist = retrieval.hamming_topk(retrieval.pack_bits(q), retrieval.pack_bits(db), 100, query_chunk=6,
-                                       db_chunk=db_chunk, block_size=8)
-    want_idx, want_dist = brute_topk(q, db, 100)
-    np.testing.assert_array_equal(np.asarray(dist), want_dist)
-    np.testing.assert_array_equal(np.asarray(idx), want_idx)
-
-
 def test_hamming_topk_on_one_device_equals_all_devices():
   rng = np.random.default_rng(4)
   q, db = retrieval.pack_bits(random_codes(rng, 13, 20)), retrieval.pack_bits(random_codes(rng, 500, 20))

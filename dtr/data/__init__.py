@@ -6,6 +6,7 @@
 See `default_data_config()` for every field of `config.data`.
 """
 
+from dtr.data.batching import flat_rows
 from dtr.data.batching import labels_to_bits
 from dtr.data.batching import pad_rows
 from dtr.data.corpus import Corpus
@@ -15,6 +16,6 @@ from dtr.data.load import default_data_config
 from dtr.data.load import load_corpus
 
 __all__ = [
-    'Corpus', 'Featurizer', 'Split', 'default_data_config', 'labels_to_bits',
+    'Corpus', 'Featurizer', 'Split', 'default_data_config', 'flat_rows', 'labels_to_bits',
     'load_corpus', 'pad_rows',
 ]

@@ -10,14 +10,13 @@ Exact k-nearest neighbours (`hamming_topk`), ties broken by database index (the 
   (its minimum distance, its index), and keep the k blocks with the smallest keys. They hold the exact top k:
   if an item of the top k lies in a block that was left out, that block's minimum is at least the item's
   distance and each of the k kept blocks precedes it, so each kept block holds an item that precedes the
-  item in (distance, index) order: k items precede it, a contradiction. A second top-k over the
-  k * block_size items of the kept blocks gives the answer. Block minima cost one elementwise pass (about
-  the cost of the distances alone), and `lax.top_k` sees N / block_size + k * block_size values per query
-  instead of N. Ties: `lax.top_k` keeps the lower position first among equal values (documented), so the
-  second top-k is keyed by distance * chunk + item while that is exact in float32 (below 2^24), and for
-  larger chunks the kept blocks are first put in index order and the key is the distance alone. The
-  database is processed in chunks; the chunks' top k, in index order, are merged by a last top-k on
-  -distance. Queries are processed in chunks and split over the local devices.
+  item in (distance, index) order: k items precede it, a contradiction. The kept blocks, sorted back into
+  index order, hold k * block_size candidates; a second top-k over them gives the answer, because
+  `lax.top_k` keeps the lower position first among equal values (documented), and positions follow the
+  database index. Block minima cost one elementwise pass (about the cost of the distances alone), and
+  `lax.top_k` sees N / block_size + k * block_size values per query instead of N. The database is processed
+  in chunks; the chunks' top k, in index order, are merged by a last top-k on -distance (exact in float32).
+  Queries are processed in chunks and split over the local devices.
 
 Why no distance histogram (counting sort by distance, no top-k at all): on XLA:CPU (jax 0.10) a per-query
 histogram over 0..m costs 10-100x the distances themselves, whether by scatter-add or by compare-and-count
@@ -45,7 +44,6 @@ __all__ = [
 ]
 
 _MAX_INDEX = 2**31 - 1
-_EXACT_FLOAT = 2**24  # float32 holds every integer up to here
 _FAR = 2**24  # distance given to padding items: larger than any real one, still exact in float32
 
 
@@ -188,19 +186,16 @@ def _geometry(num_db: int, num_words: int, k: int, query_chunk: int, db_chunk: i
   blocks_per_chunk = -(-chunk // block_size)
   # On CPU, block minima are computed a tile of blocks at a time: 16 KiB of codes, which stay in cache
   # for every query of a chunk (2-3x faster than one pass over the chunk for 64-128 bits).
-  tile_blocks = blocks_per_chunk
-  if on_cpu:
-    tile_blocks = min(blocks_per_chunk, max(1, 4096 // (block_size * num_words)))
-  blocks_per_chunk = -(-blocks_per_chunk // tile_blocks) * tile_blocks
+  num_tiles = -(-blocks_per_chunk * block_size * num_words // 4096) if on_cpu else 1
+  tile_blocks = -(-blocks_per_chunk // num_tiles)
+  blocks_per_chunk = num_tiles * tile_blocks
   chunk = blocks_per_chunk * block_size
   num_chunks = -(-num_db // chunk)
-  if num_chunks * chunk > _MAX_INDEX or blocks_per_chunk >= _EXACT_FLOAT:
-    raise ValueError(f'{num_db} database items (padded to whole chunks of {chunk}) do not fit int32 indices '
-                     'or float32 block numbers; split the database below 2^31 items or lower db_chunk')
-  # Keys distance * chunk + item are exact in float32 for small chunks; larger chunks sort their blocks.
-  sort_blocks = (32 * num_words + 1) * chunk > _EXACT_FLOAT
+  if num_chunks * chunk > _MAX_INDEX:
+    raise ValueError(f'{num_db} database items (padded to whole chunks of {chunk}) do not fit int32 indices; '
+                     'split the database below 2^31 items')
   return dict(block_size=block_size, tile_blocks=tile_blocks, blocks_per_chunk=blocks_per_chunk,
-              num_chunks=num_chunks, sort_blocks=sort_blocks)
+              num_chunks=num_chunks)
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,7 +211,7 @@ def _sharded_topk(devices, **static):
 
 
 def _topk_on_device(q_packed, db_packed, *, k, query_chunk, block_size, tile_blocks, blocks_per_chunk,
-                    num_chunks, sort_blocks):
+                    num_chunks):
   """Exact top k of every query against the whole database, on one device (see the module docstring)."""
   num_q, num_words = q_packed.shape
   num_db = db_packed.shape[0]
@@ -250,16 +245,13 @@ def _topk_on_device(q_packed, db_packed, *, k, query_chunk, block_size, tile_blo
     first = c * chunk
     # Among equal minima top_k keeps the lower block: the (minimum, block) order of the proof.
     _, blocks = lax.top_k(-block_minima(q_c, first, tiles).astype(jnp.float32), kept_blocks)
-    if sort_blocks:  # ascending, so that candidates lie in index order
-      blocks = (-lax.top_k(-blocks.astype(jnp.float32), kept_blocks)[0]).astype(jnp.int32)
+    blocks = jnp.sort(blocks, axis=1)  # candidates in index order, for the tie-break below
     codes = db_blocks[c * blocks_per_chunk + blocks]  # [Qc, kept_blocks, block_size, W]
     d = _popcount_xor(codes, q_c[:, None, None, :]).reshape(q_c.shape[0], -1)
     local = (blocks[:, :, None] * block_size + jnp.arange(block_size, dtype=jnp.int32)).reshape(d.shape)
-    key = d if sort_blocks else d * chunk + local  # top_k breaks ties by position, here by index
-    key = jnp.where(first + local < num_db, -key.astype(jnp.float32), -jnp.inf)
-    neg_key, pos = lax.top_k(key, chunk_top)
-    neg_dist = -jnp.take_along_axis(d, pos, axis=1).astype(jnp.float32)
-    return jnp.where(neg_key > -jnp.inf, neg_dist, -jnp.inf), first + jnp.take_along_axis(local, pos, axis=1)
+    key = jnp.where(first + local < num_db, -d.astype(jnp.float32), -jnp.inf)
+    neg_dist, pos = lax.top_k(key, chunk_top)
+    return neg_dist, first + jnp.take_along_axis(local, pos, axis=1)
 
   def query_chunk_topk(q_c):
     if num_chunks == 1:

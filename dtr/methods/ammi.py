@@ -128,7 +128,7 @@ class AMMI:
 
   def encoder_logits(self, encoder_params, batch) -> jax.Array:
     """p_psi logits [B, m, 2^o]."""
-    out_BxF = self._encoder().apply({'params': encoder_params}, batch['ids'], batch['vals'])
+    out_BxF = self._encoder().apply({'params': encoder_params}, batch)
     return out_BxF.reshape(out_BxF.shape[0], self.config.bits, 2**self.config.encoder_order)
 
   def prior_logits(self, prior_params) -> jax.Array:
@@ -136,7 +136,7 @@ class AMMI:
 
   def init(self, rng: jax.Array, batch) -> dict[str, Any]:
     enc_rng, prior_rng = jax.random.split(rng)
-    enc_params = self._encoder().init(enc_rng, batch['ids'], batch['vals'])['params']
+    enc_params = self._encoder().init(enc_rng, batch)['params']
     prior_params = self._prior().init(prior_rng)['params']
     params = {'encoder': enc_params, 'prior': prior_params}
     opt_state = {'encoder': self.encoder_optimizer().init(enc_params),
