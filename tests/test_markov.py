@@ -308,3 +308,26 @@ def test_order_zero_closed_form_matches_the_recursion(r):
   np.testing.assert_allclose(fast, exact, rtol=2e-5)
   grads = jax.grad(lambda a, b: markov.cross_entropy(a, b).sum(), argnums=(0, 1))(jnp.float32(p0), jnp.float32(q))
   assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+@pytest.mark.parametrize('o,r', [(0, 0), (0, 3), (1, 1), (2, 4)])
+def test_context_marginals_match_brute_force_and_give_the_cross_entropy(o, r):
+  m = 6
+  rng = np.random.default_rng(10 * o + r)
+  p = rng.normal(size=(2, m, 2 ** o)) * 3
+  q = rng.normal(size=(m, 2 ** r)) * 3
+  mu = np.asarray(markov.context_marginals(jnp.float32(p), r), np.float64)
+  assert mu.shape == (2, m, 2 ** r, 2)
+  for b in range(2):
+    codes = all_codes(m)
+    probs = np.exp(bf_log_prob(codes, p[b]))
+    expected = np.zeros((m, 2 ** r, 2))
+    for z, pz in zip(codes, probs):
+      for i in range(m):
+        c = sum(int(z[i - 1 - k]) << k for k in range(r) if i - 1 - k >= 0)
+        expected[i, c, int(z[i])] += pz
+    np.testing.assert_allclose(mu[b], expected, atol=2e-6)
+  via_mu = markov.cross_entropy_from_marginals(jnp.float32(mu).mean(0), jnp.float32(q))
+  np.testing.assert_allclose(via_mu, np.mean(markov.cross_entropy(jnp.float32(p), jnp.float32(q))), rtol=1e-5)
+  with pytest.raises(ValueError, match='r >= order'):
+    markov.context_marginals(jnp.zeros((m, 2 ** (r + 1))), r)

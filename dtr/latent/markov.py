@@ -29,7 +29,8 @@ Representations by Adversarially Maximizing Mutual Information", ICML 2020.
 import jax
 import jax.numpy as jnp
 
-__all__ = ['order', 'log_prob', 'cross_entropy', 'entropy', 'viterbi', 'sample']
+__all__ = ['order', 'log_prob', 'cross_entropy', 'entropy', 'viterbi', 'sample', 'context_marginals',
+           'cross_entropy_from_marginals']
 
 
 def order(logits) -> int:
@@ -172,6 +173,15 @@ def _shifted(x, d, fill):
   return jnp.pad(x, pad, constant_values=fill)[..., :m]
 
 
+def _independent_contexts(p0, p1, r):
+  """alpha[..., i, s] = prod_k p(z_{i-1-k} = s_k) for independent bits with p(z_j = 1) = p1[..., j]."""
+  alpha = jnp.ones(p1.shape + (1,), p1.dtype)
+  for k in range(r):  # loop over history bits (r <= ~12), not positions
+    alpha = jnp.concatenate([alpha * _shifted(p0, k + 1, 1.0)[..., None],
+                             alpha * _shifted(p1, k + 1, 0.0)[..., None]], axis=-1)
+  return alpha
+
+
 def _cross_entropy_independent(p_logits_m, q_logits, r):
   r"""H+(p, q) when p has order 0: no recursion, every position at once.
 
@@ -186,13 +196,61 @@ def _cross_entropy_independent(p_logits_m, q_logits, r):
   most of its time in these terms, and a scan of tiny steps is slow on every backend.
   """
   p1, p0 = jax.nn.sigmoid(p_logits_m), jax.nn.sigmoid(-p_logits_m)  # [..., m]
-  alpha = jnp.ones(p1.shape + (1,), p1.dtype)
-  for k in range(r):  # loop over history bits (r <= ~12), not positions
-    alpha = jnp.concatenate([alpha * _shifted(p0, k + 1, 1.0)[..., None],
-                             alpha * _shifted(p1, k + 1, 0.0)[..., None]], axis=-1)
+  alpha = _independent_contexts(p0, p1, r)
   neg_log_q1, neg_log_q0 = -jax.nn.log_sigmoid(q_logits), -jax.nn.log_sigmoid(-q_logits)  # [..., m, 2^r]
   per_context = p1[..., None] * neg_log_q1 + p0[..., None] * neg_log_q0
   return jnp.sum(alpha * per_context, axis=(-2, -1))
+
+
+def context_marginals(p_logits, r: int):
+  r"""Joint marginals mu[..., i, s, b] = p(c_i = s, z_i = b) of every position's r-bit context and bit.
+
+  The context c_i is the previous r bits (z_{i-1} least significant), r >= order(p). The cross entropy is
+  linear in these marginals,
+
+  .. math::
+    H^+(p, q) = \sum_{i, s, b} \mu_i(s, b) \big(-\log q(b \mid s)\big)
+              = \texttt{cross\_entropy\_from\_marginals}(\mu, q),
+
+  so the mean cross entropy of a batch of encoder chains against a prior needs only the batch mean of mu:
+  AMMI's G prior steps then cost O(m 2^r) each, whatever the batch size.
+
+  Args:
+    p_logits: ``[..., m, 2**o]``.
+    r: context order, >= o.
+
+  Returns:
+    ``[..., m, 2**r, 2]``, each position's entries summing to 1.
+  """
+  p_logits = _as_float(p_logits)
+  o = order(p_logits)
+  if r < o:
+    raise ValueError(f'context_marginals needs r >= order(p); got r={r} and order(p)={o} from '
+                     f'p_logits.shape[-1]={p_logits.shape[-1]}.')
+  p_b = jnp.stack([jax.nn.sigmoid(-p_logits), jax.nn.sigmoid(p_logits)], axis=-1)  # [..., m, 2^o, 2]
+  if o == 0:
+    alpha = _independent_contexts(p_b[..., 0, 0], p_b[..., 0, 1], r)  # [..., m, 2^r]
+    return alpha[..., None] * p_b[..., 0, None, :]
+  n, batch = 2 ** r, p_logits.shape[:-2]
+
+  def step(alpha, p_b):
+    joint = alpha[..., None] * jnp.tile(p_b, (2 ** (r - o), 1))
+    alpha = _shift_in(joint, r)
+    return alpha / jnp.sum(alpha, axis=-1, keepdims=True), joint
+
+  alpha0 = jnp.broadcast_to(jnp.arange(n) == 0, batch + (n,)).astype(p_logits.dtype)
+  _, joints = jax.lax.scan(step, alpha0, jnp.moveaxis(p_b, -3, 0))
+  return jnp.moveaxis(joints, 0, -3)
+
+
+def cross_entropy_from_marginals(mu, q_logits):
+  """H+(p, q) from p's context marginals ``mu`` [..., m, 2**r, 2] (`context_marginals`) and q [..., m, 2**r]."""
+  q_logits = _as_float(q_logits)
+  if mu.shape[-3:-1] != q_logits.shape[-2:]:
+    raise ValueError(f'cross_entropy_from_marginals: mu.shape={mu.shape} needs [..., m, 2**r, 2] matching '
+                     f'q_logits.shape={q_logits.shape}.')
+  neg_log_q_b = -jnp.stack([jax.nn.log_sigmoid(-q_logits), jax.nn.log_sigmoid(q_logits)], axis=-1)
+  return jnp.sum(mu * neg_log_q_b, axis=(-3, -2, -1))
 
 
 def entropy(logits):
