@@ -9,7 +9,6 @@ import pathlib
 import re
 import sys
 
-from absl import logging
 import ml_collections
 
 from dtr.data import corpus as corpus_lib
@@ -197,8 +196,7 @@ def _synthetic_banner(name: str, reason: str) -> None:
       '(or set config.data.data_dir). Set config.data.allow_synthetic=False to '
       'make missing data an error.',
       rule])
-  print(banner, file=sys.stderr, flush=True)
-  logging.warning('%s', banner)
+  print(banner, file=sys.stderr, flush=True)  # once, on stderr: absl logging also writes there
 
 
 # ---------------------------------------------------------------- text sources
