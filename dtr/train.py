@@ -28,8 +28,8 @@ def maybe_initialize_distributed(config) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ steps
-def make_train_chunk(method, mesh):
-  """jit of K consecutive train steps (a `lax.scan`), state donated, batch sharded over `data`.
+def scan_steps(method):
+  """K consecutive train steps of `method` as one `lax.scan` over batches [K, ...] (not jitted).
 
   `batches['valid'][t]` is False for the steps that pad an epoch's last chunk to K: those are skipped by
   `lax.cond` (no compute, state unchanged, zero metrics), so every chunk has one shape and compiles once.
@@ -50,12 +50,26 @@ def make_train_chunk(method, mesh):
 
       return jax.lax.cond(valid, run, skip, st)
 
+    batches = dict(batches)
     valid = batches.pop('valid')
     return jax.lax.scan(body, state, (batches, valid))
 
+  return train_chunk
+
+
+def make_train_chunk(method, mesh):
+  """jit of `scan_steps`: state replicated and donated, batches sharded over `data` as placed."""
   repl = ip.replicated(mesh)
   # Batches arrive already placed by `ip.to_global` (examples over `data`), so their shardings are kept.
-  return jax.jit(train_chunk, in_shardings=(repl, None), out_shardings=(repl, repl), donate_argnums=0)
+  return jax.jit(scan_steps(method), in_shardings=(repl, None), out_shardings=(repl, repl), donate_argnums=0)
+
+
+def init_train_state(method, seed: int, sample_batch: dict, hparams=None) -> dict:
+  """Method state, RNG (raw key data: checkpointable) and step of a run with this seed."""
+  init_rng, train_rng = jax.random.split(jax.random.key(seed))
+  method_state = method.init(init_rng, sample_batch) if hparams is None else method.init(
+      init_rng, sample_batch, hparams)
+  return {'method': method_state, 'rng': jax.random.key_data(train_rng), 'step': jnp.zeros((), jnp.int32)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,10 +128,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
   mesh = ip.make_mesh()
   logging.info('Mesh: %d devices (%s) over %d processes', jax.device_count(), jax.devices()[0].platform,
                jax.process_count())
+  if methods.is_fitted(method):
+    return fit_and_evaluate(config, workdir, corpus, method, mesh)
   _, _, sample = next(ip.chunk_batches(train_split, config.seed, 0, config.batch_size, 0, 1))
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  method_state = method.init(init_rng, {k: v[0] for k, v in sample.items() if k != 'valid'})
-  state = {'method': method_state, 'rng': jax.random.key_data(train_rng), 'step': jnp.zeros((), jnp.int32)}
+  state = init_train_state(method, config.seed, {k: v[0] for k, v in sample.items() if k != 'valid'})
   state = jax.device_put(state, ip.replicated(mesh))
   best_params = jax.tree.map(jnp.copy, state['method']['params'])
   meta = {'epoch': 0, 'step_in_epoch': 0, 'best_metric': -1.0, 'best_epoch': -1, 'bad_epochs': 0,
@@ -184,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     db_codes = encode_split(method, params, train_split, mesh, config.eval_batch_size)
     valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
     p_valid = precision(valid_codes, corpus.splits['valid'], db_codes, train_split, config.eval_k)
-    scalars[f'valid/precision@{config.eval_k}'] = p_valid
+    scalars[f'valid/precision_at_{config.eval_k}'] = p_valid
     improved = p_valid > meta['best_metric']
     if improved:
       best_params = jax.tree.map(jnp.copy, params)
@@ -204,6 +218,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
   return finish(config, workdir, corpus, method, best_params, mesh, meta)
 
 
+def fit_and_evaluate(config, workdir, corpus, method, mesh) -> dict:
+  """Closed-form baselines (no train_step): fit on the training split, validate once, write like `finish`."""
+  t0 = time.time()
+  params = jax.device_put(method.fit(corpus.splits['train'], config.seed), ip.replicated(mesh))
+  db_codes = encode_split(method, params, corpus.splits['train'], mesh, config.eval_batch_size)
+  valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
+  p_valid = precision(valid_codes, corpus.splits['valid'], db_codes, corpus.splits['train'], config.eval_k)
+  logging.info('Fitted %s in %.1fs: valid P@%d %.2f', config.model.name, time.time() - t0, config.eval_k,
+               100 * p_valid)
+  meta = {'epoch': 0, 'best_metric': p_valid, 'best_epoch': -1, 'history': []}
+  return finish(config, workdir, corpus, method, params, mesh, meta)
+
+
 def finish(config, workdir, corpus, method, best_params, mesh, meta) -> dict:
   """Encodes every split with the best model, writes codes, labels and test precision to the workdir."""
   codes = {name: encode_split(method, best_params, split, mesh, config.eval_batch_size)
@@ -214,7 +241,8 @@ def finish(config, workdir, corpus, method, best_params, mesh, meta) -> dict:
              f'test_precision@{config.eval_k}': p_test, f'valid_precision@{config.eval_k}': meta['best_metric'],
              'best_epoch': meta['best_epoch'], 'epochs_run': meta['epoch'],
              'distinct_train_codes': int(len(np.unique(codes['train'], axis=0))),
-             'train_loss_history': [h.get('train/loss') for h in meta['history']]}
+             'train_loss_history': [h.get('train/loss') for h in meta['history']],
+             'valid_history': [h.get(f'valid/precision_at_{config.eval_k}') for h in meta['history']]}
   checkpoint.save_params(os.path.join(workdir, 'best_params'), best_params)  # every process: orbax is collective
   if jax.process_index() == 0:
     write_outputs(workdir, config, corpus, codes, results)

@@ -44,7 +44,7 @@ class MarkovPrior(nn.Module):
   raw: bool
   hidden: int
   layers: int
-  init_scale: float
+  init_scale: Any  # a float, or a traced scalar (population members)
 
   @nn.compact
   def __call__(self) -> jax.Array:
@@ -108,23 +108,35 @@ class AMMI:
   def num_bits(self) -> int:
     return self.config.bits
 
-  def _encoder(self) -> SparseMLP:
+  # Hyperparameters that change no array shape live in the state as float32 scalars, so a population of
+  # settings is one `jax.vmap` over states (dtr.population); single runs read the same values from config.
+  HPARAMS = ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip', 'init_scale')
+
+  def default_hparams(self) -> dict[str, jax.Array]:
+    mc = self.config
+    values = dict(learning_rate=mc.learning_rate, prior_learning_rate=mc.prior_learning_rate or mc.learning_rate,
+                  entropy_weight=mc.entropy_weight, clip=mc.clip, init_scale=mc.init_scale)
+    return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+
+  def _encoder(self, init_scale=1.0) -> SparseMLP:
+    """`init_scale` only matters for `init`; it may be a traced scalar (a population member's)."""
     mc = self.config
     return SparseMLP(self.vocab_size, tuple(mc.encoder_hidden), mc.bits * 2**mc.encoder_order,
-                     init_scale=mc.init_scale)
+                     init_scale=init_scale)
 
-  def _prior(self) -> MarkovPrior:
+  def _prior(self, init_scale=1.0) -> MarkovPrior:
     mc = self.config
-    return MarkovPrior(mc.bits, mc.prior_order, mc.prior_raw, mc.prior_hidden, mc.prior_layers, mc.init_scale)
+    return MarkovPrior(mc.bits, mc.prior_order, mc.prior_raw, mc.prior_hidden, mc.prior_layers, init_scale)
 
-  def encoder_optimizer(self) -> optax.GradientTransformation:
-    mc = self.config
-    parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
-    return optax.chain(*parts, optax.adam(mc.learning_rate))
+  @staticmethod
+  def encoder_optimizer(hp) -> optax.GradientTransformation:
+    """Adam after global-norm clipping of the encoder gradient (clip <= 0: no clipping)."""
+    max_norm = jnp.where(hp['clip'] > 0, hp['clip'], jnp.inf)
+    return optax.chain(optax.clip_by_global_norm(max_norm), optax.adam(hp['learning_rate']))
 
-  def prior_optimizer(self) -> optax.GradientTransformation:
-    lr = self.config.prior_learning_rate or self.config.learning_rate
-    return optax.adam(lr)
+  @staticmethod
+  def prior_optimizer(hp) -> optax.GradientTransformation:
+    return optax.adam(hp['prior_learning_rate'])
 
   def encoder_logits(self, encoder_params, batch) -> jax.Array:
     """p_psi logits [B, m, 2^o]."""
@@ -134,21 +146,22 @@ class AMMI:
   def prior_logits(self, prior_params) -> jax.Array:
     return self._prior().apply({'params': prior_params})
 
-  def init(self, rng: jax.Array, batch) -> dict[str, Any]:
+  def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
+    """Parameters U(-init_scale, init_scale), optimiser states, hyperparameters."""
+    hp = self.default_hparams() if hparams is None else hparams
     enc_rng, prior_rng = jax.random.split(rng)
-    enc_params = self._encoder().init(enc_rng, batch)['params']
-    prior_params = self._prior().init(prior_rng)['params']
-    params = {'encoder': enc_params, 'prior': prior_params}
-    opt_state = {'encoder': self.encoder_optimizer().init(enc_params),
-                 'prior': self.prior_optimizer().init(prior_params)}
-    return {'params': params, 'opt_state': opt_state}
+    params = {'encoder': self._encoder(hp['init_scale']).init(enc_rng, batch)['params'],
+              'prior': self._prior(hp['init_scale']).init(prior_rng)['params']}
+    opt_state = {'encoder': self.encoder_optimizer(hp).init(params['encoder']),
+                 'prior': self.prior_optimizer(hp).init(params['prior'])}
+    return {'params': params, 'opt_state': opt_state, 'hparams': hp}
 
   def train_step(self, state, batch, rng=None):
     """One AMMI update: G prior steps with the encoder fixed, then one encoder step."""
     del rng  # AMMI's objective is exact: no sampling.
     mc = self.config
-    params, opt_state = state['params'], state['opt_state']
-    enc_tx, prior_tx = self.encoder_optimizer(), self.prior_optimizer()
+    params, opt_state, hp = state['params'], state['opt_state'], state['hparams']
+    enc_tx, prior_tx = self.encoder_optimizer(hp), self.prior_optimizer(hp)
     p_fixed = jax.lax.stop_gradient(self.encoder_logits(params['encoder'], batch))
     # H+(p_Z, q) is linear in p's context marginals: average them over the batch once, and every prior
     # step costs O(m 2^r) instead of O(B m 2^r) (the same objective as mean_b H+(p_b, q)).
@@ -178,14 +191,14 @@ class AMMI:
         code_entropy = batch_entropy_bruteforce(p_logits)
       else:
         code_entropy = jnp.mean(markov.cross_entropy(p_logits, q_logits))  # H+ >= H(Z)
-      loss = cond_entropy - mc.entropy_weight * code_entropy
+      loss = cond_entropy - hp['entropy_weight'] * code_entropy
       return loss, {'cond_entropy': cond_entropy, 'code_entropy': code_entropy,
                     'mutual_info': code_entropy - cond_entropy}
 
     (loss, aux), grads = jax.value_and_grad(encoder_loss, has_aux=True)(params['encoder'])
     updates, enc_opt = enc_tx.update(grads, opt_state['encoder'], params['encoder'])
     new_state = {'params': {'encoder': optax.apply_updates(params['encoder'], updates), 'prior': prior_params},
-                 'opt_state': {'encoder': enc_opt, 'prior': prior_opt}}
+                 'opt_state': {'encoder': enc_opt, 'prior': prior_opt}, 'hparams': hp}
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
     return new_state, metrics
 

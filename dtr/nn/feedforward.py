@@ -7,7 +7,7 @@ y_d = sum_{entries e of d} vals[e] * W[ids[e]] + b, which equals the dense produ
 building the [B, V] matrix; outputs are [G * n, F], documents in group order.
 """
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -53,7 +53,7 @@ class SparseMLP(nn.Module):
   vocab_size: int
   hidden: Sequence[int]
   out_features: int
-  init_scale: float | None = None  # None: Flax defaults; else U(-s, s) for all weights and biases
+  init_scale: Any = None  # None: Flax defaults; else U(-s, s) for all weights and biases (s may be traced)
 
   @nn.compact
   def __call__(self, batch) -> jax.Array:
