@@ -4,6 +4,9 @@ r"""Benchmarks that print numbers (never timed unit tests).
   python -m dtr.bench speed --cells=ng20:16,reuters:64
   # test precision@100 over seeds with the tuned settings; writes a markdown table
   python -m dtr.bench quality --datasets=ng20,reuters --bits=16,32,64,128 --seeds=3 --out=docs/results/ammi.md
+  # leaderboard of hashing baselines and AMMI (dtr.leaderboard); --cache_dir makes it resumable
+  python -m dtr.bench hashing --datasets=ng20,reuters --bits=16,32,64,128 --seeds=3 \
+      --methods=lsh,bow,spectral,nash,bmsh,dvq,binary_ae,ammi --cache_dir=/tmp/lb --out=docs/results/hashing.md
   # Hamming top-100 search against FAISS IndexBinaryFlat
   python -m dtr.bench_search
 
@@ -120,6 +123,18 @@ def quality(datasets, bits_list, seeds, out, overrides) -> None:
       f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[2:])}`\n\n{table}\n')
 
 
+def hashing(args) -> None:
+  from dtr import leaderboard
+  methods, datasets = args.methods.split(','), args.datasets.split(',')
+  bits_list = [int(b) for b in args.bits.split(',')]
+  cells = leaderboard.run(methods, datasets, bits_list, args.seeds, args.cache_dir, args.tiny,
+                          log=lambda line: print(line, flush=True))
+  text = leaderboard.table(cells, methods, datasets, bits_list)
+  print(text)
+  if args.out:
+    leaderboard.write(args.out, f'python -m dtr.bench {" ".join(sys.argv[1:])}', text)
+
+
 def _set(config, dotted, value):
   *parents, leaf = dotted.split('.')
   node = config
@@ -141,8 +156,18 @@ def main(argv=None):
   qp.add_argument('--seeds', type=int, default=3)
   qp.add_argument('--out', default='')
   qp.add_argument('--set', action='append', default=[], help='config override key=value (JSON value)')
+  hp = sub.add_parser('hashing', help='leaderboard of hashing methods (dtr.leaderboard)')
+  hp.add_argument('--datasets', default='ng20,reuters')
+  hp.add_argument('--bits', default='16,32,64,128')
+  hp.add_argument('--seeds', type=int, default=3)
+  hp.add_argument('--methods', default='lsh,bow,spectral,nash,bmsh,dvq,binary_ae,ammi')
+  hp.add_argument('--cache_dir', default='', help='per-cell workdirs; finished cells are reused (resumable)')
+  hp.add_argument('--out', default='')
+  hp.add_argument('--tiny', action='store_true', help='synthetic test configurations (a smoke run)')
   args = parser.parse_args(argv)
-  if args.cmd == 'speed':
+  if args.cmd == 'hashing':
+    hashing(args)
+  elif args.cmd == 'speed':
     speed(args.cells.split(','), args.epochs, args.steps_per_call)
   else:
     overrides = dict(kv.split('=', 1) for kv in args.set)

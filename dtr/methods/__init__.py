@@ -1,10 +1,23 @@
-"""Methods: each owns its `init`, `train_step` and `encode`; `dtr.train` owns everything else."""
+"""Methods: each owns its `init`, `train_step` and `encode`; `dtr.train` owns everything else.
+
+Non-learned baselines (bow, lsh, spectral) have `fit(train_split, seed) -> params` instead of `train_step`:
+the loop fits them once, then writes their codes and results like any other method's.
+"""
 
 import ml_collections
 
-from dtr.methods import ammi
+from dtr.methods import ammi, baselines, dvq, vae_hashing
 
-_REGISTRY = {'ammi': ammi.AMMI}
+_REGISTRY = {
+    'ammi': ammi.AMMI,
+    'nash': vae_hashing.NASH,
+    'bmsh': vae_hashing.BMSH,
+    'binary_ae': vae_hashing.BinaryAE,
+    'dvq': dvq.DVQ,
+    'bow': baselines.BOW,
+    'lsh': baselines.LSH,
+    'spectral': baselines.Spectral,
+}
 
 
 def get_method(model_config: ml_collections.ConfigDict, vocab_size: int):
@@ -12,3 +25,8 @@ def get_method(model_config: ml_collections.ConfigDict, vocab_size: int):
   if name not in _REGISTRY:
     raise ValueError(f'Unknown method model.name={name!r}; known: {sorted(_REGISTRY)}.')
   return _REGISTRY[name](model_config, vocab_size)
+
+
+def is_fitted(method) -> bool:
+  """True for closed-form baselines (`fit` on the training split, no training loop)."""
+  return not hasattr(method, 'train_step')

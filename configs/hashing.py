@@ -1,0 +1,64 @@
+r"""Document-hashing baselines: LSH, BOW, PCA (spectral), NASH, BMSH, DVQ and a binary autoencoder.
+
+Runs (from the repository root):
+
+  # a non-learned baseline: fitted on the training split in seconds, same outputs as a trained run
+  DTR_DATA_DIR=../shared/data python -m dtr.main --config=configs/hashing.py:method=lsh,dataset=ng20,bits=32 --workdir=/tmp/lsh
+  # a learned baseline through the shared loop (early stopping on validation precision@100)
+  DTR_DATA_DIR=../shared/data python -m dtr.main --config=configs/hashing.py:method=nash,dataset=ng20,bits=32 --workdir=/tmp/nash
+  # tiny: the synthetic corpus, a few epochs; seconds (used by the tests)
+  python -m dtr.main --config=configs/hashing.py:method=dvq,tiny --workdir=/tmp/dvq_tiny
+  # any field: --config.model.codebook_update=loss --config.model.num_components=20 --config.seed=1
+
+Arguments: method (bow, lsh, spectral, nash, bmsh, dvq, binary_ae), dataset, bits, tiny (the test
+configuration), runlocal (few epochs). The loop fields (batch, epochs, patience, evaluation) are those of
+configs/ammi.py; the learned baselines use the papers' Adam learning rate 1e-3 and batch 64.
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+from dtr import config_utils
+from dtr.methods import baselines, dvq, vae_hashing
+
+METHODS = ('bow', 'lsh', 'spectral', 'nash', 'bmsh', 'dvq', 'binary_ae')
+
+
+def _ammi_config_module():
+  spec = importlib.util.spec_from_file_location('ammi_config', pathlib.Path(__file__).with_name('ammi.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def model_config(method: str) -> ml_collections.ConfigDict:
+  if method in baselines.NAMES:
+    return baselines.default_model_config(method)
+  if method in ('nash', 'bmsh', 'binary_ae'):
+    return vae_hashing.default_model_config(method)
+  if method == 'dvq':
+    return dvq.default_model_config()
+  raise ValueError(f'Unknown hashing method {method!r}; known: {METHODS} (AMMI: configs/ammi.py).')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_utils.parse_arg(arg, method='nash', dataset='ng20', bits=32, tiny=False, runlocal=False)
+  config = _ammi_config_module().common_config()
+  config.model = model_config(arg.method)
+  config.data.name = arg.dataset
+  config.model.bits = arg.bits
+  config.update(batch_size=64, num_epochs=50, patience=6)
+  if arg.tiny:
+    config.data.name = 'synthetic'
+    config.data.synthetic.update(num_train=600, num_valid=100, num_test=100, vocab_size=300, num_classes=4)
+    config.update(batch_size=32, num_epochs=6, patience=100, steps_per_call=8, eval_k=10,
+                  checkpoint_every_steps=1000, tensorboard=False, progress_bar=False)
+    config.model.bits = 16 if arg.bits == 32 else arg.bits
+    if 'encoder_hidden' in config.model:
+      config.model.encoder_hidden = (64,)
+      config.model.learning_rate = 3e-3
+  if arg.runlocal:
+    config.update(num_epochs=3)
+  return config

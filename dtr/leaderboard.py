@@ -1,0 +1,135 @@
+r"""The document-hashing leaderboard: every (method, dataset, bits, seed) cell trained, one markdown table.
+
+  python -m dtr.bench hashing --datasets=ng20,reuters --bits=16,32,64,128 --seeds=3 \
+      --methods=lsh,bow,spectral,nash,bmsh,dvq,binary_ae,ammi --cache_dir=/tmp/lb --out=docs/results/hashing.md
+
+A cell is `train.train_and_evaluate` on configs/hashing.py:method=M,dataset=D,bits=B (AMMI: the tuned cell
+configs/ammi.py:dataset=D,bits=B) with seed s (AMMI: its tuned seed + s). With `cache_dir`, a cell runs in
+`cache_dir/D/M/B/seed{s}` and a finished cell's results.json is reused, so an interrupted leaderboard resumes
+where it stopped (an unfinished cell resumes from its own checkpoint). BOW has one code length, the
+vocabulary size, and BOW and PCA are deterministic: each runs once per dataset (and PCA once per length).
+The table reports test precision@100 (mean ± std over seeds, in %) as in Table 1 of Stratos & Wiseman
+(2020), and a second table the number of distinct codes of the training documents.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DETERMINISTIC = ('bow', 'spectral')
+
+
+def _config_module(name: str):
+  spec = importlib.util.spec_from_file_location(f'{name}_config', REPO / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def cell_config(method: str, dataset: str, bits: int, seed_index: int, tiny: bool = False):
+  """The config of one leaderboard cell (tiny: the synthetic test configuration instead of `dataset`)."""
+  if method == 'ammi':
+    config = _config_module('ammi').get_config('tiny' if tiny else f'dataset={dataset},bits={bits}')
+    config.model.bits = bits
+  else:
+    config = _config_module('hashing').get_config(f'method={method},dataset={dataset},bits={bits}'
+                                                  + (',tiny' if tiny else ''))
+    config.seed = 0
+  config.seed += seed_index
+  config.progress_bar = config.tensorboard = False
+  return config
+
+
+def cell_workdir(cache_dir: str, method: str, dataset: str, bits: int, seed_index: int) -> str:
+  return os.path.join(cache_dir, dataset, method, 'vocab' if method == 'bow' else str(bits), f'seed{seed_index}')
+
+
+def run_cell(method, dataset, bits, seed_index, cache_dir, corpus_cache, tiny=False, log=print) -> dict:
+  """results.json of one cell: read from `cache_dir` when finished there, else trained (and written)."""
+  from dtr import train
+  from dtr.data import load_corpus
+  if cache_dir:
+    workdir = cell_workdir(cache_dir, method, dataset, bits, seed_index)
+    results_path = os.path.join(workdir, 'results.json')
+    if os.path.exists(results_path):
+      with open(results_path) as f:
+        return json.load(f)
+  config = cell_config(method, dataset, bits, seed_index, tiny)
+  if dataset not in corpus_cache:
+    corpus_cache[dataset] = load_corpus(config.data)
+    if corpus_cache[dataset].synthetic and not tiny:
+      raise SystemExit(f'{dataset}: no real data found (set DTR_DATA_DIR); refusing to rank synthetic data.')
+  t0 = time.time()
+  if cache_dir:
+    results = train.train_and_evaluate(config, workdir, corpus=corpus_cache[dataset])
+  else:
+    with tempfile.TemporaryDirectory() as workdir:
+      results = train.train_and_evaluate(config, workdir, corpus=corpus_cache[dataset])
+  log(f'{dataset} {method} {results["bits"]} bits seed {config.seed}: test P@{config.eval_k} '
+      f'{100 * results[f"test_precision@{config.eval_k}"]:.2f} ({results["distinct_train_codes"]} distinct codes, '
+      f'{time.time() - t0:.0f}s)')
+  return results
+
+
+def _precision(results: dict) -> float:
+  key = next(k for k in results if k.startswith('test_precision@'))
+  return 100 * results[key]
+
+
+def run(methods, datasets, bits_list, seeds, cache_dir='', tiny=False, log=print) -> dict:
+  """{(method, dataset, bits): [results per seed]} for every cell (BOW under bits_list[0] only)."""
+  corpus_cache, cells = {}, {}
+  for dataset in datasets:
+    for method in methods:
+      for bits in (bits_list[:1] if method == 'bow' else bits_list):
+        runs = 1 if method in DETERMINISTIC else seeds
+        cells[(method, dataset, bits)] = [run_cell(method, dataset, bits, s, cache_dir, corpus_cache, tiny, log)
+                                          for s in range(runs)]
+  return cells
+
+
+def _mean_std(values) -> str:
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f'{statistics.mean(values):.2f} ± {std:.2f}'
+
+
+def table(cells: dict, methods, datasets, bits_list) -> str:
+  """Two markdown tables: test precision@100 (mean ± std, %) and distinct training codes (mean)."""
+  header = '| method | ' + ' | '.join(f'{d} {b}' for d in datasets for b in bits_list) + ' |'
+  rule = '|---|' + '---|' * (len(datasets) * len(bits_list))
+
+  def rows(cell_text):
+    out = []
+    for method in methods:
+      texts = []
+      for dataset in datasets:
+        for bits in bits_list:
+          runs = cells.get((method, dataset, bits))
+          texts.append(cell_text(method, runs) if runs else '')
+      out.append(f'| {method} | ' + ' | '.join(texts) + ' |')
+    return out
+
+  def precision_text(method, runs):
+    text = _mean_std([_precision(r) for r in runs])
+    return f'{text} (m = {runs[0]["bits"]})' if method == 'bow' else text
+
+  def codes_text(method, runs):
+    del method
+    return f'{statistics.mean(r["distinct_train_codes"] for r in runs):.0f}'
+
+  return '\n'.join(['Test precision@100 (%), mean ± std over seeds (BOW and PCA are deterministic: one run; BOW '
+                    'has one code per word of the vocabulary, shown under the first code length):', '',
+                    header, rule, *rows(precision_text), '',
+                    'Distinct codes among the training documents (mean over seeds):', '',
+                    header, rule, *rows(codes_text)])
+
+
+def write(path: str, command: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(f'# Document hashing leaderboard\n\nCommand: `{command}`\n\n{text}\n')
