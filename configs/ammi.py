@@ -10,8 +10,12 @@ Runs (from the repository root):
   python -m dtr.main --config=configs/ammi.py:tiny --workdir=/tmp/tiny
   # any field: --config.model.entropy_weight=2.5 --config.batch_size=64 --config.seed=1
 
+  # random search: 100 settings of one cell in one compiled program, best member on validation
+  python -m dtr.main --config=configs/ammi.py:dataset=ng20,bits=16,population=100 --workdir=/tmp/ng16_search
+
 Arguments: dataset, bits, tiny (the test configuration), runlocal (few epochs, for a quick look), bmmi (the
-exact brute-force entropy instead of the adversarial prior; bits <= 16).
+exact brute-force entropy instead of the adversarial prior; bits <= 16), population (number of settings
+trained at once; `population_search` says what they draw).
 """
 
 import ml_collections
@@ -53,13 +57,21 @@ def common_config() -> ml_collections.ConfigDict:
       tensorboard=True,
       progress_bar=True,
       multihost=False,               # jax.distributed.initialize() (also: env DTR_MULTIHOST=1)
+      population=0,                  # >0: train this many settings at once (dtr.population), best on valid
+      population_search=ml_collections.ConfigDict(dict(  # what members 1..P-1 draw (member 0 = this config)
+          learning_rate='log_uniform(0.001,0.05)',
+          entropy_weight='uniform(1.5,4.0)',
+          init_scale='choice(0.05,0.1,0.5)',
+          clip='choice(0,1,5,10)',
+      )),
       data=default_data_config(),
       model=default_model_config(),
   ))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_utils.parse_arg(arg, dataset='reuters', bits=64, tiny=False, runlocal=False, bmmi=False)
+  arg = config_utils.parse_arg(arg, dataset='reuters', bits=64, tiny=False, runlocal=False, bmmi=False,
+                               population=0)
   config = common_config()
   config.data.name = arg.dataset
   config.model.bits = arg.bits
@@ -76,6 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   tensorboard=False, progress_bar=False)
     config.model.update(bits=16 if arg.bits == 64 else arg.bits, prior_steps=2, learning_rate=0.03,
                         init_scale=0.1, entropy_weight=2.0)
+  config.population = arg.population
   if arg.runlocal:
     config.update(num_epochs=3)
   return config

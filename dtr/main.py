@@ -18,7 +18,12 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # orbax reports every save step by step at INFO; keep dtr's own progress readable.
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.get('population', 0) > 0:
+    from dtr import population
+    population.train_population(config, _WORKDIR.value)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':
