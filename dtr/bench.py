@@ -120,7 +120,7 @@ def quality(datasets, bits_list, seeds, out, overrides) -> None:
   if out:
     os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
     with open(out, 'w') as f:
-      f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[2:])}`\n\n{table}\n')
+      f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[1:])}`\n\n{table}\n')
 
 
 def hashing(args) -> None:
