@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from dtr.methods.base import Method
 from dtr.latent import markov
 from dtr.nn.feedforward import SparseMLP, uniform_init
 
@@ -95,18 +96,10 @@ def batch_entropy_bruteforce(p_logits_BxMxS: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
-class AMMI:
+class AMMI(Method):
   """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
 
-  config: ml_collections.ConfigDict  # the `model` sub-config
-  vocab_size: int
-
-  def __post_init__(self):
-    validate_config(self.config)
-
-  @property
-  def num_bits(self) -> int:
-    return self.config.bits
+  validate = staticmethod(validate_config)
 
   # Hyperparameters that change no array shape live in the state as float32 scalars, so a population of
   # settings is one `jax.vmap` over states (dtr.population); single runs read the same values from config.

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from dtr.methods.base import Method
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseLinear
 
@@ -100,19 +101,13 @@ def fit(name: str, split, bits: int, seed: int = 0) -> Hasher:
 
 # ------------------------------------------------------------------------------------------------ methods
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
-class LSH:
+class LSH(Method):
   """Sign random projections as a dtr method: `fit` on the training split, then `encode`."""
 
-  config: ml_collections.ConfigDict  # the `model` sub-config
-  vocab_size: int
-
-  def __post_init__(self):
-    if self.config.bits <= 0:
-      raise ValueError(f'model.bits must be a positive number of code bits, got {self.config.bits}.')
-
-  @property
-  def num_bits(self) -> int:
-    return self.config.bits
+  @staticmethod
+  def validate(mc) -> None:
+    if mc.bits <= 0:
+      raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
 
   def fit(self, split, seed: int) -> dict:
     return lsh_projection(self.vocab_size, self.num_bits, seed)
@@ -137,11 +132,8 @@ class Spectral(LSH):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class BOW:
+class BOW(Method):
   """Binary bag-of-words: bit w is the presence of vocabulary word w (m = V)."""
-
-  config: ml_collections.ConfigDict
-  vocab_size: int
 
   @property
   def num_bits(self) -> int:

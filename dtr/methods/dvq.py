@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from dtr.methods.base import Method
 from dtr.latent import vq
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -44,18 +45,10 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
-class DVQ:
+class DVQ(Method):
   """Pure functions for DVQ hashing: `init`, `train_step`, `encode`."""
 
-  config: ml_collections.ConfigDict  # the `model` sub-config
-  vocab_size: int
-
-  def __post_init__(self):
-    validate_config(self.config)
-
-  @property
-  def num_bits(self) -> int:
-    return self.config.bits
+  validate = staticmethod(validate_config)
 
   @property
   def _ema(self) -> bool:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from dtr.methods.base import Method
 from dtr.latent import bernoulli
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -53,18 +54,10 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
-class NASH:
+class NASH(Method):
   """Bernoulli VAE with a uniform prior and straight-through bits: `init`, `train_step`, `encode`."""
 
-  config: ml_collections.ConfigDict  # the `model` sub-config
-  vocab_size: int
-
-  def __post_init__(self):
-    validate_config(self.config)
-
-  @property
-  def num_bits(self) -> int:
-    return self.config.bits
+  validate = staticmethod(validate_config)
 
   # --- pieces the subclasses change
   def _extra_outputs(self) -> int:
