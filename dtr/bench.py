@@ -25,7 +25,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

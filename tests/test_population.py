@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dtr import methods, population, train
+from dtr import methods, population
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
