@@ -54,8 +54,7 @@ def speed(cells: list[str], epochs: int, steps_per_call: int) -> None:
     method = methods.get_method(config.model, len(corpus.vocab))
     mesh = ip.make_mesh()
     _, _, sample = next(ip.chunk_batches(split, 0, 0, config.batch_size, 0, 1))
-    state = {'method': method.init(jax.random.key(0), {k: v[0] for k, v in sample.items() if k != 'valid'}),
-             'rng': jax.random.key_data(jax.random.key(0)), 'step': jax.numpy.zeros((), jax.numpy.int32)}
+    state = train.init_train_state(method, 0, {k: v[0] for k, v in sample.items() if k != 'valid'})
     state = jax.device_put(state, ip.replicated(mesh))
     train_chunk = train.make_train_chunk(method, mesh)
     sharding = ip.batch_sharding(mesh, 1)

@@ -66,6 +66,15 @@ def _local_slice(global_rows: np.ndarray) -> np.ndarray:
   return global_rows[..., i * n:(i + 1) * n]
 
 
+def chunk_windows(num_steps: int, start_step: int, steps_per_call: int) -> Iterator[tuple[int, int]]:
+  """(first step, k) of each chunk from `start_step` on; chunks start at multiples of `steps_per_call`."""
+  step = start_step
+  while step < num_steps:
+    k = min(steps_per_call - step % steps_per_call, num_steps - step)
+    yield step, k
+    step += k
+
+
 def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_step: int,
                   steps_per_call: int) -> Iterator[tuple[int, int, dict]]:
   """Yields (first_step, num_steps k, host batch dict of arrays [K, D_local, ...]) from `start_step` on.
@@ -75,15 +84,11 @@ def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_st
   steps k..K-1 repeat the last batch and have `valid` False (the train step skips them).
   """
   order = epoch_order(seed, epoch, split.num_docs)
-  total = steps_per_epoch(split.num_docs, batch_size)
-  step = start_step
-  while step < total:
-    k = min(steps_per_call - step % steps_per_call, total - step)
+  for step, k in chunk_windows(steps_per_epoch(split.num_docs, batch_size), start_step, steps_per_call):
     rows_KxB = order[step * batch_size:(step + k) * batch_size].reshape(k, batch_size)
     rows_KxB = np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)])
     batch = _flat_batch(split, rows_KxB)
     yield step, k, {**batch, 'valid': np.arange(steps_per_call) < k}
-    step += k
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[int, dict]]:

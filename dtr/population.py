@@ -63,10 +63,7 @@ def member_settings(config, method, size: int) -> list[dict]:
 def population_batches(split: Split, seeds, epoch: int, batch_size: int, start_step: int, steps_per_call: int):
   """Like `ip.chunk_batches`, one data order per member: arrays [P, K, 1, T], one group per member step."""
   orders = [ip.epoch_order(s, epoch, split.num_docs) for s in seeds]
-  total = ip.steps_per_epoch(split.num_docs, batch_size)
-  step = start_step
-  while step < total:
-    k = min(steps_per_call - step % steps_per_call, total - step)
+  for step, k in ip.chunk_windows(ip.steps_per_epoch(split.num_docs, batch_size), start_step, steps_per_call):
     rows = np.stack([o[step * batch_size:(step + k) * batch_size].reshape(k, batch_size) for o in orders])
     rows = np.concatenate([rows, np.repeat(rows[:, -1:], steps_per_call - k, 1)], axis=1)  # [P, K, B]
     groups = rows.reshape(-1, batch_size)
@@ -75,7 +72,6 @@ def population_batches(split: Split, seeds, epoch: int, batch_size: int, start_s
     yield step, k, {'ids': ids.reshape(shape), 'vals': vals.reshape(shape), 'seg': seg.reshape(shape),
                     'mask': np.ones(rows.shape[:2] + (1, batch_size), np.float32),
                     'valid': np.arange(steps_per_call) < k}
-    step += k
 
 
 def encode_population(method, params_P, split: Split, batch_size: int = 1024) -> np.ndarray:
@@ -160,15 +156,9 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
 
 
 def _init_members(method, seeds, sample, hparams):
-  init = jax.jit(jax.vmap(lambda key_seed, hp: _init_one(method, key_seed, sample, hp)))
+  """`train.init_train_state` of every member (jax.random.key takes the traced seed)."""
+  init = jax.jit(jax.vmap(lambda seed, hp: train.init_train_state(method, seed, sample, hp)))
   return init(jnp.asarray(seeds, jnp.uint32), hparams)
-
-
-def _init_one(method, seed, sample, hp):
-  """`train.init_train_state` with a traced seed (jax.random.key accepts one)."""
-  init_rng, train_rng = jax.random.split(jax.random.key(seed))
-  return {'method': method.init(init_rng, sample, hp), 'rng': jax.random.key_data(train_rng),
-          'step': jnp.zeros((), jnp.int32)}
 
 
 def _finish(config, workdir, corpus, method, members, best_params, meta, seconds) -> dict:

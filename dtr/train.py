@@ -93,6 +93,13 @@ def precision(query_codes, query_split: Split, db_codes, db_split: Split, k: int
                                         retrieval.pack_bits(db_codes), db_split.labels, k=k))
 
 
+def validate(config, corpus: Corpus, method, params, mesh) -> float:
+  """Validation precision@k: validation codes as queries against the training codes."""
+  db_codes = encode_split(method, params, corpus.splits['train'], mesh, config.eval_batch_size)
+  valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
+  return precision(valid_codes, corpus.splits['valid'], db_codes, corpus.splits['train'], config.eval_k)
+
+
 # ------------------------------------------------------------------------------------------------ loop
 def announce_data(corpus: Corpus) -> None:
   s = corpus.splits
@@ -146,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     state, best_params = ckpt['train'], ckpt['best_params']
     logging.info('Resuming at step %d (epoch %d, step %d of the epoch)', ckpt_step, meta['epoch'],
                  meta['step_in_epoch'])
-  last_good = restored[2] if restored else None
+  last_good = restored[2] if restored else None  # step of the latest checkpoint on disk
 
   def save():
     nonlocal last_good
@@ -161,9 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
   spe = ip.steps_per_epoch(train_split.num_docs, config.batch_size)
-  last_ckpt_step = int(state['step'])
 
-  def check_finite(step_lo, k, metrics):
+  def check_finite(step_lo, metrics):
     if not np.all(np.isfinite(metrics['loss'])):
       bad = step_lo + int(np.argmin(np.isfinite(metrics['loss'])))
       where = f'step {last_good} in {ckpt_dir}' if last_good is not None else 'none saved yet'
@@ -179,15 +185,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
                                                    meta['step_in_epoch'], config.steps_per_call):
       state, metrics = train_chunk(state, ip.to_global(host_batch, ip.batch_sharding(mesh, 1)))
       metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
-      check_finite(step_lo, k, metrics)
+      check_finite(step_lo, metrics)
       for key, v in metrics.items():
         sums[key] = sums.get(key, 0.0) + float(np.sum(v))
       count, docs = count + k, docs + k * config.batch_size
       meta['step_in_epoch'] = step_lo + k
       bar.update(k)
-      if int(state['step']) - last_ckpt_step >= config.checkpoint_every_steps:
+      if int(state['step']) - (last_good or 0) >= config.checkpoint_every_steps:
         save()
-        last_ckpt_step = int(state['step'])
     bar.close()
     train_time = time.time() - t0
     scalars = {f'train/{k}': v / max(count, 1) for k, v in sums.items()}
@@ -195,9 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
 
     # --- validation, early stopping, best model
     params = state['method']['params']
-    db_codes = encode_split(method, params, train_split, mesh, config.eval_batch_size)
-    valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
-    p_valid = precision(valid_codes, corpus.splits['valid'], db_codes, train_split, config.eval_k)
+    p_valid = validate(config, corpus, method, params, mesh)
     scalars[f'valid/precision_at_{config.eval_k}'] = p_valid
     improved = p_valid > meta['best_metric']
     if improved:
@@ -214,7 +217,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
             f'valid P@{config.eval_k} {100 * p_valid:.2f}{" *" if improved else "  "} | '
             f'{scalars["train/docs_per_sec"]:,.0f} docs/s | {time.time() - t0:.1f}s', flush=True)
     save()
-    last_ckpt_step = int(state['step'])
   return finish(config, workdir, corpus, method, best_params, mesh, meta)
 
 
@@ -222,9 +224,7 @@ def fit_and_evaluate(config, workdir, corpus, method, mesh) -> dict:
   """Closed-form baselines (no train_step): fit on the training split, validate once, write like `finish`."""
   t0 = time.time()
   params = jax.device_put(method.fit(corpus.splits['train'], config.seed), ip.replicated(mesh))
-  db_codes = encode_split(method, params, corpus.splits['train'], mesh, config.eval_batch_size)
-  valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
-  p_valid = precision(valid_codes, corpus.splits['valid'], db_codes, corpus.splits['train'], config.eval_k)
+  p_valid = validate(config, corpus, method, params, mesh)
   logging.info('Fitted %s in %.1fs: valid P@%d %.2f', config.model.name, time.time() - t0, config.eval_k,
                100 * p_valid)
   meta = {'epoch': 0, 'best_metric': p_valid, 'best_epoch': -1, 'history': []}
