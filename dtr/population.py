@@ -175,7 +175,7 @@ def _finish(config, workdir, corpus, method, members, best_params, meta, seconds
   results = {'dataset': corpus.name, 'synthetic': corpus.synthetic, 'bits': method.num_bits,
              'population': len(members), 'seconds': seconds, 'epochs_run': meta['epoch'], 'best_member': best,
              f'test_precision@{k}': rows[best][f'test_precision@{k}'], 'best_settings': members[best],
-             'members': rows}
+             'members': rows, 'config': json.loads(config.to_json())}
   with open(os.path.join(workdir, 'population_results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   print(f'best member {best} (valid P@{k} {100 * rows[best][f"valid_precision@{k}"]:.2f}): test P@{k} '

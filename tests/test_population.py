@@ -74,3 +74,33 @@ def test_population_equals_separate_runs(tmp_path):
     assert member['valid_history'][0] == pytest.approx(single['valid_history'][0], abs=1e-6)
     np.testing.assert_allclose(member['valid_history'], single['valid_history'], atol=0.02)
     assert member['test_precision@10'] == pytest.approx(single['test_precision@10'], abs=0.02)
+
+
+def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp_path, monkeypatch):
+  from dtr import sweep
+  config = load_config('tiny,population=2')
+  config.num_epochs = 2
+  grid = sweep.parse_grid(['batch_size=16,32', 'model.prior_steps=1,2', 'model.prior_raw=true,false'], config)
+  assert grid == {'batch_size': [16, 32], 'model.prior_steps': [1, 2], 'model.prior_raw': [True, False]}
+  points = sweep.grid_points(grid, 2, config.seed)
+  assert len(points) == 2 and points == sweep.grid_points(grid, 2, config.seed) and points[0] != points[1]
+  summary = sweep.run_sweep(config, str(tmp_path), grid, num_groups=2)
+  assert [g['choices'] for g in summary['groups']] == points
+  best = max(summary['groups'], key=lambda g: g['valid_precision@10'])
+  assert summary['best_group'] == best['group'] and summary['test_precision@10'] == best['test_precision@10']
+  for g in summary['groups']:  # each group trained with its own choices and disjoint member seeds
+    saved = json.loads((tmp_path / f'group{g["group"]:03d}' / 'population_results.json').read_text())
+    assert saved['population'] == 2 and saved['members'][0]['seed'] == config.seed + 2 * g['group']
+    assert saved['config']['batch_size'] == g['choices']['batch_size']
+    assert saved['config']['model']['prior_steps'] == g['choices']['model.prior_steps']
+  assert '**best**' in (tmp_path / 'sweep.md').read_text()
+
+  def retrain(*args, **kwargs):
+    raise AssertionError('a finished group was trained again')
+
+  monkeypatch.setattr(population, 'train_population', retrain)
+  assert sweep.run_sweep(config, str(tmp_path), grid, num_groups=2)['best_group'] == summary['best_group']
+  with pytest.raises(ValueError, match='not a config field'):
+    sweep.parse_grid(['model.no_such_field=1,2'], config)
+  with pytest.raises(ValueError, match='population'):
+    sweep.run_sweep(load_config('tiny'), str(tmp_path / 'x'), grid)

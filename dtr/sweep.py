@@ -1,0 +1,165 @@
+r"""Random search over shape-changing choices: one population (`dtr.population`) per group.
+
+A population vmaps everything that keeps array shapes (learning rates, beta, clip, init range, seed); choices
+that change shapes (batch size, G, prior layers, raw prior, hidden size, encoder order...) need their own
+compiled program. A sweep is the cartesian product of `--grid` choices (or `--groups` points drawn from it),
+each group one population of `config.population` members:
+
+  DTR_DATA_DIR=../shared/data python -m dtr.sweep --config=configs/ammi.py:dataset=ng20,bits=64,population=12 \
+      --grid=batch_size=64,128,256 --grid=model.prior_steps=1,2,4 --grid=model.prior_layers=0,1 \
+      --groups=6 --workdir=/tmp/sweep_ng64
+
+Group g runs in WORKDIR/group{g:03d} with seed config.seed + g * population (no two members share a seed), so
+an interrupted sweep resumes: finished groups are read back, an unfinished one continues from its checkpoint.
+The best member over all groups is chosen on validation precision and reported on test; sweep_results.json
+holds every group's best and all members, sweep.md a table. The same as a function: `run_sweep`.
+"""
+
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'ml_collections config file (path[:arguments]).',
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep; one sub-folder per group.')
+_GRID = flags.DEFINE_multi_string('grid', [], 'A shape-changing choice: dotted.field=v1,v2,... (repeatable).')
+_GROUPS = flags.DEFINE_integer('groups', 0, 'Draw this many distinct grid points at random (0: all of them).')
+
+
+def parse_grid(specs: list[str], config) -> dict[str, list]:
+  """{'model.prior_steps': [1, 2, 4], ...}; values take the type of the field they replace."""
+  grid = {}
+  for spec in specs:
+    key, sep, values = spec.partition('=')
+    if not sep or not values:
+      raise ValueError(f'Bad --grid {spec!r}: write field=value1,value2,... (e.g. batch_size=64,128).')
+    current = _get(config, key)
+    if isinstance(current, (tuple, list)):
+      raise ValueError(f'--grid {key}: sequence fields are not supported; use a scalar field.')
+    grid[key] = [_cast(current, v.strip()) for v in values.split(',')]
+  return grid
+
+
+def grid_points(grid: dict[str, list], num_groups: int, seed: int) -> list[dict]:
+  """All grid points in order, or `num_groups` of them drawn without replacement (deterministic)."""
+  keys = sorted(grid)
+  points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+  if 0 < num_groups < len(points):
+    rng = np.random.default_rng([seed, 104729])
+    points = [points[i] for i in sorted(rng.choice(len(points), num_groups, replace=False))]
+  return points
+
+
+def group_config(config, point: dict, index: int):
+  group = config.copy_and_resolve_references()
+  for key, value in point.items():
+    _set(group, key, value)
+  group.seed = int(config.seed) + index * int(config.population)
+  group.progress_bar = False
+  return group
+
+
+def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, corpus=None) -> dict:
+  """Trains every group's population (resuming finished ones); returns and writes the sweep's results."""
+  from dtr import population
+  from dtr.data import load_corpus
+  if int(config.get('population', 0)) < 1:
+    raise ValueError('A sweep trains one population per group: set population=P >= 1 in the config '
+                     '(e.g. --config=configs/ammi.py:dataset=ng20,bits=64,population=12).')
+  points = grid_points(grid, num_groups, int(config.seed))
+  corpus = corpus or load_corpus(config.data)
+  os.makedirs(workdir, exist_ok=True)
+  t_start, groups = time.time(), []
+  for index, point in enumerate(points):
+    group_dir = os.path.join(workdir, f'group{index:03d}')
+    results_path = os.path.join(group_dir, 'population_results.json')
+    if os.path.exists(results_path):
+      with open(results_path) as f:
+        results = json.load(f)
+    else:
+      print(f'group {index + 1}/{len(points)}: {point}', flush=True)
+      results = population.train_population(group_config(config, point, index), group_dir, corpus=corpus)
+    groups.append({'group': index, 'choices': point, 'results': results})
+  summary = summarize(groups, int(config.eval_k))
+  summary['seconds'] = time.time() - t_start
+  with open(os.path.join(workdir, 'sweep_results.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
+    f.write(table(summary) + '\n')
+  return summary
+
+
+def summarize(groups: list[dict], k: int) -> dict:
+  """The best member over all groups by validation precision, and each group's best."""
+  rows = []
+  for g in groups:
+    res = g['results']
+    best = res['members'][res['best_member']]
+    rows.append({'group': g['group'], 'choices': g['choices'], 'members': res['population'],
+                 'seconds': res['seconds'], f'valid_precision@{k}': best[f'valid_precision@{k}'],
+                 f'test_precision@{k}': best[f'test_precision@{k}'], 'best_settings': res['best_settings']})
+  winner = max(rows, key=lambda r: r[f'valid_precision@{k}'])
+  return {'k': k, 'groups': rows, 'best_group': winner['group'], 'best_choices': winner['choices'],
+          'best_settings': winner['best_settings'], f'valid_precision@{k}': winner[f'valid_precision@{k}'],
+          f'test_precision@{k}': winner[f'test_precision@{k}'],
+          'members': sum(r['members'] for r in rows)}
+
+
+def table(summary: dict) -> str:
+  k = summary['k']
+  lines = [f'| group | choices | members | best valid P@{k} | its test P@{k} | seconds |', '|---|---|---|---|---|---|']
+  for r in summary['groups']:
+    mark = ' **best**' if r['group'] == summary['best_group'] else ''
+    choices = ', '.join(f'{key}={value}' for key, value in r['choices'].items())
+    lines.append(f'| {r["group"]}{mark} | {choices} | {r["members"]} | {100 * r[f"valid_precision@{k}"]:.2f} | '
+                 f'{100 * r[f"test_precision@{k}"]:.2f} | {r["seconds"]:.0f} |')
+  return '\n'.join(lines)
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split('.'):
+    if part not in node:
+      raise ValueError(f'--grid names {dotted!r}, which is not a config field.')
+    node = node[part]
+  return node
+
+
+def _set(config, dotted: str, value) -> None:
+  *parents, leaf = dotted.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
+def _cast(current, text: str):
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'Expected a boolean (true/false), got {text!r}.')
+    return text.lower() in ('true', '1')
+  return type(current)(text) if current is not None else text
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  summary = run_sweep(config, _WORKDIR.value, parse_grid(_GRID.value, config), _GROUPS.value)
+  k = summary['k']
+  print(table(summary))
+  print(f'best: group {summary["best_group"]} {summary["best_choices"]}, settings {summary["best_settings"]}: '
+        f'valid P@{k} {100 * summary[f"valid_precision@{k}"]:.2f}, test P@{k} '
+        f'{100 * summary[f"test_precision@{k}"]:.2f}; {summary["members"]} runs in {summary["seconds"]:.0f}s',
+        flush=True)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)
