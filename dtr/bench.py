@@ -125,9 +125,10 @@ def hashing(args) -> None:
   from dtr import leaderboard
   methods, datasets = args.methods.split(','), args.datasets.split(',')
   bits_list = [int(b) for b in args.bits.split(',')]
+  seeds_per_method = {m: int(n) for m, n in (kv.split('=') for kv in filter(None, args.seeds_per_method.split(',')))}
   cells = leaderboard.run(methods, datasets, bits_list, args.seeds, args.cache_dir, args.tiny,
-                          log=lambda line: print(line, flush=True))
-  text = leaderboard.table(cells, methods, datasets, bits_list)
+                          log=lambda line: print(line, flush=True), seeds_per_method=seeds_per_method)
+  text = leaderboard.table(cells, methods, datasets, bits_list, args.seeds)
   print(text)
   if args.out:
     leaderboard.write(args.out, f'python -m dtr.bench {" ".join(sys.argv[1:])}', text)
@@ -159,6 +160,7 @@ def main(argv=None):
   hp.add_argument('--bits', default='16,32,64,128')
   hp.add_argument('--seeds', type=int, default=3)
   hp.add_argument('--methods', default='lsh,bow,spectral,nash,bmsh,dvq,binary_ae,ammi')
+  hp.add_argument('--seeds_per_method', default='', help='fewer seeds for slow methods, e.g. nash=1,bmsh=1')
   hp.add_argument('--cache_dir', default='', help='per-cell workdirs; finished cells are reused (resumable)')
   hp.add_argument('--out', default='')
   hp.add_argument('--tiny', action='store_true', help='synthetic test configurations (a smoke run)')

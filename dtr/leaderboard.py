@@ -9,7 +9,9 @@ configs/ammi.py:dataset=D,bits=B) with seed s (AMMI: its tuned seed + s). With `
 where it stopped (an unfinished cell resumes from its own checkpoint). BOW has one code length, the
 vocabulary size, and BOW and PCA are deterministic: each runs once per dataset (and PCA once per length).
 The table reports test precision@100 (mean ± std over seeds, in %) as in Table 1 of Stratos & Wiseman
-(2020), and a second table the number of distinct codes of the training documents.
+(2020), with each dataset's average over the code lengths, and a second table the number of distinct codes
+of the training documents. `seeds_per_method` (e.g. {'nash': 1}) caps the seeds of slow methods; a cell
+with fewer runs than `seeds` says how many it has.
 """
 
 import importlib.util
@@ -81,13 +83,14 @@ def _precision(results: dict) -> float:
   return 100 * results[key]
 
 
-def run(methods, datasets, bits_list, seeds, cache_dir='', tiny=False, log=print) -> dict:
+def run(methods, datasets, bits_list, seeds, cache_dir='', tiny=False, log=print, seeds_per_method=None) -> dict:
   """{(method, dataset, bits): [results per seed]} for every cell (BOW under bits_list[0] only)."""
   corpus_cache, cells = {}, {}
+  seeds_per_method = seeds_per_method or {}
   for dataset in datasets:
     for method in methods:
       for bits in (bits_list[:1] if method == 'bow' else bits_list):
-        runs = 1 if method in DETERMINISTIC else seeds
+        runs = 1 if method in DETERMINISTIC else min(seeds, seeds_per_method.get(method, seeds))
         cells[(method, dataset, bits)] = [run_cell(method, dataset, bits, s, cache_dir, corpus_cache, tiny, log)
                                           for s in range(runs)]
   return cells
@@ -98,35 +101,60 @@ def _mean_std(values) -> str:
   return f'{statistics.mean(values):.2f} ± {std:.2f}'
 
 
-def table(cells: dict, methods, datasets, bits_list) -> str:
-  """Two markdown tables: test precision@100 (mean ± std, %) and distinct training codes (mean)."""
-  header = '| method | ' + ' | '.join(f'{d} {b}' for d in datasets for b in bits_list) + ' |'
-  rule = '|---|' + '---|' * (len(datasets) * len(bits_list))
+def average_over_bits(cells: dict, method: str, dataset: str, bits_list) -> float | None:
+  """Mean over code lengths of the per-length mean precision (None when a length is missing)."""
+  means = []
+  for bits in bits_list:
+    runs = cells.get((method, dataset, bits))
+    if not runs:
+      return None
+    means.append(statistics.mean(_precision(r) for r in runs))
+  return statistics.mean(means)
 
-  def rows(cell_text):
-    out = []
-    for method in methods:
-      texts = []
-      for dataset in datasets:
-        for bits in bits_list:
-          runs = cells.get((method, dataset, bits))
-          texts.append(cell_text(method, runs) if runs else '')
-      out.append(f'| {method} | ' + ' | '.join(texts) + ' |')
-    return out
+
+def table(cells: dict, methods, datasets, bits_list, seeds: int | None = None) -> str:
+  """Two markdown tables: test precision@100 (mean ± std, %, and the average over code lengths per
+  dataset) and distinct training codes (mean). Cells with fewer runs than `seeds` show their count."""
+  heads = [f'{d} {b}' for d in datasets for b in bits_list]
+  header = '| method | ' + ' | '.join(heads + [f'{d} avg' for d in datasets]) + ' |'
+  rule = '|---|' + '---|' * (len(heads) + len(datasets))
+  codes_header = '| method | ' + ' | '.join(heads) + ' |'
+  codes_rule = '|---|' + '---|' * len(heads)
+
+  def cell_texts(method, cell_text):
+    texts = []
+    for dataset in datasets:
+      for bits in bits_list:
+        runs = cells.get((method, dataset, bits))
+        texts.append(cell_text(method, runs) if runs else '')
+    return texts
 
   def precision_text(method, runs):
     text = _mean_std([_precision(r) for r in runs])
-    return f'{text} (m = {runs[0]["bits"]})' if method == 'bow' else text
+    if method == 'bow':
+      return f'{text} (m = {runs[0]["bits"]})'
+    if seeds and method not in DETERMINISTIC and len(runs) < seeds:
+      text += f' ({len(runs)} run{"s" if len(runs) > 1 else ""})'
+    return text
 
   def codes_text(method, runs):
     del method
     return f'{statistics.mean(r["distinct_train_codes"] for r in runs):.0f}'
 
-  return '\n'.join(['Test precision@100 (%), mean ± std over seeds (BOW and PCA are deterministic: one run; BOW '
-                    'has one code per word of the vocabulary, shown under the first code length):', '',
-                    header, rule, *rows(precision_text), '',
+  precision_rows, codes_rows = [], []
+  for method in methods:
+    averages = []
+    for dataset in datasets:
+      avg = None if method == 'bow' else average_over_bits(cells, method, dataset, bits_list)
+      averages.append('' if avg is None else f'{avg:.2f}')
+    precision_rows.append(f'| {method} | ' + ' | '.join(cell_texts(method, precision_text) + averages) + ' |')
+    codes_rows.append(f'| {method} | ' + ' | '.join(cell_texts(method, codes_text)) + ' |')
+  return '\n'.join(['Test precision@100 (%), mean ± std over seeds, and the average over the code lengths '
+                    '(BOW and PCA are deterministic: one run; BOW has one code per word of the vocabulary, '
+                    'shown under the first code length):', '',
+                    header, rule, *precision_rows, '',
                     'Distinct codes among the training documents (mean over seeds):', '',
-                    header, rule, *rows(codes_text)])
+                    codes_header, codes_rule, *codes_rows])
 
 
 def write(path: str, command: str, text: str) -> None:
