@@ -149,16 +149,15 @@ class AMMI(Method):
                  'prior': self.prior_optimizer(hp).init(params['prior'])}
     return {'params': params, 'opt_state': opt_state, 'hparams': hp}
 
-  def train_step(self, state, batch, rng=None):
-    """One AMMI update: G prior steps with the encoder fixed, then one encoder step."""
-    del rng  # AMMI's objective is exact: no sampling.
+  def update_prior(self, params, opt_state, hp, p_fixed_BxMxS):
+    """G Adam steps on theta against encoder logits held fixed: (prior params, prior optimiser state).
+
+    H+(p_Z, q) is linear in p's context marginals: they are averaged over the batch once, and every prior
+    step costs O(m 2^r) instead of O(B m 2^r) (the same objective as mean_b H+(p_b, q)).
+    """
     mc = self.config
-    params, opt_state, hp = state['params'], state['opt_state'], state['hparams']
-    enc_tx, prior_tx = self.encoder_optimizer(hp), self.prior_optimizer(hp)
-    p_fixed = jax.lax.stop_gradient(self.encoder_logits(params['encoder'], batch))
-    # H+(p_Z, q) is linear in p's context marginals: average them over the batch once, and every prior
-    # step costs O(m 2^r) instead of O(B m 2^r) (the same objective as mean_b H+(p_b, q)).
-    mu_bar = jnp.mean(markov.context_marginals(p_fixed, mc.prior_order), axis=0)
+    prior_tx = self.prior_optimizer(hp)
+    mu_bar = jnp.mean(markov.context_marginals(p_fixed_BxMxS, mc.prior_order), axis=0)
 
     def prior_loss(prior_params):
       return markov.cross_entropy_from_marginals(mu_bar, self.prior_logits(prior_params))
@@ -172,9 +171,19 @@ class AMMI(Method):
     prior_params, prior_opt = params['prior'], opt_state['prior']
     if mc.reset_prior_optimizer:
       prior_opt = prior_tx.init(prior_params)
-    if not mc.bmmi and mc.prior_steps > 0:
+    if not mc.get('bmmi', False) and mc.prior_steps > 0:
       (prior_params, prior_opt), _ = jax.lax.scan(prior_step, (prior_params, prior_opt), None,
                                                   length=mc.prior_steps)
+    return prior_params, prior_opt
+
+  def train_step(self, state, batch, rng=None):
+    """One AMMI update: G prior steps with the encoder fixed, then one encoder step."""
+    del rng  # AMMI's objective is exact: no sampling.
+    mc = self.config
+    params, opt_state, hp = state['params'], state['opt_state'], state['hparams']
+    enc_tx = self.encoder_optimizer(hp)
+    p_fixed = jax.lax.stop_gradient(self.encoder_logits(params['encoder'], batch))
+    prior_params, prior_opt = self.update_prior(params, opt_state, hp, p_fixed)
     q_logits = jax.lax.stop_gradient(self.prior_logits(prior_params))
 
     def encoder_loss(enc_params):

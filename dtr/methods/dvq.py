@@ -62,6 +62,14 @@ class DVQ(Method):
     parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
     return optax.chain(*parts, optax.adam(mc.learning_rate))
 
+  def _source(self, batch):
+    """The documents the encoder reads (conditional variants: one side of a pair)."""
+    return batch
+
+  def _target(self, batch):
+    """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
+    return batch
+
   def _trainable(self, params) -> dict:
     """The parameters that gradient steps change (the code book only under `codebook_update='loss'`)."""
     return {k: v for k, v in params.items() if k != 'codebook' or not self._ema}
@@ -74,8 +82,8 @@ class DVQ(Method):
   def init(self, rng: jax.Array, batch) -> dict[str, Any]:
     enc_rng, dec_rng, pick_rng = jax.random.split(rng, 3)
     mc = self.config
-    encoder = self._encoder().init(enc_rng, batch)['params']
-    h_BxMxD = self.segments({'encoder': encoder}, batch)
+    encoder = self._encoder().init(enc_rng, self._source(batch))['params']
+    h_BxMxD = self.segments({'encoder': encoder}, self._source(batch))
     if h_BxMxD.shape[0] >= CODES_PER_SEGMENT:
       docs = jax.random.choice(pick_rng, h_BxMxD.shape[0], (CODES_PER_SEGMENT,), replace=False)
       codebook_MxKxD = jnp.swapaxes(h_BxMxD[docs], 0, 1)
@@ -90,15 +98,16 @@ class DVQ(Method):
 
   def loss(self, trainable, codebook, batch):
     params = {**trainable, 'codebook': trainable.get('codebook', codebook)}
-    h_BxMxD = self.segments(params, batch)
+    source, target = self._source(batch), self._target(batch)
+    h_BxMxD = self.segments(params, source)
     idx_BxM, quantised_BxMxD = vq.nearest(h_BxMxD, params['codebook'])
     z_BxMD = vq.straight_through(h_BxMxD, quantised_BxMxD).reshape(h_BxMxD.shape[0], -1)
     logits_BxV = nn.Dense(self.vocab_size).apply({'params': params['decoder']}, z_BxMD)
-    nll = bow_decoder.masked_mean(-bow_decoder.present_word_log_likelihood(logits_BxV, batch), batch)
-    commit = bow_decoder.masked_mean(vq.commitment_loss(h_BxMxD, quantised_BxMxD), batch)
+    nll = bow_decoder.masked_mean(-bow_decoder.present_word_log_likelihood(logits_BxV, target), target)
+    commit = bow_decoder.masked_mean(vq.commitment_loss(h_BxMxD, quantised_BxMxD), source)
     loss = nll + self.config.commitment * commit
     if not self._ema:
-      loss = loss + bow_decoder.masked_mean(vq.codebook_loss(h_BxMxD, quantised_BxMxD), batch)
+      loss = loss + bow_decoder.masked_mean(vq.codebook_loss(h_BxMxD, quantised_BxMxD), source)
     return loss, ({'reconstruction': nll, 'commitment': commit, 'bit_rate': jnp.mean(idx_BxM)},
                   (h_BxMxD, idx_BxM))
 
@@ -113,7 +122,8 @@ class DVQ(Method):
     new_state = {'opt_state': opt_state}
     if self._ema:
       new_state['ema'], new_params['codebook'] = vq.ema_update(
-          state['ema'], h, idx, batch['mask'].reshape(-1), self.config.ema_decay, self.config.ema_epsilon)
+          state['ema'], h, idx, self._source(batch)['mask'].reshape(-1), self.config.ema_decay,
+          self.config.ema_epsilon)
     new_state['params'] = new_params
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 

@@ -79,6 +79,14 @@ class NASH(Method):
   def _negative_log_likelihood(self, decoder_logits_BxV, batch):
     return -bow_decoder.present_word_log_likelihood(decoder_logits_BxV, batch)
 
+  def _source(self, batch):
+    """The documents the encoder reads (conditional variants: one side of a pair)."""
+    return batch
+
+  def _target(self, batch):
+    """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
+    return batch
+
   # --- shared
   def _encoder(self) -> SparseMLP:
     return SparseMLP(self.vocab_size, tuple(self.config.encoder_hidden), self.num_bits + self._extra_outputs())
@@ -98,7 +106,7 @@ class NASH(Method):
 
   def init(self, rng: jax.Array, batch) -> dict[str, Any]:
     enc_rng, dec_rng, extra_rng = jax.random.split(rng, 3)
-    params = {'encoder': self._encoder().init(enc_rng, batch)['params'],
+    params = {'encoder': self._encoder().init(enc_rng, self._source(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.num_bits)))['params'],
               **self._init_extra(extra_rng)}
     return {'params': params, 'opt_state': self.optimizer().init(params)}
@@ -106,12 +114,13 @@ class NASH(Method):
   def loss(self, params, batch, rng):
     """Mean over documents of reconstruction + kl_weight * KL, one straight-through sample each."""
     sample_rng, noise_rng = jax.random.split(rng)
-    logits_BxM, extra_BxE = self.encoder_outputs(params, batch)
+    source, target = self._source(batch), self._target(batch)
+    logits_BxM, extra_BxE = self.encoder_outputs(params, source)
     z_BxM = bernoulli.sample_straight_through(logits_BxM, sample_rng)
     decoder_logits_BxV = self._decoder().apply({'params': params['decoder']},
                                                self._decoder_input(z_BxM, extra_BxE, noise_rng))
-    nll = bow_decoder.masked_mean(self._negative_log_likelihood(decoder_logits_BxV, batch), batch)
-    kl = bow_decoder.masked_mean(self._kl(params, logits_BxM, extra_BxE), batch)
+    nll = bow_decoder.masked_mean(self._negative_log_likelihood(decoder_logits_BxV, target), target)
+    kl = bow_decoder.masked_mean(self._kl(params, logits_BxM, extra_BxE), source)
     loss = nll + self.config.get('kl_weight', 0.0) * kl
     return loss, {'reconstruction': nll, 'kl': kl, 'bit_rate': jnp.mean(jax.nn.sigmoid(logits_BxM))}
 
