@@ -19,7 +19,10 @@ def main(argv):
   # orbax reports every save step by step at INFO; keep dtr's own progress readable.
   logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
   config = _CONFIG.value
-  if config.get('population', 0) > 0:
+  if config.get('task', '') == 'predictive':  # pairs of texts: configs/predictive.py
+    from dtr import predictive_train
+    predictive_train.train_and_evaluate(config, _WORKDIR.value)
+  elif config.get('population', 0) > 0:
     from dtr import population
     population.train_population(config, _WORKDIR.value)
   else:
