@@ -1,4 +1,4 @@
-r"""Predictive document hashing (Stratos & Wiseman, ICML 2020, section 5.2): AMMI with q(z|X) vs conditional
+r"""Predictive document hashing (Stratos & Wiseman, ICML 2020, the second task): AMMI with q(z|X) vs conditional
 BMSH and DVQ, scored by matching accuracy on thread pairs of 20 Newsgroups.
 
 Runs (from the repository root):
@@ -13,6 +13,19 @@ Runs (from the repository root):
   python -m dtr.main --config=configs/predictive.py:method=ammi --config.data.source=csv \
       --config.data.path=pairs.csv --workdir=/tmp/p_csv
   # any field: --config.model.x_encoder_order=1 --config.model.entropy_weight=3 --config.num_epochs=15
+
+Measured (20news thread pairs, 32 bits, seed 0, these defaults, 2 shared CPU cores; test has 612 pairs, so
+chance is 16.3% @100 and 1.6% @10; TF-IDF cosine, no hashing, scores 78.1% and 54.2%):
+
+  method                        test @100   test @10   best epoch / run   wall
+  ammi (o=0, h=0, r=3, beta=2)    71.6        22.2        23 / 30          62 s
+  ammi, x_encoder_order=1         71.7        21.2        14 / 21          54 s
+  dvq (conditional)               59.3        19.4        12 / 19         134 s
+  bmsh (conditional, KL 1)        27.5         4.9         3 / 10          64 s
+  bmsh, model.kl_weight=0.1       45.3        12.3        12 / 15 (cap)   129 s
+
+The mixture-prior KL pulls BMSH's codes onto its 10 components (236 distinct codes among the 612 test X at
+KL weight 1, 609 at 0.1): good for label precision, bad for telling pairs apart.
 
 Arguments: method (ammi, bmsh, dvq), bits, tiny (the test configuration), runlocal (few epochs).
 The loop fields follow configs/ammi.py: batch 64, patience 6 (early stopping on validation matching

@@ -188,6 +188,9 @@ def finish(config, workdir, corpus, method, best_params, mesh, meta, ks, wall_s)
     for name, (x_codes, y_codes) in codes.items():
       np.save(os.path.join(out, f'{name}_x_codes.npy'), retrieval.pack_bits(x_codes))
       np.save(os.path.join(out, f'{name}_y_codes.npy'), retrieval.pack_bits(y_codes))
+    with open(os.path.join(out, 'FORMAT.txt'), 'w') as f:
+      f.write(f'{{split}}_{{x,y}}_codes.npy: uint32 [N, ceil(m/32)], m={method.num_bits}, packed as '
+              'dtr.evaluate.retrieval.pack_bits; row i of the x and y files are the two texts of pair i.\n')
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:

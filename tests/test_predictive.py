@@ -140,6 +140,27 @@ def test_pairs_csv_reader_and_its_errors(tmp_path):
   path.write_text('x,y\nfirst text,second text\n ,lonely answer\n')
   with pytest.raises(ValueError, match=r'empty .*data rows \[2\]'):
     pairs.read_pairs_csv(str(path))
+  # Through load_pair_corpus: split by the group column, featurised over one vocabulary.
+  words = ['bike', 'chain', 'pizza', 'cheese', 'rain', 'cloud', 'chess', 'opening']
+  rows = [f'{words[i % 8]} {words[(i + 1) % 8]} story {i},{words[i % 8]} reply {i},topic{i % 10}' for i in range(60)]
+  path.write_text('x,y,topic\n' + '\n'.join(rows) + '\n')
+  cfg = pairs.default_pairs_config()
+  cfg.update(source='csv', path=str(path), group_column='topic', min_df=1)
+  corpus = pairs.load_pair_corpus(cfg)
+  assert sum(s.num_pairs for s in corpus.splits.values()) == 60 and corpus.name == 'pairs_csv:pairs'
+  assert all(not (set(a.groups) & set(b.groups)) for a, b in itertools.combinations(corpus.splits.values(), 2))
+
+
+def test_missing_tarball_falls_back_to_synthetic_pairs_loudly(tmp_path, capsys):
+  cfg = pairs.default_pairs_config()
+  cfg.data_dir = str(tmp_path)
+  cfg.synthetic.update(num_train=40, num_valid=10, num_test=10, vocab_size=50)
+  corpus = pairs.load_pair_corpus(cfg)
+  assert corpus.synthetic and corpus.splits['test'].num_pairs == 10
+  assert 'NO REAL PAIR DATA' in capsys.readouterr().err
+  cfg.allow_synthetic = False
+  with pytest.raises(FileNotFoundError, match='20news-bydate.tar.xz'):
+    pairs.load_pair_corpus(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ loss

@@ -17,10 +17,10 @@ event. That data is not available offline, so `read_20news_pairs` builds the sam
            held-out split has its share of the pairs: no thread crosses splits
 
 On the tarball this gives 6,116 pairs from 2,866 threads (train / valid / test 4,891 / 611 / 612 pairs once
-the two with no vocabulary word are dropped). `read_pairs_csv` reads the user's own pairs instead (one pair
-a row). `featurize_pairs` fits one `Featurizer` on the training X and Y texts
-together (sublinear TF-IDF, L2 rows) so X and Y share a vocabulary. Building takes seconds, so nothing is
-cached on disk. `make_synthetic_pairs` is the stand-in when no data is found, announced loudly.
+the two with no vocabulary word are dropped). `read_pairs_csv` reads the user's own pairs instead (one pair a
+row). `featurize_pairs` fits one `Featurizer` on the training X and Y texts together (sublinear TF-IDF, L2
+rows), so X and Y share a vocabulary. Building takes seconds, so nothing is cached on disk.
+`make_synthetic_pairs` is the stand-in when no data is found, announced loudly.
 """
 
 from __future__ import annotations

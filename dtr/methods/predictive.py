@@ -1,4 +1,4 @@
-r"""Predictive document hashing: codes of Y that X predicts (Stratos & Wiseman, ICML 2020, section 5.2).
+r"""Predictive document hashing: codes of Y that X predicts (Stratos & Wiseman, ICML 2020, its second task).
 
 Data are pairs (X, Y) of related texts (`dtr.data.pairs`); a batch is {'x': flat batch, 'y': flat batch}
 with row b of both sides forming pair b. A predictive method has the pure functions of `Method`, on pair
