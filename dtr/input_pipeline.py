@@ -8,9 +8,14 @@ sees exactly the batches an uninterrupted run would have seen.
 Multi-host: every process computes the same permutation and pads only its own slice of each global
 batch; `jax.make_array_from_process_local_data` stitches the slices into one global array sharded over
 the mesh's `data` axis.
+
+`prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
+gathers release the GIL), so host batching overlaps the jitted steps.
 """
 
-from typing import Iterator
+import queue
+import threading
+from typing import Iterable, Iterator, TypeVar
 
 import jax
 import numpy as np
@@ -20,6 +25,45 @@ from dtr.data import Split, flat_rows
 from dtr.data.batching import flat_width
 
 DATA_AXIS = 'data'
+T = TypeVar('T')
+
+
+def prefetch(items: Iterable[T], size: int = 2) -> Iterator[T]:
+  """Yields `items` in order, computed up to `size` ahead on a background thread.
+
+  An exception in the producer is raised in the consumer at the same position; a consumer that stops early
+  (break, exception, garbage collection) stops the producer.
+  """
+  buffer: queue.Queue = queue.Queue(maxsize=size)
+  stop, done = threading.Event(), object()
+
+  def produce():
+    try:
+      for item in items:
+        while not stop.is_set():
+          try:
+            buffer.put((item, None), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if stop.is_set():
+          return
+      buffer.put((done, None))
+    except BaseException as error:  # handed to the consumer
+      buffer.put((done, error))
+
+  thread = threading.Thread(target=produce, daemon=True, name='dtr-prefetch')
+  thread.start()
+  try:
+    while True:
+      item, error = buffer.get()
+      if item is done:
+        if error is not None:
+          raise error
+        return
+      yield item
+  finally:
+    stop.set()
 
 
 def make_mesh() -> jax.sharding.Mesh:

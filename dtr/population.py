@@ -119,8 +119,8 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
   t_start = time.time()
   while not all(meta['done']) and meta['epoch'] < config.num_epochs:
     epoch, t0 = meta['epoch'], time.time()
-    for step_lo, k, batch in population_batches(split, seeds, epoch, config.batch_size, meta['step_in_epoch'],
-                                                config.steps_per_call):
+    for step_lo, k, batch in ip.prefetch(population_batches(split, seeds, epoch, config.batch_size,
+                                                            meta['step_in_epoch'], config.steps_per_call)):
       valid = batch.pop('valid')
       states, metrics = step_fn(states, {**place(batch), 'valid': valid})
       meta['step_in_epoch'] = step_lo + k

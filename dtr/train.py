@@ -181,8 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     epoch, t0 = meta['epoch'], time.time()
     sums, count, docs = {}, 0, 0
     bar = _progress(spe, meta['step_in_epoch'], f'epoch {epoch}', enabled=is_main and config.progress_bar)
-    for step_lo, k, host_batch in ip.chunk_batches(train_split, config.seed, epoch, config.batch_size,
-                                                   meta['step_in_epoch'], config.steps_per_call):
+    for step_lo, k, host_batch in ip.prefetch(ip.chunk_batches(
+        train_split, config.seed, epoch, config.batch_size, meta['step_in_epoch'], config.steps_per_call)):
       state, metrics = train_chunk(state, ip.to_global(host_batch, ip.batch_sharding(mesh, 1)))
       metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
       check_finite(step_lo, metrics)

@@ -143,3 +143,38 @@ def test_batch_size_must_split_over_devices(tmp_path):
   config.batch_size = 12  # 8 forced devices
   with pytest.raises(ValueError, match='multiple of the 8 devices'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_with_the_consumer():
+  import threading
+  from dtr import input_pipeline as ip
+  assert list(ip.prefetch(iter(range(50)), size=3)) == list(range(50))
+
+  def failing():
+    yield 1
+    yield 2
+    raise KeyError('broken batch')
+
+  got = []
+  with pytest.raises(KeyError, match='broken batch'):
+    for item in ip.prefetch(failing()):
+      got.append(item)
+  assert got == [1, 2]
+
+  produced = []
+
+  def endless():
+    i = 0
+    while True:
+      produced.append(i)
+      yield i
+      i += 1
+
+  before = set(threading.enumerate())
+  stream = ip.prefetch(endless(), size=2)
+  assert [next(stream) for _ in range(3)] == [0, 1, 2]
+  (producer,) = [t for t in threading.enumerate() if t.name == 'dtr-prefetch' and t not in before]
+  stream.close()
+  producer.join(timeout=5)
+  assert not producer.is_alive()
+  assert len(produced) <= 3 + 2 + 1  # consumed, buffered, and one in flight
