@@ -130,8 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   while not meta['done'] and meta['epoch'] < config.num_epochs:
     epoch, t0 = meta['epoch'], time.time()
     sums, count = {}, 0
-    for step_lo, k, host_batch in pair_chunks(train_split, config.seed, epoch, config.batch_size,
-                                              meta['step_in_epoch'], config.steps_per_call):
+    for step_lo, k, host_batch in ip.prefetch(pair_chunks(  # next chunks built on a thread meanwhile
+        train_split, config.seed, epoch, config.batch_size, meta['step_in_epoch'], config.steps_per_call)):
       state, metrics = train_chunk(state, to_global(host_batch, mesh))
       metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
       if not np.all(np.isfinite(metrics['loss'])):
