@@ -107,7 +107,7 @@ def test_every_config_loads():
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   args = [None, 'tiny', 'runlocal', 'bmmi,bits=16', 'tiny,bmmi'] + [
-      f'dataset={d},bits={b}' for d in mod.TUNED for b in mod.TUNED[d]]
+      f'dataset={d},bits={b}{s}' for d in mod.TUNED for b in mod.TUNED[d] for s in ('', ',settings=dtr')]
   for arg in args:
     config = mod.get_config(arg)
     ammi.AMMI(config.model, vocab_size=100)  # validates
@@ -116,3 +116,21 @@ def test_every_config_loads():
   assert (ng16.batch_size, ng16.seed, ng16.model.prior_steps, ng16.model.prior_raw) == (64, 57000, 4, True)
   with pytest.raises(ValueError, match='Unknown config argument'):
     mod.get_config('datasett=ng20')
+  # settings=dtr applies RETUNED on top of the published cell, and nothing else
+  def node_of(tree, dotted):
+    *parents, leaf = dotted.split('.')
+    for part in parents:
+      tree = tree[part]
+    return tree, leaf
+
+  for (dataset, bits), changes in mod.RETUNED.items():
+    published = mod.get_config(f'dataset={dataset},bits={bits}').to_dict()
+    retuned = mod.get_config(f'dataset={dataset},bits={bits},settings=dtr').to_dict()
+    for dotted, value in changes.items():
+      node, leaf = node_of(retuned, dotted)
+      assert node[leaf] == value
+      original, _ = node_of(published, dotted)
+      node[leaf] = original[leaf]
+    assert retuned == published
+  with pytest.raises(ValueError, match='settings'):
+    mod.get_config('settings=best')
