@@ -1,10 +1,9 @@
 """The training loop of predictive hashing: pair batches, matching accuracy, checkpoints, results.
 
-`dtr.main` calls `train_and_evaluate` when `config.task == 'predictive'` (configs/predictive.py). The loop
-mirrors `dtr.train` and reuses its pieces: the K-step `lax.scan` (`train.make_train_chunk`, data-parallel
-over `input_pipeline.make_mesh`, state replicated and donated), the state layout (`train.init_train_state`),
-orbax checkpoints with auto-resume (`dtr.checkpoint`) and one-sided encoding (`train.encode_split`). What
-differs: a batch is {'x': flat batch, 'y': flat batch} of the same pair rows (both sides batched by
+`dtr.main` calls `train_and_evaluate` when `config.task == 'predictive'` (configs/predictive.py). The epoch
+loop is `dtr.train.run_epochs` (K-step `lax.scan` over the mesh, prefetching, orbax checkpoints with
+auto-resume, early stopping, TensorBoard), with one-sided encoding by `train.encode_split`. What differs:
+a batch is {'x': flat batch, 'y': flat batch} of the same pair rows (both sides batched by
 `input_pipeline.chunk_batches` with one seed, hence one order), and the metric is matching accuracy.
 
 Matching accuracy@K (the paper's evaluation): encode every X and Y of a split; query with the code of X_i
@@ -18,7 +17,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -83,7 +81,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains `config.model` on the pairs of `config.data`, keeps the best model on validation matching
   accuracy@eval_k, writes codes and results.json (valid and test matching accuracy@K for K in report_ks)."""
   train.maybe_initialize_distributed(config)
-  is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   t_start = time.time()
 
@@ -101,67 +98,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       raise ValueError(f'matching accuracy@{max(ks)} needs at least {max(ks)} pairs in {name!r}, which has '
                        f'{sizes[name]}; lower config.eval_k / config.report_ks')
 
-  # --- mesh and state
+  # --- mesh, state, and the shared epoch loop (checkpoints, early stopping on valid matching accuracy)
   mesh = ip.make_mesh()
   _, _, sample = next(pair_chunks(train_split, config.seed, 0, config.batch_size, 0, 1))
   sample = {side: {k: v[0] for k, v in sample[side].items()} for side in ('x', 'y')}
-  state = jax.device_put(train.init_train_state(method, config.seed, sample), ip.replicated(mesh))
-  best_params = jax.tree.map(jnp.copy, state['method']['params'])
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best_metric': -1.0, 'best_epoch': -1, 'bad_epochs': 0,
-          'history': [], 'done': False}
-
-  # --- checkpoint (auto-resume)
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.checkpoint_keep)
-  restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': state, 'best_params': best_params}))
-  if restored is not None:
-    ckpt, meta, _ = restored
-    state, best_params = ckpt['train'], ckpt['best_params']
-    logging.info('Resuming at epoch %d, step %d of the epoch', meta['epoch'], meta['step_in_epoch'])
-  last_saved = restored[2] if restored else 0
-
-  def save():
-    nonlocal last_saved
-    last_saved = int(state['step'])
-    checkpoint.save(mngr, last_saved, {'train': state, 'best_params': best_params}, meta)
-
-  # --- epochs: K jitted steps a call, validation, early stopping
-  train_chunk = train.make_train_chunk(method, mesh)
-  while not meta['done'] and meta['epoch'] < config.num_epochs:
-    epoch, t0 = meta['epoch'], time.time()
-    sums, count = {}, 0
-    for step_lo, k, host_batch in ip.prefetch(pair_chunks(  # next chunks built on a thread meanwhile
-        train_split, config.seed, epoch, config.batch_size, meta['step_in_epoch'], config.steps_per_call)):
-      state, metrics = train_chunk(state, to_global(host_batch, mesh))
-      metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
-      if not np.all(np.isfinite(metrics['loss'])):
-        raise FloatingPointError(
-            f'Non-finite loss at step {step_lo + int(np.argmin(np.isfinite(metrics["loss"])))} (epoch {epoch}); '
-            f'the last checkpoint in {ckpt_dir} is step {last_saved}. Lower the learning rate or set '
-            'config.model.clip; the run resumes from that checkpoint.')
-      for key, v in metrics.items():
-        sums[key] = sums.get(key, 0.0) + float(np.sum(v))
-      count += k
-      meta['step_in_epoch'] = step_lo + k
-      if int(state['step']) - last_saved >= config.checkpoint_every_steps:
-        save()
-    scalars = {f'train/{key}': v / max(count, 1) for key, v in sums.items()}
-    params = state['method']['params']
-    acc = evaluate(config, corpus.splits['valid'], method, params, mesh, (config.eval_k,))[config.eval_k]
-    scalars[f'valid/matching_accuracy@{config.eval_k}'] = acc
-    improved = acc > meta['best_metric']
-    if improved:
-      best_params = jax.tree.map(jnp.copy, params)
-      meta.update(best_metric=acc, best_epoch=epoch, bad_epochs=0)
-    else:
-      meta['bad_epochs'] += 1
-    meta['history'].append({'epoch': epoch, **scalars})
-    meta.update(epoch=epoch + 1, step_in_epoch=0, done=meta['bad_epochs'] >= config.patience)
-    if is_main:
-      print(f'epoch {epoch:3d} | loss {scalars.get("train/loss", float("nan")):+.4f} | valid matching '
-            f'acc@{config.eval_k} {100 * acc:.2f}{" *" if improved else "  "} | {time.time() - t0:.1f}s',
-            flush=True)
-    save()
+  state = train.init_train_state(method, config.seed, sample)
+  best_params, meta = train.run_epochs(
+      config, workdir, method, mesh, state,
+      chunks=lambda epoch, start: pair_chunks(train_split, config.seed, epoch, config.batch_size, start,
+                                              config.steps_per_call),
+      place=lambda host_batch: to_global(host_batch, mesh),
+      steps_per_epoch=ip.steps_per_epoch(train_split.num_pairs, config.batch_size),
+      validate_fn=lambda params: evaluate(config, corpus.splits['valid'], method, params, mesh,
+                                          (config.eval_k,))[config.eval_k],
+      metric=f'matching_accuracy@{config.eval_k}', metric_label=f'valid matching acc@{config.eval_k}')
   return finish(config, workdir, corpus, method, best_params, mesh, meta, ks, time.time() - t_start)
 
 

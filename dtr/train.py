@@ -118,7 +118,6 @@ def _write_scalars(writer, step, scalars):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: Corpus | None = None) -> dict:
   """Trains `config.model` on `config.data`, keeps the best model on validation, writes codes and results."""
   maybe_initialize_distributed(config)
-  is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
 
   # --- data
@@ -139,6 +138,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     return fit_and_evaluate(config, workdir, corpus, method, mesh)
   _, _, sample = next(ip.chunk_batches(train_split, config.seed, 0, config.batch_size, 0, 1))
   state = init_train_state(method, config.seed, {k: v[0] for k, v in sample.items() if k != 'valid'})
+  sharding = ip.batch_sharding(mesh, 1)
+  best_params, meta = run_epochs(
+      config, workdir, method, mesh, state,
+      chunks=lambda epoch, start: ip.chunk_batches(train_split, config.seed, epoch, config.batch_size, start,
+                                                   config.steps_per_call),
+      place=lambda host_batch: ip.to_global(host_batch, sharding),
+      steps_per_epoch=ip.steps_per_epoch(train_split.num_docs, config.batch_size),
+      validate_fn=lambda params: validate(config, corpus, method, params, mesh),
+      metric=f'precision_at_{config.eval_k}', metric_label=f'valid P@{config.eval_k}')
+  return finish(config, workdir, corpus, method, best_params, mesh, meta)
+
+
+def run_epochs(config, workdir, method, mesh, state, *, chunks, place, steps_per_epoch, validate_fn, metric,
+               metric_label):
+  """The epoch loop every trained method shares; returns (best parameters, meta).
+
+  K jitted steps per call (`make_train_chunk`), host chunks built ahead on a thread (`ip.prefetch`);
+  validation after every epoch (`validate_fn(params) -> float`, higher is better) with early stopping after
+  `config.patience` epochs without improvement, the best parameters kept; orbax checkpoints of everything
+  (state, best parameters, data position, early-stopping counters) every `checkpoint_every_steps` and at
+  every epoch's end, resumed from the latest one in `workdir`; TensorBoard scalars and a progress bar.
+  `chunks(epoch, first_step)` yields (first step, k, host batch) from a step of an epoch on; `place` turns a
+  host batch into global arrays. The history records `valid/{metric}` and the mean train metrics.
+  """
+  is_main = jax.process_index() == 0
   state = jax.device_put(state, ip.replicated(mesh))
   best_params = jax.tree.map(jnp.copy, state['method']['params'])
   meta = {'epoch': 0, 'step_in_epoch': 0, 'best_metric': -1.0, 'best_epoch': -1, 'bad_epochs': 0,
@@ -164,10 +188,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
   # --- the jitted step; per-step randomness is fold_in(rng, step) inside it
   train_chunk = make_train_chunk(method, mesh)
   writer = None
-  if is_main and config.tensorboard:
+  if is_main and config.get('tensorboard', False):
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-  spe = ip.steps_per_epoch(train_split.num_docs, config.batch_size)
 
   def check_finite(step_lo, metrics):
     if not np.all(np.isfinite(metrics['loss'])):
@@ -180,10 +203,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
   while not meta['done'] and meta['epoch'] < config.num_epochs:
     epoch, t0 = meta['epoch'], time.time()
     sums, count, docs = {}, 0, 0
-    bar = _progress(spe, meta['step_in_epoch'], f'epoch {epoch}', enabled=is_main and config.progress_bar)
-    for step_lo, k, host_batch in ip.prefetch(ip.chunk_batches(
-        train_split, config.seed, epoch, config.batch_size, meta['step_in_epoch'], config.steps_per_call)):
-      state, metrics = train_chunk(state, ip.to_global(host_batch, ip.batch_sharding(mesh, 1)))
+    bar = _progress(steps_per_epoch, meta['step_in_epoch'], f'epoch {epoch}',
+                    enabled=is_main and config.get('progress_bar', False))
+    for step_lo, k, host_batch in ip.prefetch(chunks(epoch, meta['step_in_epoch'])):
+      state, metrics = train_chunk(state, place(host_batch))
       metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
       check_finite(step_lo, metrics)
       for key, v in metrics.items():
@@ -200,12 +223,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
 
     # --- validation, early stopping, best model
     params = state['method']['params']
-    p_valid = validate(config, corpus, method, params, mesh)
-    scalars[f'valid/precision_at_{config.eval_k}'] = p_valid
-    improved = p_valid > meta['best_metric']
+    score = validate_fn(params)
+    scalars[f'valid/{metric}'] = score
+    improved = score > meta['best_metric']
     if improved:
       best_params = jax.tree.map(jnp.copy, params)
-      meta.update(best_metric=p_valid, best_epoch=epoch, bad_epochs=0)
+      meta.update(best_metric=score, best_epoch=epoch, bad_epochs=0)
     else:
       meta['bad_epochs'] += 1
     meta['history'].append({'epoch': epoch, **{k: float(v) for k, v in scalars.items()}})
@@ -214,10 +237,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
     _write_scalars(writer, int(state['step']), scalars)
     if is_main:
       print(f'epoch {epoch:3d} | loss {scalars.get("train/loss", float("nan")):+.4f} | '
-            f'valid P@{config.eval_k} {100 * p_valid:.2f}{" *" if improved else "  "} | '
+            f'{metric_label} {100 * score:.2f}{" *" if improved else "  "} | '
             f'{scalars["train/docs_per_sec"]:,.0f} docs/s | {time.time() - t0:.1f}s', flush=True)
     save()
-  return finish(config, workdir, corpus, method, best_params, mesh, meta)
+  return best_params, meta
 
 
 def fit_and_evaluate(config, workdir, corpus, method, mesh) -> dict:
