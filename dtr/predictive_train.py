@@ -12,7 +12,6 @@ a hit when Y_i is among the K nearest. A random hasher scores about K / N. Early
 validation accuracy at `config.eval_k`; results.json reports every K of `config.report_ks` on valid and test.
 """
 
-import json
 import os
 import time
 
@@ -141,12 +140,7 @@ def finish(config, workdir, corpus, method, best_params, mesh, meta, ks, wall_s)
     with open(os.path.join(out, 'FORMAT.txt'), 'w') as f:
       f.write(f'{{split}}_{{x,y}}_codes.npy: uint32 [N, ceil(m/32)], m={method.num_bits}, packed as '
               'dtr.evaluate.retrieval.pack_bits; row i of the x and y files are the two texts of pair i.\n')
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    if corpus.featurizer is not None:
-      corpus.featurizer.save(os.path.join(workdir, 'featurizer'))
+    train.write_run_files(workdir, config, corpus, results)
     shown = ', '.join(f'@{k} {100 * results[f"test_matching_accuracy@{k}"]:.2f}' for k in ks)
     print(f'test matching accuracy {shown} ({corpus.name}{", SYNTHETIC DATA" if corpus.synthetic else ""}, '
           f'{config.model.name}, {method.num_bits} bits, best epoch {meta["best_epoch"]})', flush=True)

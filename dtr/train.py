@@ -287,6 +287,11 @@ def write_outputs(workdir, config, corpus, codes, results) -> None:
             '{split}_labels.npy: bool [N, C] label sets; a retrieved document is relevant when it shares a label.\n')
   with open(os.path.join(out, 'label_names.json'), 'w') as f:
     json.dump([str(n) for n in corpus.label_names], f)
+  write_run_files(workdir, config, corpus, results)
+
+
+def write_run_files(workdir, config, corpus, results) -> None:
+  """results.json, config.json and the featuriser (to encode new text the same way) of a finished run."""
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
