@@ -60,7 +60,7 @@ RETUNED = {
     ('ng20', 64): {'batch_size': 512, 'model.entropy_weight': 5.0, 'model.learning_rate': 0.02},  # 44.06 -> 46.58
     ('ng20', 128): {'batch_size': 512, 'model.learning_rate': 0.03, 'model.entropy_weight': 5.0},  # 46.14 -> 48.59
     # (reuters/32 also tried: beta 3, lr 0.01, batch 128 with lr 0.01, batch 256, G = 8, and G = 4 with
-    # batch 128 + lr 0.01, beta 2.5 or lr 0.005)
+    # batch 128 + lr 0.01, batch 32, beta 2.5, clip 5 or lr 0.005)
     ('reuters', 32): {'model.prior_steps': 4},                                  # 79.18 -> 80.59
     # (reuters/128 also tried: batch 64, batch 32)
     ('reuters', 128): {'batch_size': 64, 'model.learning_rate': 0.01},          # 82.56 -> 83.64
