@@ -7,6 +7,8 @@ r"""Benchmarks that print numbers (never timed unit tests).
   # leaderboard of hashing baselines and AMMI (dtr.leaderboard); --cache_dir makes it resumable
   python -m dtr.bench hashing --datasets=ng20,reuters --bits=16,32,64,128 --seeds=3 \
       --methods=lsh,bow,spectral,nash,bmsh,dvq,binary_ae,ammi --cache_dir=/tmp/lb --out=docs/results/hashing.md
+  # a population of P settings in one program against N sequential single runs of its first members
+  python -m dtr.bench population --cell=ng20:16 --members=100 --sequential=10 [--num_epochs=3]
   # Hamming top-100 search against FAISS IndexBinaryFlat
   python -m dtr.bench_search
 
@@ -121,6 +123,43 @@ def quality(datasets, bits_list, seeds, out, overrides) -> None:
       f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[1:])}`\n\n{table}\n')
 
 
+def population_vs_sequential(cell: str, members: int, sequential: int, num_epochs: int) -> None:
+  """Wall-clock of one `members`-setting population against `sequential` single runs of its first members
+  (the same settings and seeds), in this process: data loaded once, compilation counted in both."""
+  from dtr import population, train
+  from dtr.data import load_corpus
+  dataset, bits = cell.split(':')
+  config = load_config(f'dataset={dataset},bits={bits},population={members}')
+  config.progress_bar = config.tensorboard = False
+  if num_epochs:
+    config.num_epochs = num_epochs
+  corpus = load_corpus(config.data)
+  if corpus.synthetic:
+    sys.exit(f'{dataset}: no real data found (set DTR_DATA_DIR); refusing to benchmark synthetic data.')
+  print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; {cell}, at most {config.num_epochs} '
+        'epochs, early stopping as configured', flush=True)
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.time()
+    res = population.train_population(config, workdir, corpus=corpus)
+    t_population = time.time() - t0
+  t0 = time.time()
+  for member in res['members'][:sequential]:
+    single = load_config(f'dataset={dataset},bits={bits}')
+    single.progress_bar = single.tensorboard = False
+    single.num_epochs, single.seed = config.num_epochs, member['seed']
+    single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight',
+                                                'clip', 'init_scale')})
+    with tempfile.TemporaryDirectory() as workdir:
+      train.train_and_evaluate(single, workdir, corpus=corpus)
+  t_sequential = time.time() - t0
+  per_single = t_sequential / max(sequential, 1)
+  print(f'population of {members}: {t_population:.0f}s ({res["epochs_run"]} epochs, {t_population / members:.1f}s '
+        f'per member) | {sequential} sequential single runs: {t_sequential:.0f}s ({per_single:.1f}s each) | '
+        f'population / {sequential} sequential = {t_population / max(t_sequential, 1e-9):.2f}; '
+        f'population / {members} sequential (estimated from the {sequential}) = '
+        f'{t_population / (per_single * members):.2f}', flush=True)
+
+
 def hashing(args) -> None:
   from dtr import leaderboard
   methods, datasets = args.methods.split(','), args.datasets.split(',')
@@ -155,6 +194,11 @@ def main(argv=None):
   qp.add_argument('--seeds', type=int, default=3)
   qp.add_argument('--out', default='')
   qp.add_argument('--set', action='append', default=[], help='config override key=value (JSON value)')
+  pp = sub.add_parser('population', help='a P-member population against sequential single runs')
+  pp.add_argument('--cell', default='ng20:16')
+  pp.add_argument('--members', type=int, default=100)
+  pp.add_argument('--sequential', type=int, default=10)
+  pp.add_argument('--num_epochs', type=int, default=0, help='cap both (0: the config\'s own, 40)')
   hp = sub.add_parser('hashing', help='leaderboard of hashing methods (dtr.leaderboard)')
   hp.add_argument('--datasets', default='ng20,reuters')
   hp.add_argument('--bits', default='16,32,64,128')
@@ -167,6 +211,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.cmd == 'hashing':
     hashing(args)
+  elif args.cmd == 'population':
+    population_vs_sequential(args.cell, args.members, args.sequential, args.num_epochs)
   elif args.cmd == 'speed':
     speed(args.cells.split(','), args.epochs, args.steps_per_call)
   else:
