@@ -134,7 +134,8 @@ def table(cells: dict, methods, datasets, bits_list, seeds: int | None = None) -
     return texts
 
   def precision_text(method, runs):
-    text = _mean_std([_precision(r) for r in runs])
+    values = [_precision(r) for r in runs]
+    text = _mean_std(values) if len(values) > 1 else f'{values[0]:.2f}'  # no spread to show for one run
     if method == 'bow':
       return f'{text} (m = {runs[0]["bits"]})'
     if seeds and method not in DETERMINISTIC and len(runs) < seeds:
