@@ -6,8 +6,9 @@ r"""The document-hashing leaderboard: every (method, dataset, bits, seed) cell t
 A cell is `train.train_and_evaluate` on configs/hashing.py:method=M,dataset=D,bits=B (ammi: the tuned cell
 configs/ammi.py:dataset=D,bits=B; ammi_dtr: the same with settings=dtr) with seed s (AMMI: its tuned seed
 + s). With `cache_dir`, a cell runs in `cache_dir/D/M/B/seed{s}` and a finished cell's results.json is
-reused, so an interrupted leaderboard resumes where it stopped (an unfinished cell resumes from its own checkpoint). BOW has one code length, the
-vocabulary size, and BOW and PCA are deterministic: each runs once per dataset (and PCA once per length).
+reused, so an interrupted leaderboard resumes where it stopped (an unfinished cell resumes from its own
+checkpoint). BOW has one code length, the vocabulary size, and BOW and PCA are deterministic: each runs
+once per dataset (and PCA once per length).
 The table reports test precision@100 (mean ± std over seeds, in %) as in Table 1 of Stratos & Wiseman
 (2020), with each dataset's average over the code lengths, and a second table the number of distinct codes
 of the training documents. `seeds_per_method` (e.g. {'nash': 1}) caps the seeds of slow methods; a cell
