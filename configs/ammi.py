@@ -112,11 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.update(batch_size=batch, seed=seed)
     if arg.settings == 'dtr':
       for dotted, value in RETUNED.get((arg.dataset, arg.bits), {}).items():
-        *parents, leaf = dotted.split('.')
-        node = config
-        for part in parents:
-          node = node[part]
-        node[leaf] = value
+        config_utils.set_dotted(config, dotted, value)
   if arg.tiny:
     config.data.name = 'synthetic'
     config.data.synthetic.update(num_train=600, num_valid=100, num_test=100, vocab_size=300, num_classes=4)

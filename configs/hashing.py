@@ -18,22 +18,12 @@ against 37.51 in 50 epochs with batch 64 and 1e-3); `--config.batch_size=64 --co
 restores the papers' setting.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
 from dtr import config_utils
 from dtr.methods import baselines, dvq, vae_hashing
 
 METHODS = ('bow', 'lsh', 'spectral', 'nash', 'bmsh', 'dvq', 'binary_ae')
-
-
-def _ammi_config_module():
-  spec = importlib.util.spec_from_file_location('ammi_config', pathlib.Path(__file__).with_name('ammi.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def model_config(method: str) -> ml_collections.ConfigDict:
@@ -48,7 +38,7 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='nash', dataset='ng20', bits=32, tiny=False, runlocal=False)
-  config = _ammi_config_module().common_config()
+  config = config_utils.load_config_module('ammi').common_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
   config.model.bits = arg.bits

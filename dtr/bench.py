@@ -16,10 +16,8 @@ Real data: set DTR_DATA_DIR (e.g. ../shared/data). Peak memory is the process's 
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import pathlib
 import resource
 import statistics
 import sys
@@ -28,14 +26,11 @@ import time
 
 import jax
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from dtr import config_utils
 
 
 def load_config(arg: str):
-  spec = importlib.util.spec_from_file_location('ammi_config', REPO / 'configs' / 'ammi.py')
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return config_utils.load_config_module('ammi').get_config(arg)
 
 
 def peak_rss_mib() -> float:
@@ -174,11 +169,8 @@ def hashing(args) -> None:
 
 
 def _set(config, dotted, value):
-  *parents, leaf = dotted.split('.')
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = type(node[leaf])(json.loads(value)) if not isinstance(node[leaf], str) else value
+  current = config_utils.get_dotted(config, dotted)
+  config_utils.set_dotted(config, dotted, value if isinstance(current, str) else type(current)(json.loads(value)))
 
 
 def main(argv=None):

@@ -15,25 +15,17 @@ of the training documents. `seeds_per_method` (e.g. {'nash': 1}) caps the seeds 
 with fewer runs than `seeds` says how many it has.
 """
 
-import importlib.util
 import json
 import os
-import pathlib
 import statistics
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from dtr import config_utils
+
 DETERMINISTIC = ('bow', 'spectral')
 # AMMI rows: the reference's tuned settings, and dtr's re-tuned ones (configs/ammi.py RETUNED).
 AMMI_ROWS = {'ammi': 'published', 'ammi_dtr': 'dtr'}
-
-
-def _config_module(name: str):
-  spec = importlib.util.spec_from_file_location(f'{name}_config', REPO / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def cell_config(method: str, dataset: str, bits: int, seed_index: int, tiny: bool = False):
@@ -41,11 +33,11 @@ def cell_config(method: str, dataset: str, bits: int, seed_index: int, tiny: boo
   if method in AMMI_ROWS:
     settings = AMMI_ROWS[method]
     arg = 'tiny' if tiny else f'dataset={dataset},bits={bits},settings={settings}'
-    config = _config_module('ammi').get_config(arg)
+    config = config_utils.load_config_module('ammi').get_config(arg)
     config.model.bits = bits
   else:
-    config = _config_module('hashing').get_config(f'method={method},dataset={dataset},bits={bits}'
-                                                  + (',tiny' if tiny else ''))
+    arg = f'method={method},dataset={dataset},bits={bits}' + (',tiny' if tiny else '')
+    config = config_utils.load_config_module('hashing').get_config(arg)
     config.seed = 0
   config.seed += seed_index
   config.progress_bar = config.tensorboard = False

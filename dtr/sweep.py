@@ -24,6 +24,8 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dtr import config_utils
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml_collections config file (path[:arguments]).',
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep; one sub-folder per group.')
@@ -38,7 +40,7 @@ def parse_grid(specs: list[str], config) -> dict[str, list]:
     key, sep, values = spec.partition('=')
     if not sep or not values:
       raise ValueError(f'Bad --grid {spec!r}: write field=value1,value2,... (e.g. batch_size=64,128).')
-    current = _get(config, key)
+    current = config_utils.get_dotted(config, key)
     if isinstance(current, (tuple, list)):
       raise ValueError(f'--grid {key}: sequence fields are not supported; use a scalar field.')
     grid[key] = [_cast(current, v.strip()) for v in values.split(',')]
@@ -58,7 +60,7 @@ def grid_points(grid: dict[str, list], num_groups: int, seed: int) -> list[dict]
 def group_config(config, point: dict, index: int):
   group = config.copy_and_resolve_references()
   for key, value in point.items():
-    _set(group, key, value)
+    config_utils.set_dotted(group, key, value)
   group.seed = int(config.seed) + index * int(config.population)
   group.progress_bar = False
   return group
@@ -119,23 +121,6 @@ def table(summary: dict) -> str:
     lines.append(f'| {r["group"]}{mark} | {choices} | {r["members"]} | {100 * r[f"valid_precision@{k}"]:.2f} | '
                  f'{100 * r[f"test_precision@{k}"]:.2f} | {r["seconds"]:.0f} |')
   return '\n'.join(lines)
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split('.'):
-    if part not in node:
-      raise ValueError(f'--grid names {dotted!r}, which is not a config field.')
-    node = node[part]
-  return node
-
-
-def _set(config, dotted: str, value) -> None:
-  *parents, leaf = dotted.split('.')
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
 
 
 def _cast(current, text: str):
