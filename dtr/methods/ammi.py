@@ -35,6 +35,7 @@ from dtr.latent import markov
 from dtr.nn.feedforward import SparseMLP, uniform_init
 
 BMMI_MAX_BITS = 16
+MAX_ORDER = 12  # 2^order states per bit
 
 
 class MarkovPrior(nn.Module):
@@ -58,6 +59,19 @@ class MarkovPrior(nn.Module):
     return nn.Dense(2**self.order, kernel_init=init, bias_init=init)(x_MxH)
 
 
+def check_order(mc: ml_collections.ConfigDict, field: str, symbol: str, cross_entropy: str) -> None:
+  """Raises ValueError unless encoder_order <= mc[field] <= MAX_ORDER: a cross entropy from the encoder's
+  chain to another chain is exact only when the other chain has at least the encoder's order."""
+  order = mc[field]
+  if order < mc.encoder_order:
+    raise ValueError(
+        f'model.{field} ({symbol}={order}) must be >= model.encoder_order (o={mc.encoder_order}): the cross '
+        f'entropy {cross_entropy} is only exact when that chain has at least the encoder\'s order. Raise '
+        f'{field} or lower encoder_order.')
+  if order > MAX_ORDER:
+    raise ValueError(f'model.{field}={order} means 2^{order} states per bit; keep it <= {MAX_ORDER}.')
+
+
 def validate_config(mc: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for impossible AMMI settings."""
   if mc.bits <= 0:
@@ -65,13 +79,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   if mc.encoder_order < 0 or mc.prior_order < 0:
     raise ValueError('model.encoder_order and model.prior_order must be >= 0, got '
                      f'{mc.encoder_order} and {mc.prior_order}.')
-  if mc.prior_order < mc.encoder_order:
-    raise ValueError(
-        f'model.prior_order (r={mc.prior_order}) must be >= model.encoder_order (o={mc.encoder_order}): '
-        'the cross entropy H+(p, q) is only exact when the prior has at least the encoder\'s order '
-        '(the paper uses o=0, r=3). Raise prior_order or lower encoder_order.')
-  if mc.prior_order > 12:
-    raise ValueError(f'model.prior_order={mc.prior_order} means 2^{mc.prior_order} states per bit; keep it <= 12.')
+  check_order(mc, 'prior_order', 'r', 'H+(p, q) against the prior (the paper uses o=0, r=3)')
   if mc.bmmi and mc.bits > BMMI_MAX_BITS:
     raise ValueError(f'model.bmmi enumerates all 2^bits codes and needs bits <= {BMMI_MAX_BITS}, got '
                      f'bits={mc.bits}. Use the adversarial prior (model.bmmi=False) for longer codes.')

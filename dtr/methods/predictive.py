@@ -75,14 +75,7 @@ class _Sides:
 def validate_config(mc: ml_collections.ConfigDict) -> None:
   """AMMI's checks, plus the order of q_phi(z|X): h >= o makes H+(p(z|Y), q(z|X)) exact."""
   ammi.validate_config(mc)
-  if mc.x_encoder_order < mc.encoder_order:
-    raise ValueError(
-        f'model.x_encoder_order (h={mc.x_encoder_order}) must be >= model.encoder_order (o={mc.encoder_order}): '
-        'the cross entropy H+(p(z|Y), q(z|X)) is only exact when q has at least the order of p. Raise '
-        'x_encoder_order or lower encoder_order.')
-  if mc.x_encoder_order > 12:
-    raise ValueError(f'model.x_encoder_order={mc.x_encoder_order} means 2^{mc.x_encoder_order} states per bit; '
-                     'keep it <= 12.')
+  ammi.check_order(mc, 'x_encoder_order', 'h', 'H+(p(z|Y), q(z|X)) against q_phi')
   if mc.bmmi:
     raise ValueError('model.bmmi is not supported by predictive AMMI; use the adversarial prior (bmmi=False).')
 
