@@ -41,6 +41,7 @@ import scipy.sparse as sp
 from dtr.data import corpus as corpus_lib
 from dtr.data import featurize
 from dtr.data import raw
+from dtr.data import synthetic
 
 RAW_20NEWS = '20news-bydate.tar.xz'
 _RE_PREFIX = re.compile(r'^\s*re\s*:', re.IGNORECASE)
@@ -263,9 +264,7 @@ def make_synthetic_pairs(num_train: int = 2000, num_valid: int = 300, num_test: 
   with n = 5 + Poisson(doc_length - 5): they share what the mixture says and nothing else.
   """
   rng = np.random.default_rng(seed)
-  zipf = 1.0 / (np.arange(vocab_size) + 10.0)
-  zipf /= zipf.sum()
-  topics_KxV = rng.dirichlet(topic_concentration * vocab_size * zipf, size=num_topics)
+  zipf, topics_KxV = synthetic.background_and_topics(rng, vocab_size, num_topics, topic_concentration)
   num_pairs = num_train + num_valid + num_test
   theta_NxK = rng.dirichlet(np.full(num_topics, mixture_concentration), size=num_pairs)
   probs_NxV = 0.6 * theta_NxK @ topics_KxV + 0.4 * zipf
@@ -324,9 +323,8 @@ def default_pairs_config() -> ml_collections.ConfigDict:
 
 
 def _limit(pairs: TextPairs, max_pairs: int, seed: int) -> TextPairs:
-  if not max_pairs or len(pairs) <= max_pairs:
-    return pairs
-  return pairs.take(np.sort(np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)))
+  rows = raw.subset_rows(len(pairs), max_pairs, seed)
+  return pairs if rows is None else pairs.take(rows)
 
 
 def load_pair_corpus(cfg) -> PairCorpus:

@@ -72,13 +72,17 @@ def halves(num_docs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   return first, np.sort(order[num_docs // 2:])
 
 
+def subset_rows(num_rows: int, max_rows: int, seed: int) -> np.ndarray | None:
+  """Sorted rows of a seeded random subset of at most `max_rows` of `num_rows` (None: keep all; 0: all)."""
+  if not max_rows or num_rows <= max_rows:
+    return None
+  return np.sort(np.random.default_rng(seed).choice(num_rows, size=max_rows, replace=False))
+
+
 def limit_docs(text_split: TextSplit, max_docs: int, seed: int) -> TextSplit:
   """A seeded random subset of at most `max_docs` documents (0: all)."""
-  if not max_docs or len(text_split.texts) <= max_docs:
-    return text_split
-  rows = np.random.default_rng(seed).choice(
-      len(text_split.texts), size=max_docs, replace=False)
-  return text_split.take(np.sort(rows))
+  rows = subset_rows(len(text_split.texts), max_docs, seed)
+  return text_split if rows is None else text_split.take(rows)
 
 
 def _tar_texts(tar_path: str, wanted) -> dict[str, str]:

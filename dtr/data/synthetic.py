@@ -32,6 +32,14 @@ _BACKGROUND_WEIGHT = 0.4
 _OWNED_TOPIC_ALPHA = 5.0
 
 
+def background_and_topics(rng: np.random.Generator, vocab_size: int, num_topics: int,
+                          topic_concentration: float) -> tuple[np.ndarray, np.ndarray]:
+  """The Zipf-like background z [V] and topics phi_k ~ Dirichlet(topic_concentration * V * z) [K, V]."""
+  zipf = 1.0 / (np.arange(vocab_size) + 10.0)
+  zipf /= zipf.sum()
+  return zipf, rng.dirichlet(topic_concentration * vocab_size * zipf, size=num_topics)
+
+
 def make_corpus(num_train: int = 3000, num_valid: int = 500,
                 num_test: int = 500, vocab_size: int = 2000,
                 num_classes: int = 8, num_topics: int = 16,
@@ -42,9 +50,7 @@ def make_corpus(num_train: int = 3000, num_valid: int = 500,
   if num_topics < num_classes:
     raise ValueError(f'need num_topics >= num_classes, got {num_topics} < {num_classes}')
   rng = np.random.default_rng(seed)
-  zipf = 1.0 / (np.arange(vocab_size) + 10.0)
-  zipf /= zipf.sum()
-  topics = rng.dirichlet(topic_concentration * vocab_size * zipf, size=num_topics)
+  zipf, topics = background_and_topics(rng, vocab_size, num_topics, topic_concentration)
   owner = np.arange(num_topics) % num_classes
   class_alpha = 0.1 + _OWNED_TOPIC_ALPHA * (owner[None, :] == np.arange(num_classes)[:, None])
 
