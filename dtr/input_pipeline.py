@@ -119,6 +119,12 @@ def chunk_windows(num_steps: int, start_step: int, steps_per_call: int) -> Itera
     step += k
 
 
+def chunk_rows(order: np.ndarray, step: int, k: int, batch_size: int, steps_per_call: int) -> np.ndarray:
+  """Document rows [K, B] of steps step..step+k-1 of an epoch's `order`, the last repeated up to K steps."""
+  rows_KxB = order[step * batch_size:(step + k) * batch_size].reshape(k, batch_size)
+  return np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)])
+
+
 def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_step: int,
                   steps_per_call: int) -> Iterator[tuple[int, int, dict]]:
   """Yields (first_step, num_steps k, host batch dict of arrays [K, D_local, ...]) from `start_step` on.
@@ -129,9 +135,7 @@ def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_st
   """
   order = epoch_order(seed, epoch, split.num_docs)
   for step, k in chunk_windows(steps_per_epoch(split.num_docs, batch_size), start_step, steps_per_call):
-    rows_KxB = order[step * batch_size:(step + k) * batch_size].reshape(k, batch_size)
-    rows_KxB = np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)])
-    batch = _flat_batch(split, rows_KxB)
+    batch = _flat_batch(split, chunk_rows(order, step, k, batch_size, steps_per_call))
     yield step, k, {**batch, 'valid': np.arange(steps_per_call) < k}
 
 

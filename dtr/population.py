@@ -11,6 +11,7 @@ Member 0 is the config's own setting; members 1..P-1 draw their settings from `c
 settings would be (tested); the member with the best validation precision is reported on test.
 """
 
+import functools
 import json
 import os
 import re
@@ -25,7 +26,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from dtr import checkpoint, methods, train
 from dtr import input_pipeline as ip
 from dtr.data import Corpus, Split, flat_rows, load_corpus
-from dtr.data.batching import flat_width
 
 _SPEC = re.compile(r'^\s*(log_uniform|uniform|choice)\((.*)\)\s*$')
 
@@ -64,19 +64,24 @@ def population_batches(split: Split, seeds, epoch: int, batch_size: int, start_s
   """Like `ip.chunk_batches`, one data order per member: arrays [P, K, 1, T], one group per member step."""
   orders = [ip.epoch_order(s, epoch, split.num_docs) for s in seeds]
   for step, k in ip.chunk_windows(ip.steps_per_epoch(split.num_docs, batch_size), start_step, steps_per_call):
-    rows = np.stack([o[step * batch_size:(step + k) * batch_size].reshape(k, batch_size) for o in orders])
-    rows = np.concatenate([rows, np.repeat(rows[:, -1:], steps_per_call - k, 1)], axis=1)  # [P, K, B]
+    rows = np.stack([ip.chunk_rows(o, step, k, batch_size, steps_per_call) for o in orders])  # [P, K, B]
     groups = rows.reshape(-1, batch_size)
-    ids, vals, seg = flat_rows(split.tfidf, groups, width=flat_width(split.tfidf, groups))
+    ids, vals, seg = flat_rows(split.tfidf, groups)
     shape = rows.shape[:2] + (1, -1)
     yield step, k, {'ids': ids.reshape(shape), 'vals': vals.reshape(shape), 'seg': seg.reshape(shape),
                     'mask': np.ones(rows.shape[:2] + (1, batch_size), np.float32),
                     'valid': np.arange(steps_per_call) < k}
 
 
+@functools.lru_cache(maxsize=None)
+def _members_encoder(method):
+  """jit(vmap(encode)) over members, built once per method (a new vmap each call would retrace and recompile)."""
+  return jax.jit(jax.vmap(method.encode, in_axes=(0, None)))
+
+
 def encode_population(method, params_P, split: Split, batch_size: int = 1024) -> np.ndarray:
   """Codes [P, N, m] of every member for every document of `split`."""
-  encode = jax.jit(jax.vmap(method.encode, in_axes=(0, None)))
+  encode = _members_encoder(method)
   out = [np.asarray(encode(params_P, {k: jnp.asarray(v) for k, v in b.items()}))[:, :n]
          for n, b in ip.eval_batches(split, batch_size)]
   return np.concatenate(out, axis=1)
