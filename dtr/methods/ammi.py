@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method
+from dtr.methods.base import Method, check_bits
 from dtr.latent import markov
 from dtr.nn.feedforward import SparseMLP, uniform_init
 
@@ -74,8 +74,7 @@ def check_order(mc: ml_collections.ConfigDict, field: str, symbol: str, cross_en
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for impossible AMMI settings."""
-  if mc.bits <= 0:
-    raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+  check_bits(mc)
   if mc.encoder_order < 0 or mc.prior_order < 0:
     raise ValueError('model.encoder_order and model.prior_order must be >= 0, got '
                      f'{mc.encoder_order} and {mc.prior_order}.')

@@ -10,6 +10,18 @@ Closed-form baselines define `fit(split, seed) -> params` instead of `train_step
 import dataclasses
 
 import ml_collections
+import optax
+
+
+def check_bits(mc: ml_collections.ConfigDict) -> None:
+  if mc.bits <= 0:
+    raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+
+
+def clipped_adam(learning_rate, clip) -> optax.GradientTransformation:
+  """Adam after global-norm clipping of the gradient (clip <= 0: no clipping)."""
+  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
+  return optax.chain(*parts, optax.adam(learning_rate))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -28,3 +40,11 @@ class Method:
   @property
   def num_bits(self) -> int:
     return self.config.bits
+
+  def _source(self, batch):
+    """The documents the encoder reads (conditional variants: one side of a pair)."""
+    return batch
+
+  def _target(self, batch):
+    """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
+    return batch

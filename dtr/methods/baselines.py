@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from dtr.methods.base import Method
+from dtr.methods.base import Method, check_bits
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseLinear
 
@@ -106,8 +106,7 @@ class LSH(Method):
 
   @staticmethod
   def validate(mc) -> None:
-    if mc.bits <= 0:
-      raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+    check_bits(mc)
 
   def fit(self, split, seed: int) -> dict:
     return lsh_projection(self.vocab_size, self.num_bits, seed)

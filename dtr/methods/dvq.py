@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method
+from dtr.methods.base import Method, check_bits, clipped_adam
 from dtr.latent import vq
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -32,8 +32,7 @@ CODES_PER_SEGMENT = 2  # one bit per segment
 
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
-  if mc.bits <= 0:
-    raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+  check_bits(mc)
   if mc.segment_dim <= 0:
     raise ValueError(f'model.segment_dim (D) must be positive, got {mc.segment_dim}.')
   if mc.codebook_update not in ('ema', 'loss'):
@@ -58,17 +57,7 @@ class DVQ(Method):
     return SparseMLP(self.vocab_size, tuple(self.config.encoder_hidden), self.num_bits * self.config.segment_dim)
 
   def optimizer(self) -> optax.GradientTransformation:
-    mc = self.config
-    parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
-    return optax.chain(*parts, optax.adam(mc.learning_rate))
-
-  def _source(self, batch):
-    """The documents the encoder reads (conditional variants: one side of a pair)."""
-    return batch
-
-  def _target(self, batch):
-    """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
-    return batch
+    return clipped_adam(self.config.learning_rate, self.config.clip)
 
   def _trainable(self, params) -> dict:
     """The parameters that gradient steps change (the code book only under `codebook_update='loss'`)."""

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method
+from dtr.methods.base import Method, check_bits, clipped_adam
 from dtr.latent import bernoulli
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -39,8 +39,7 @@ from dtr.nn.feedforward import SparseMLP
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for impossible settings."""
-  if mc.bits <= 0:
-    raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
+  check_bits(mc)
   if any(h <= 0 for h in mc.encoder_hidden):
     raise ValueError(f'model.encoder_hidden widths must be positive, got {tuple(mc.encoder_hidden)}.')
   if mc.learning_rate <= 0:
@@ -79,14 +78,6 @@ class NASH(Method):
   def _negative_log_likelihood(self, decoder_logits_BxV, batch):
     return -bow_decoder.present_word_log_likelihood(decoder_logits_BxV, batch)
 
-  def _source(self, batch):
-    """The documents the encoder reads (conditional variants: one side of a pair)."""
-    return batch
-
-  def _target(self, batch):
-    """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
-    return batch
-
   # --- shared
   def _encoder(self) -> SparseMLP:
     return SparseMLP(self.vocab_size, tuple(self.config.encoder_hidden), self.num_bits + self._extra_outputs())
@@ -95,9 +86,7 @@ class NASH(Method):
     return nn.Dense(self.vocab_size)
 
   def optimizer(self) -> optax.GradientTransformation:
-    mc = self.config
-    parts = [optax.clip_by_global_norm(mc.clip)] if mc.get('clip', 0) > 0 else []
-    return optax.chain(*parts, optax.adam(mc.learning_rate))
+    return clipped_adam(self.config.learning_rate, self.config.get('clip', 0))
 
   def encoder_outputs(self, params, batch) -> tuple[jax.Array, jax.Array]:
     """(bit logits [B, m], extra heads [B, E])."""
