@@ -73,6 +73,7 @@ def common_config() -> ml_collections.ConfigDict:
   """Fields of the shared training loop (dtr.train)."""
   return ml_collections.ConfigDict(dict(
       seed=0,
+      data_seed=-1,                  # seed of the data order (-1: seed); a population's members share one
       batch_size=64,
       num_epochs=40,
       patience=6,                    # epochs without a better validation precision before stopping
@@ -85,6 +86,9 @@ def common_config() -> ml_collections.ConfigDict:
       progress_bar=True,
       multihost=False,               # jax.distributed.initialize() (also: env DTR_MULTIHOST=1)
       population=0,                  # >0: train this many settings at once (dtr.population), best on valid
+      population_data='shared',      # members share one data order (one host batch); or 'per_member'
+      population_valid_queries=0,    # >0: rank members every epoch on this many validation queries ...
+      population_rescore=10,         # ... then re-validate this many leading members on the whole split
       population_search=ml_collections.ConfigDict(dict(  # what members 1..P-1 draw (member 0 = this config)
           learning_rate='log_uniform(0.001,0.05)',
           entropy_weight='uniform(1.5,4.0)',

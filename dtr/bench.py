@@ -118,30 +118,37 @@ def quality(datasets, bits_list, seeds, out, overrides) -> None:
       f.write(f'Command: `python -m dtr.bench {" ".join(sys.argv[1:])}`\n\n{table}\n')
 
 
-def population_vs_sequential(cell: str, members: int, sequential: int, num_epochs: int) -> None:
+def population_vs_sequential(cell: str, members: int, sequential: int, num_epochs: int, settings: str,
+                             overrides: dict) -> None:
   """Wall-clock of one `members`-setting population against `sequential` single runs of its first members
   (the same settings and seeds), in this process: data loaded once, compilation counted in both."""
   from dtr import population, train
   from dtr.data import load_corpus
   dataset, bits = cell.split(':')
-  config = load_config(f'dataset={dataset},bits={bits},population={members}')
+  config = load_config(f'dataset={dataset},bits={bits},population={members},settings={settings}')
   config.progress_bar = config.tensorboard = False
   if num_epochs:
     config.num_epochs = num_epochs
+  for key, value in overrides.items():
+    _set(config, key, value)
   corpus = load_corpus(config.data)
   if corpus.synthetic:
     sys.exit(f'{dataset}: no real data found (set DTR_DATA_DIR); refusing to benchmark synthetic data.')
-  print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; {cell}, at most {config.num_epochs} '
-        'epochs, early stopping as configured', flush=True)
+  print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; {cell} ({settings} settings), at most '
+        f'{config.num_epochs} epochs, early stopping as configured; population data order: '
+        f'{config.population_data}, validation queries per epoch: {config.population_valid_queries or "all"}',
+        flush=True)
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.time()
     res = population.train_population(config, workdir, corpus=corpus)
     t_population = time.time() - t0
   t0 = time.time()
   for member in res['members'][:sequential]:
-    single = load_config(f'dataset={dataset},bits={bits}')
+    single = load_config(f'dataset={dataset},bits={bits},settings={settings}')
     single.progress_bar = single.tensorboard = False
     single.num_epochs, single.seed = config.num_epochs, member['seed']
+    if config.population_data == 'shared':
+      single.data_seed = config.seed
     single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight',
                                                 'clip', 'init_scale')})
     with tempfile.TemporaryDirectory() as workdir:
@@ -191,6 +198,8 @@ def main(argv=None):
   pp.add_argument('--members', type=int, default=100)
   pp.add_argument('--sequential', type=int, default=10)
   pp.add_argument('--num_epochs', type=int, default=0, help='cap both (0: the config\'s own, 40)')
+  pp.add_argument('--settings', default='published', help='published or dtr (configs/ammi.py)')
+  pp.add_argument('--set', action='append', default=[], help='population config override key=value (JSON)')
   hp = sub.add_parser('hashing', help='leaderboard of hashing methods (dtr.leaderboard)')
   hp.add_argument('--datasets', default='ng20,reuters')
   hp.add_argument('--bits', default='16,32,64,128')
@@ -204,7 +213,8 @@ def main(argv=None):
   if args.cmd == 'hashing':
     hashing(args)
   elif args.cmd == 'population':
-    population_vs_sequential(args.cell, args.members, args.sequential, args.num_epochs)
+    population_vs_sequential(args.cell, args.members, args.sequential, args.num_epochs, args.settings,
+                             dict(kv.split('=', 1) for kv in args.set))
   elif args.cmd == 'speed':
     speed(args.cells.split(','), args.epochs, args.steps_per_call)
   else:

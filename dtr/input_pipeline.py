@@ -95,6 +95,16 @@ def check_batch_size(batch_size: int, num_train: int) -> None:
     raise ValueError(f'batch_size={batch_size} exceeds the {num_train} training documents; lower batch_size.')
 
 
+def data_seed(config) -> int:
+  """The seed of the data order: `config.data_seed` when set (>= 0), else `config.seed`.
+
+  Population members share one data order (`dtr.population`); a single run reproduces member i with
+  `seed` = the member's seed and `data_seed` = the population's.
+  """
+  value = int(config.get('data_seed', -1))
+  return value if value >= 0 else int(config.seed)
+
+
 def epoch_order(seed: int, epoch: int, num_docs: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_docs)
 

@@ -1,14 +1,17 @@
 """Population training: P settings of one method trained in ONE compiled program.
 
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes a `jax.vmap` over
-members for everything that changes no array shape: each member has its own seed (initialisation and data
-order), learning rates, entropy weight, clip and init range (the method's `HPARAMS`, kept in its state).
+members for everything that changes no array shape: each member has its own seed (initialisation),
+learning rates, entropy weight, clip and init range (the method's `HPARAMS`, kept in its state).
 Shape-changing choices (batch size, G, prior layers, code length) form separate populations: `dtr.sweep`.
 
 Member 0 is the config's own setting; members 1..P-1 draw their settings from `config.population_search`
 (specs such as 'log_uniform(0.001,0.03)', 'uniform(1.5,4)', 'choice(0,1,5,10)'), deterministically from
-`config.seed`. Every member is trained, early-stopped and evaluated exactly as a single run with the same
-settings would be (tested); the member with the best validation precision is reported on test.
+`config.seed`. Members share one data order by default (`population_data='shared'`, the order of
+`config.seed`): one host batch feeds all of them. Member i is trained, early-stopped and evaluated exactly as
+a single run with its settings, `seed` = its seed and `data_seed` = the population's seed would be (tested);
+`population_data='per_member'` gives each member its own order instead (the single run with its seed).
+The member with the best validation precision is reported on test.
 """
 
 import functools
@@ -87,26 +90,59 @@ def encode_population(method, params_P, split: Split, batch_size: int = 1024) ->
   return np.concatenate(out, axis=1)
 
 
+def _population_options(config) -> tuple[bool, int, int]:
+  """(shared data order, validation queries used every epoch (0: all), members re-scored at the end)."""
+  data = config.get('population_data', 'shared')
+  if data not in ('shared', 'per_member'):
+    raise ValueError(f"population_data={data!r}: use 'shared' (one data order for all members, one host batch "
+                     "per step) or 'per_member' (each member its own order, as separate runs with its seed).")
+  queries, rescore = int(config.get('population_valid_queries', 0)), int(config.get('population_rescore', 10))
+  if queries < 0 or rescore < 1:
+    raise ValueError(f'population_valid_queries must be >= 0 (0: all) and population_rescore >= 1, got '
+                     f'{queries} and {rescore}.')
+  return data == 'shared', queries, rescore
+
+
+def valid_subset(split: Split, num_queries: int, seed: int) -> Split:
+  """A fixed random subset of `num_queries` validation documents (in split order), or the whole split."""
+  if not 0 < num_queries < split.num_docs:
+    return split
+  rows = np.sort(np.random.default_rng([seed, 31337]).choice(split.num_docs, num_queries, replace=False))
+  return split.take(rows)
+
+
 def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict:
-  """Trains `config.population` members; writes population_results.json and the best member's outputs."""
+  """Trains `config.population` members; writes population_results.json and the best member's outputs.
+
+  Cost on one host: members share a data order by default (`population_data='shared'`: one host batch feeds
+  every member; member i then equals a single run with seed s_i and `data_seed` = the population's seed),
+  members that have early-stopped are no longer validated, and `population_valid_queries=n` ranks members
+  every epoch on a fixed random subset of n validation queries (exact top-k on fewer queries: the same
+  estimate with more noise), after which the `population_rescore` best are re-validated on the whole split
+  and the pick is made among them.
+  """
   size = int(config.population)
   if size < 1:
     raise ValueError(f'config.population must be >= 1 members, got {size}.')
   if jax.process_count() > 1:
     raise NotImplementedError('Population runs are single-process; run one population per host.')
+  shared, valid_queries, _ = _population_options(config)
   os.makedirs(workdir, exist_ok=True)
   corpus = corpus or load_corpus(config.data)
   train.announce_data(corpus)
   split = corpus.splits['train']
+  valid_split = valid_subset(corpus.splits['valid'], valid_queries, config.seed)
   method = methods.get_method(config.model, vocab_size=len(corpus.vocab))
   ip.check_batch_size(config.batch_size, split.num_docs)
   members = member_settings(config, method, size)
   seeds = [m['seed'] for m in members]
+  order_seeds = [ip.data_seed(config)] if shared else seeds
   hparams = {k: jnp.asarray([m[k] for m in members], jnp.float32) for k in method.default_hparams()}
 
   mesh = ip.make_mesh()
   members_sharding = NamedSharding(mesh, P(ip.DATA_AXIS)) if size % jax.device_count() == 0 else None
   place = (lambda t: jax.device_put(t, members_sharding)) if members_sharding else (lambda t: t)
+  place_batch = (lambda t: jax.device_put(t, ip.replicated(mesh))) if shared else place
   _, _, sample = next(population_batches(split, seeds[:1], 0, config.batch_size, 0, 1))
   sample = {k: v[0, 0] for k, v in sample.items() if k != 'valid'}
   states = place(_init_members(method, seeds, sample, hparams))
@@ -119,45 +155,62 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
     (ckpt, meta, _) = restored
     states, best_params = ckpt['train'], ckpt['best_params']
 
-  step_fn = jax.jit(jax.vmap(train.scan_steps(method), in_axes=(0, {'ids': 0, 'vals': 0, 'seg': 0, 'mask': 0,
+  batch_axis = None if shared else 0
+  step_fn = jax.jit(jax.vmap(train.scan_steps(method), in_axes=(0, {'ids': batch_axis, 'vals': batch_axis,
+                                                                   'seg': batch_axis, 'mask': batch_axis,
                                                                    'valid': None})), donate_argnums=0)
   t_start = time.time()
   while not all(meta['done']) and meta['epoch'] < config.num_epochs:
     epoch, t0 = meta['epoch'], time.time()
-    for step_lo, k, batch in ip.prefetch(population_batches(split, seeds, epoch, config.batch_size,
+    for step_lo, k, batch in ip.prefetch(population_batches(split, order_seeds, epoch, config.batch_size,
                                                             meta['step_in_epoch'], config.steps_per_call)):
       valid = batch.pop('valid')
-      states, metrics = step_fn(states, {**place(batch), 'valid': valid})
+      if shared:
+        batch = {name: v[0] for name, v in batch.items()}
+      states, metrics = step_fn(states, {**place_batch(batch), 'valid': valid})
       meta['step_in_epoch'] = step_lo + k
     losses = np.asarray(metrics['loss'])[:, :k]
     if not np.all(np.isfinite(losses)):
       logging.warning('Members %s have a non-finite loss at epoch %d; they stop improving.',
                       np.flatnonzero(~np.isfinite(losses).all(1)).tolist(), epoch)
+    t_train = time.time() - t0
     params = states['method']['params']
-    db = encode_population(method, params, split, config.eval_batch_size)
-    valid_codes = encode_population(method, params, corpus.splits['valid'], config.eval_batch_size)
-    scores = [train.precision(valid_codes[i], corpus.splits['valid'], db[i], split, config.eval_k)
-              for i in range(size)]
-    improved = [not meta['done'][i] and np.isfinite(losses[i]).all() and scores[i] > meta['best_metric'][i]
+    active = [i for i in range(size) if not meta['done'][i]]
+    scores = validate_members(config, method, params, active, split, valid_split)
+    improved = [i in scores and np.isfinite(losses[i]).all() and scores[i] > meta['best_metric'][i]
                 for i in range(size)]
     mask = jnp.asarray(improved)
     best_params = jax.tree.map(lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                                params, best_params)
-    for i in range(size):
-      if meta['done'][i]:
-        continue
+    for i in active:
       if improved[i]:
         meta['best_metric'][i], meta['best_epoch'][i], meta['bad_epochs'][i] = scores[i], epoch, 0
       else:
         meta['bad_epochs'][i] += 1
       meta['done'][i] = meta['bad_epochs'][i] >= config.patience
-    meta['history'].append({'epoch': epoch, 'valid': [float(s) for s in scores]})
+    meta['history'].append({'epoch': epoch, 'valid': [scores.get(i) for i in range(size)]})
     meta.update(epoch=epoch + 1, step_in_epoch=0)
-    print(f'epoch {epoch:3d} | valid P@{config.eval_k} best member {100 * max(scores):.2f} '
-          f'median {100 * float(np.median(scores)):.2f} | {sum(meta["done"])}/{size} stopped | '
-          f'{time.time() - t0:.1f}s', flush=True)
+    values = list(scores.values())
+    print(f'epoch {epoch:3d} | valid P@{config.eval_k} best member {100 * max(values):.2f} '
+          f'median {100 * float(np.median(values)):.2f} ({len(values)} validated) | {sum(meta["done"])}/{size} '
+          f'stopped | {t_train:.1f}s train, {time.time() - t0 - t_train:.1f}s valid', flush=True)
     checkpoint.save(mngr, epoch + 1, {'train': states, 'best_params': best_params}, meta)
   return _finish(config, workdir, corpus, method, members, best_params, meta, time.time() - t_start)
+
+
+def validate_members(config, method, params_P, members: list[int], db_split: Split, query_split: Split) -> dict:
+  """{member: precision@k} of the listed members: `query_split` codes against their `db_split` codes."""
+  if not members:
+    return {}
+  chosen = jnp.asarray(members)
+  params = jax.tree.map(lambda x: x[chosen], params_P) if len(members) < _num_members(params_P) else params_P
+  db = encode_population(method, params, db_split, config.eval_batch_size)
+  queries = encode_population(method, params, query_split, config.eval_batch_size)
+  return {m: train.precision(queries[j], query_split, db[j], db_split, config.eval_k) for j, m in enumerate(members)}
+
+
+def _num_members(params_P) -> int:
+  return jax.tree.leaves(params_P)[0].shape[0]
 
 
 def _init_members(method, seeds, sample, hparams):
@@ -167,23 +220,35 @@ def _init_members(method, seeds, sample, hparams):
 
 
 def _finish(config, workdir, corpus, method, members, best_params, meta, seconds) -> dict:
+  """Picks the best member on validation, scores the leading members on test, writes population_results.json.
+
+  With a validation subset, the `population_rescore` members best on it are re-validated on the whole split
+  (their best parameters) and the pick is made among them; test precision is computed for those members only
+  (every member when there is no subset and the population is no larger than `population_rescore`).
+  """
   k = config.eval_k
-  train_split, test_split = corpus.splits['train'], corpus.splits['test']
-  db = encode_population(method, best_params, train_split, config.eval_batch_size)
-  test_codes = encode_population(method, best_params, test_split, config.eval_batch_size)
+  _, valid_queries, rescore = _population_options(config)
+  train_split, valid_split, test_split = (corpus.splits[s] for s in ('train', 'valid', 'test'))
+  subset = valid_subset(valid_split, valid_queries, config.seed) is not valid_split
+  leading = [int(i) for i in np.argsort(-np.asarray(meta['best_metric']), kind='stable')[:rescore]]
+  full_valid = (validate_members(config, method, best_params, leading, train_split, valid_split) if subset
+                else {i: meta['best_metric'][i] for i in leading})
+  test = validate_members(config, method, best_params, leading, train_split, test_split)
   rows = []
   for i, m in enumerate(members):
-    rows.append({**m, f'valid_precision@{k}': meta['best_metric'][i], 'best_epoch': meta['best_epoch'][i],
-                 'valid_history': [h['valid'][i] for h in meta['history']],
-                 f'test_precision@{k}': train.precision(test_codes[i], test_split, db[i], train_split, k)})
-  best = int(np.argmax(meta['best_metric']))
+    row = {**m, f'valid_precision@{k}': full_valid.get(i), 'best_epoch': meta['best_epoch'][i],
+           'valid_history': [h['valid'][i] for h in meta['history'] if h['valid'][i] is not None],
+           f'test_precision@{k}': test.get(i)}
+    if subset:
+      row[f'valid_subset_precision@{k}'] = meta['best_metric'][i]
+    rows.append(row)
+  best = max(leading, key=lambda i: (full_valid[i], -i))
   results = {'dataset': corpus.name, 'synthetic': corpus.synthetic, 'bits': method.num_bits,
              'population': len(members), 'seconds': seconds, 'epochs_run': meta['epoch'], 'best_member': best,
-             f'test_precision@{k}': rows[best][f'test_precision@{k}'], 'best_settings': members[best],
-             'members': rows, 'config': json.loads(config.to_json())}
+             f'valid_precision@{k}': full_valid[best], f'test_precision@{k}': test[best],
+             'best_settings': members[best], 'members': rows, 'config': json.loads(config.to_json())}
   with open(os.path.join(workdir, 'population_results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  print(f'best member {best} (valid P@{k} {100 * rows[best][f"valid_precision@{k}"]:.2f}): test P@{k} '
-        f'{100 * results[f"test_precision@{k}"]:.2f}; settings {members[best]}; {seconds:.0f}s for '
-        f'{len(members)} members', flush=True)
+  print(f'best member {best} (valid P@{k} {100 * full_valid[best]:.2f}): test P@{k} {100 * test[best]:.2f}; '
+        f'settings {members[best]}; {seconds:.0f}s for {len(members)} members', flush=True)
   return results

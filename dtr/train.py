@@ -139,9 +139,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: 
   _, _, sample = next(ip.chunk_batches(train_split, config.seed, 0, config.batch_size, 0, 1))
   state = init_train_state(method, config.seed, {k: v[0] for k, v in sample.items() if k != 'valid'})
   sharding = ip.batch_sharding(mesh, 1)
+  order_seed = ip.data_seed(config)
   best_params, meta = run_epochs(
       config, workdir, method, mesh, state,
-      chunks=lambda epoch, start: ip.chunk_batches(train_split, config.seed, epoch, config.batch_size, start,
+      chunks=lambda epoch, start: ip.chunk_batches(train_split, order_seed, epoch, config.batch_size, start,
                                                    config.steps_per_call),
       place=lambda host_batch: ip.to_global(host_batch, sharding),
       steps_per_epoch=ip.steps_per_epoch(train_split.num_docs, config.batch_size),

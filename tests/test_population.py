@@ -50,7 +50,7 @@ res = population.train_population(config, sys.argv[2] + '/pop')
 out = []
 for i, member in enumerate(res['members']):
   single = load_config('tiny')
-  single.num_epochs, single.seed = 3, member['seed']
+  single.num_epochs, single.seed, single.data_seed = 3, member['seed'], config.seed  # members share an order
   single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip',
                                                'init_scale')})
   r = train.train_and_evaluate(single, sys.argv[2] + f'/single{i}')
