@@ -89,6 +89,8 @@ def common_config() -> ml_collections.ConfigDict:
       population_data='shared',      # members share one data order (one host batch); or 'per_member'
       population_valid_queries=0,    # >0: rank members every epoch on this many validation queries ...
       population_rescore=10,         # ... then re-validate this many leading members on the whole split
+      population_prune_epochs='',    # successive halving, e.g. '4,8,16': after those epochs keep only ...
+      population_prune_keep=1 / 3,   # ... this fraction of the running members (best validation so far)
       population_search=ml_collections.ConfigDict(dict(  # what members 1..P-1 draw (member 0 = this config)
           learning_rate='log_uniform(0.001,0.05)',
           entropy_weight='uniform(1.5,4.0)',

@@ -104,3 +104,44 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
     sweep.parse_grid(['model.no_such_field=1,2'], config)
   with pytest.raises(ValueError, match='population'):
     sweep.run_sweep(load_config('tiny'), str(tmp_path / 'x'), grid)
+
+
+_PRUNE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.test_population import load_config
+from dtr import population
+out = {}
+for name, prune in (('full', ''), ('pruned', '2')):
+  config = load_config('tiny,population=4')
+  config.num_epochs, config.population_prune_epochs, config.population_prune_keep = 4, prune, 0.25
+  config.model.clip = 0.0
+  config.population_search.clip = 'choice(0)'
+  out[name] = population.train_population(config, sys.argv[2] + '/' + name)
+print('RESULT' + json.dumps(out))
+"""
+
+
+def test_pruning_stops_all_but_the_best_and_leaves_the_survivor_unchanged(tmp_path):
+  # Successive halving after epoch 2 keeps 1 of 4 members; the survivor is then trained alone (a smaller
+  # vmapped program over the members gathered out of the population's state) and must follow the same
+  # trajectory as in the unpruned population; the pruned members keep their first two epochs.
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
+  proc = subprocess.run([sys.executable, '-c', _PRUNE, str(REPO), str(tmp_path)], env=env, cwd=REPO,
+                        capture_output=True, text=True, check=True)
+  res = json.loads(proc.stdout.split('RESULT', 1)[1])
+  full, pruned = res['full']['members'], res['pruned']['members']
+  after_two = [max(m['valid_history'][:2]) for m in full]
+  survivor = int(np.argmax(after_two))  # ties: none expected on these settings
+  for i, (f, p) in enumerate(zip(full, pruned)):
+    if i == survivor:
+      assert p['pruned_at_epoch'] is None and len(p['valid_history']) == 4
+      np.testing.assert_allclose(p['valid_history'], f['valid_history'], atol=0.02)
+    else:
+      assert p['pruned_at_epoch'] == 2 and len(p['valid_history']) == 2
+      np.testing.assert_allclose(p['valid_history'], f['valid_history'][:2], atol=1e-6)
+  assert res['pruned']['best_member'] in range(4)
+  with pytest.raises(ValueError, match='population_prune_epochs'):
+    config = load_config('tiny,population=2')
+    config.population_prune_epochs = 'four'
+    population.train_population(config, str(tmp_path / 'bad'))

@@ -213,8 +213,24 @@ class AMMI(Method):
 
   def encode(self, params, batch) -> jax.Array:
     """Most probable code z* = argmax_z p_psi(z|y) by Viterbi; int8 [B, m]."""
-    z_BxM, _ = markov.viterbi(self.encoder_logits(params['encoder'], batch))
+    return self.codes_from_logits(self.encoder_logits(params['encoder'], batch))
+
+  def codes_from_logits(self, logits_BxF) -> jax.Array:
+    """Viterbi codes int8 [B, m] from the encoder's flat logits [B, m * 2^o]."""
+    logits = logits_BxF.reshape(logits_BxF.shape[0], self.config.bits, 2**self.config.encoder_order)
+    z_BxM, _ = markov.viterbi(logits)
     return z_BxM.astype(jnp.int8)
+
+  def linear_encoder(self, params):
+    """(kernel [V, F], bias [F]) when the encoder is one linear map of the TF-IDF (no hidden layer), else None.
+
+    Then the codes are `codes_from_logits(x @ kernel + bias)`; populations encode all members with one host
+    sparse product (`dtr.population.encode_population`).
+    """
+    if tuple(self.config.encoder_hidden) or type(self).encode is not AMMI.encode:
+      return None
+    layer = params['encoder']['SparseLinear_0']
+    return layer['kernel'], layer['bias']
 
 
 def default_model_config() -> ml_collections.ConfigDict:
