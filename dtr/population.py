@@ -147,12 +147,13 @@ def valid_subset(split: Split, num_queries: int, seed: int) -> Split:
 def bucket_rows(active: list[int], size: int, devices: int = 1) -> np.ndarray:
   """Member rows trained (or encoded) together: `active` padded with other members up to a bucket size.
 
-  Bucket sizes are size, size/4, size/16, ... (rounded up to whole devices): the smallest that holds the
-  active members. Few distinct sizes mean few compilations, while stopped members stop costing compute.
+  Bucket sizes are size, size/2, size/4, ... (rounded up to whole devices): the smallest that holds the
+  active members. At most log2(size) distinct sizes, so few compilations, while stopped members stop
+  costing compute.
   """
   bucket = size
   while True:
-    smaller = -(-(-(-bucket // 4)) // devices) * devices
+    smaller = -(-(-(-bucket // 2)) // devices) * devices
     if smaller < len(active) or smaller >= bucket:
       break
     bucket = smaller
@@ -178,7 +179,7 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
   What a member costs on one host:
   - members share a data order by default (`population_data='shared'`): one host batch feeds every member;
   - members that have stopped (early stopping, pruning) are neither trained nor validated: the running ones
-    are gathered into a smaller vmapped program (bucket sizes P, P/4, P/16, ...: few compilations);
+    are gathered into a smaller vmapped program (bucket sizes P, P/2, P/4, ...: few compilations);
   - `population_valid_queries=n` ranks members every epoch on a fixed random subset of n validation queries
     (the exact top-k precision of fewer queries: the same estimate with more noise); at the end the
     `population_rescore` best are re-validated on the whole split and the pick is made among them;

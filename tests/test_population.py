@@ -145,3 +145,22 @@ def test_pruning_stops_all_but_the_best_and_leaves_the_survivor_unchanged(tmp_pa
     config = load_config('tiny,population=2')
     config.population_prune_epochs = 'four'
     population.train_population(config, str(tmp_path / 'bad'))
+
+
+def test_search_argument_sets_halving_and_rejects_unknown_values():
+  config = load_config('dataset=ng20,bits=16,population=100,search=halving')
+  assert config.population == 100 and config.population_prune_epochs == '4,8,16'
+  assert config.population_valid_queries == 1000
+  full = load_config('dataset=ng20,bits=16,population=100')
+  assert full.population_prune_epochs == '' and full.population_valid_queries == 0
+  with pytest.raises(ValueError, match='search'):
+    load_config('population=4,search=fastest')
+
+
+def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
+  assert population.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
+  rows = population.bucket_rows([3, 50, 97], 100)
+  assert len(rows) == 4 and rows[:3].tolist() == [3, 50, 97] and len(set(rows.tolist())) == 4
+  assert len(population.bucket_rows(list(range(40)), 100)) == 50
+  assert len(population.bucket_rows(list(range(60)), 100)) == 100
+  assert len(population.bucket_rows([1], 8, devices=8)) == 8  # whole devices
