@@ -59,15 +59,20 @@ print('RESULT' + json.dumps(out))
 """
 
 
+def _run_on_one_device(script: str, tmp_path):
+  """Runs `script` in a fresh process with one CPU device; returns the JSON it prints after 'RESULT'."""
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
+  proc = subprocess.run([sys.executable, '-c', script, str(REPO), str(tmp_path)], env=env, cwd=REPO,
+                        capture_output=True, text=True, check=True)
+  return json.loads(proc.stdout.split('RESULT', 1)[1])
+
+
 def test_population_equals_separate_runs(tmp_path):
   # One device, so that a single run and a member run the same computation (a sharded single run all-reduces
   # its gradient in another order) and clipping off (its norm is a sum over all gradients). Even so, vmap
   # may order a float reduction differently, and training amplifies rounding: the first epoch agrees to
   # float precision, later ones within a few documents of the validation set (observed: <= 0.6 points).
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
-  proc = subprocess.run([sys.executable, '-c', _COMPARE, str(REPO), str(tmp_path)], env=env, cwd=REPO,
-                        capture_output=True, text=True, check=True)
-  pairs = json.loads(proc.stdout.split('RESULT', 1)[1])
+  pairs = _run_on_one_device(_COMPARE, tmp_path)
   assert len(pairs) == 3 and len({p['population']['learning_rate'] for p in pairs}) == 3
   for pair in pairs:
     member, single = pair['population'], pair['single']
@@ -126,10 +131,7 @@ def test_pruning_stops_all_but_the_best_and_leaves_the_survivor_unchanged(tmp_pa
   # Successive halving after epoch 2 keeps 1 of 4 members; the survivor is then trained alone (a smaller
   # vmapped program over the members gathered out of the population's state) and must follow the same
   # trajectory as in the unpruned population; the pruned members keep their first two epochs.
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
-  proc = subprocess.run([sys.executable, '-c', _PRUNE, str(REPO), str(tmp_path)], env=env, cwd=REPO,
-                        capture_output=True, text=True, check=True)
-  res = json.loads(proc.stdout.split('RESULT', 1)[1])
+  res = _run_on_one_device(_PRUNE, tmp_path)
   full, pruned = res['full']['members'], res['pruned']['members']
   after_two = [max(m['valid_history'][:2]) for m in full]
   survivor = int(np.argmax(after_two))  # ties: none expected on these settings
