@@ -92,6 +92,7 @@ def common_config() -> ml_collections.ConfigDict:
       population_data='shared',      # members share one data order (one host batch); or 'per_member'
       population_valid_queries=0,    # >0: rank members every epoch on this many validation queries ...
       population_rescore=10,         # ... then re-validate this many leading members on the whole split
+      population_replicas=1,         # seeds per setting: settings are ranked by their mean over seeds
       population_prune_epochs='',    # successive halving, e.g. '4,8,16': after those epochs keep only ...
       population_prune_keep=1 / 3,   # ... this fraction of the running members (best validation so far)
       population_search=ml_collections.ConfigDict(dict(  # what members 1..P-1 draw (member 0 = this config)
@@ -130,7 +131,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(bits=16 if arg.bits == 64 else arg.bits, prior_steps=2, learning_rate=0.03,
                         init_scale=0.1, entropy_weight=2.0)
   config.population = arg.population
-  if arg.search == 'halving':  # successive halving, members ranked on 1000 validation queries per epoch
+  if arg.search == 'halving':  # successive halving, settings ranked on 1000 validation queries per epoch
     config.update(population_prune_epochs='4,8,16', population_valid_queries=1000)
   elif arg.search != 'full':
     raise ValueError(f'search={arg.search!r}: use full (every member to its own early stop, whole validation '

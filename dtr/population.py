@@ -45,22 +45,38 @@ def sample_value(spec: str, rng: np.random.Generator) -> float:
 
 
 def member_settings(config, method, size: int) -> list[dict]:
-  """[{'seed': ..., hparam: value, ...}] for every member; member 0 is the config's own setting."""
+  """[{'seed': ..., 'setting': j, hparam: value, ...}] for every member.
+
+  Members come in `population_replicas` consecutive copies of one setting (the same hyperparameters, seeds
+  that differ), so that settings can be ranked by their mean over seeds; setting 0 is the config's own.
+  """
   defaults = {k: float(v) for k, v in method.default_hparams().items()}
   unknown = set(config.population_search) - set(defaults)
   if unknown:
     raise ValueError(f'population_search names {sorted(unknown)}; {config.model.name} can vary {sorted(defaults)}.')
+  replicas = int(config.get('population_replicas', 1))
+  if replicas < 1 or size % replicas:
+    raise ValueError(f'population={size} must be a multiple of population_replicas={replicas} (>= 1): each '
+                     'setting is trained with that many seeds.')
   rng = np.random.default_rng([config.seed, 7919])
   members = []
-  for i in range(size):
+  for j in range(size // replicas):
     hp = dict(defaults)
-    if i > 0:
+    if j > 0:
       for name, spec in sorted(config.population_search.items()):
         hp[name] = sample_value(spec, rng)
       if 'prior_learning_rate' in hp and 'prior_learning_rate' not in config.population_search:
         hp['prior_learning_rate'] = hp['learning_rate']
-    members.append({'seed': int(config.seed) + i, **hp})
+    members += [{'seed': int(config.seed) + len(members) + r, 'setting': j, **hp} for r in range(replicas)]
   return members
+
+
+def setting_means(members: list[dict], values) -> dict[int, float]:
+  """{setting: mean of `values` over its replicas} (values indexed by member; None counts as -1)."""
+  sums: dict[int, list] = {}
+  for m, v in zip(members, values):
+    sums.setdefault(m['setting'], []).append(-1.0 if v is None else v)
+  return {j: float(np.mean(v)) for j, v in sums.items()}
 
 
 def population_batches(split: Split, seeds, epoch: int, batch_size: int, start_step: int, steps_per_call: int):
@@ -261,7 +277,7 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
       else:
         meta['bad_epochs'][i] += 1
       meta['done'][i] = meta['bad_epochs'][i] >= config.patience
-    pruned = _prune(meta, epoch + 1, opts)
+    pruned = _prune(meta, members, epoch + 1, opts)
     meta['history'].append({'epoch': epoch, 'valid': [scores.get(i) for i in range(size)]})
     meta.update(epoch=epoch + 1, step_in_epoch=0)
     values = list(scores.values())
@@ -273,16 +289,19 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
   return _finish(config, workdir, corpus, method, members, best_params, meta, time.time() - t_start)
 
 
-def _prune(meta, epochs_done: int, opts) -> int:
-  """Successive halving: after a listed epoch, stops all but the best running members. Returns how many."""
+def _prune(meta, members, epochs_done: int, opts) -> int:
+  """Successive halving: after a listed epoch, stops all but the best running settings (by the mean over
+  their replicas of the best validation so far). Returns how many members it stopped."""
   if epochs_done not in opts['prune_epochs']:
     return 0
-  running = [i for i, d in enumerate(meta['done']) if not d]
+  running = sorted({m['setting'] for m, done in zip(members, meta['done']) if not done})
+  means = setting_means(members, meta['best_metric'])
   keep = max(1, int(np.ceil(len(running) * opts['prune_keep'])))
-  ranked = sorted(running, key=lambda i: (-meta['best_metric'][i], i))
-  for i in ranked[keep:]:
+  dropped = set(sorted(running, key=lambda j: (-means[j], j))[keep:])
+  stopped = [i for i, m in enumerate(members) if m['setting'] in dropped and not meta['done'][i]]
+  for i in stopped:
     meta['done'][i], meta['pruned_at'][i] = True, epochs_done
-  return len(ranked[keep:])
+  return len(stopped)
 
 
 def validate_members(config, method, params_P, members: list[int], db_split: Split, query_split: Split) -> dict:
@@ -310,21 +329,24 @@ def _init_members(method, seeds, sample, hparams):
 
 
 def _finish(config, workdir, corpus, method, members, best_params, meta, seconds) -> dict:
-  """Picks the best member on validation, scores the leading members on test, writes population_results.json.
+  """Picks the best setting on validation, scores the leading ones on test, writes population_results.json.
 
-  With a validation subset, the `population_rescore` members best on it are re-validated on the whole split
-  (their best parameters) and the pick is made among them; test precision is computed for those members only
-  (every member when there is no subset and the population is no larger than `population_rescore`).
+  A setting's score is the mean over its replicas (one member each without `population_replicas`). With a
+  validation subset, the `population_rescore` settings best on it are re-validated on the whole split
+  (their members' best parameters) and the pick is made among them; test precision is computed for the
+  members of those settings only.
   """
   k = config.eval_k
   opts = _population_options(config)
   valid_queries, rescore = opts['valid_queries'], opts['rescore']
   train_split, valid_split, test_split = (corpus.splits[s] for s in ('train', 'valid', 'test'))
   subset = valid_subset(valid_split, valid_queries, config.seed) is not valid_split
-  leading = [int(i) for i in np.argsort(-np.asarray(meta['best_metric']), kind='stable')[:rescore]]
-  full_valid = (validate_members(config, method, best_params, leading, train_split, valid_split) if subset
-                else {i: meta['best_metric'][i] for i in leading})
-  test = validate_members(config, method, best_params, leading, train_split, test_split)
+  means = setting_means(members, meta['best_metric'])
+  leading = sorted(means, key=lambda j: (-means[j], j))[:rescore]
+  scored = [i for i, m in enumerate(members) if m['setting'] in leading]
+  full_valid = (validate_members(config, method, best_params, scored, train_split, valid_split) if subset
+                else {i: meta['best_metric'][i] for i in scored})
+  test = validate_members(config, method, best_params, scored, train_split, test_split)
   rows = []
   for i, m in enumerate(members):
     row = {**m, f'valid_precision@{k}': full_valid.get(i), 'best_epoch': meta['best_epoch'][i],
@@ -333,13 +355,22 @@ def _finish(config, workdir, corpus, method, members, best_params, meta, seconds
     if subset:
       row[f'valid_subset_precision@{k}'] = meta['best_metric'][i]
     rows.append(row)
-  best = max(leading, key=lambda i: (full_valid[i], -i))
+  valid_means = setting_means([members[i] for i in scored], [full_valid[i] for i in scored])
+  test_means = setting_means([members[i] for i in scored], [test[i] for i in scored])
+  best_setting = max(leading, key=lambda j: (valid_means[j], -j))
+  best = next(i for i, m in enumerate(members) if m['setting'] == best_setting)
+  replicas = [i for i, m in enumerate(members) if m['setting'] == best_setting]
+  settings = {key: value for key, value in members[best].items() if key not in ('seed', 'setting')}
   results = {'dataset': corpus.name, 'synthetic': corpus.synthetic, 'bits': method.num_bits,
-             'population': len(members), 'seconds': seconds, 'epochs_run': meta['epoch'], 'best_member': best,
-             f'valid_precision@{k}': full_valid[best], f'test_precision@{k}': test[best],
-             'best_settings': members[best], 'members': rows, 'config': json.loads(config.to_json())}
+             'population': len(members), 'replicas': len(replicas), 'seconds': seconds,
+             'epochs_run': meta['epoch'], 'best_member': best, 'best_setting': best_setting,
+             'best_members': replicas, f'valid_precision@{k}': valid_means[best_setting],
+             f'test_precision@{k}': test_means[best_setting], 'best_settings': members[best],
+             'best_hparams': settings, 'members': rows, 'config': json.loads(config.to_json())}
   with open(os.path.join(workdir, 'population_results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  print(f'best member {best} (valid P@{k} {100 * full_valid[best]:.2f}): test P@{k} {100 * test[best]:.2f}; '
-        f'settings {members[best]}; {seconds:.0f}s for {len(members)} members', flush=True)
+  over = f' (mean of {len(replicas)} seeds)' if len(replicas) > 1 else ''
+  print(f'best setting {best_setting}, member {best}: valid P@{k} {100 * valid_means[best_setting]:.2f}, test '
+        f'P@{k} {100 * test_means[best_setting]:.2f}{over}; settings {settings}; {seconds:.0f}s for '
+        f'{len(members)} members', flush=True)
   return results

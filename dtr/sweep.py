@@ -101,10 +101,9 @@ def summarize(groups: list[dict], k: int) -> dict:
   rows = []
   for g in groups:
     res = g['results']
-    best = res['members'][res['best_member']]
     rows.append({'group': g['group'], 'choices': g['choices'], 'members': res['population'],
-                 'seconds': res['seconds'], f'valid_precision@{k}': best[f'valid_precision@{k}'],
-                 f'test_precision@{k}': best[f'test_precision@{k}'], 'best_settings': res['best_settings']})
+                 'seconds': res['seconds'], f'valid_precision@{k}': res[f'valid_precision@{k}'],
+                 f'test_precision@{k}': res[f'test_precision@{k}'], 'best_settings': res['best_settings']})
   winner = max(rows, key=lambda r: r[f'valid_precision@{k}'])
   return {'k': k, 'groups': rows, 'best_group': winner['group'], 'best_choices': winner['choices'],
           'best_settings': winner['best_settings'], f'valid_precision@{k}': winner[f'valid_precision@{k}'],

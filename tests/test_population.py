@@ -166,3 +166,24 @@ def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
   assert len(population.bucket_rows(list(range(40)), 100)) == 50
   assert len(population.bucket_rows(list(range(60)), 100)) == 100
   assert len(population.bucket_rows([1], 8, devices=8)) == 8  # whole devices
+
+
+def test_replicas_share_a_setting_and_settings_are_ranked_and_pruned_by_their_mean():
+  config = load_config('tiny,population=6')
+  config.population_replicas = 2
+  method = methods.get_method(config.model, vocab_size=10)
+  members = population.member_settings(config, method, 6)
+  assert [m['setting'] for m in members] == [0, 0, 1, 1, 2, 2]
+  assert len({m['seed'] for m in members}) == 6
+  for a, b in zip(members[::2], members[1::2]):
+    assert {k: v for k, v in a.items() if k != 'seed'} == {k: v for k, v in b.items() if k != 'seed'}
+  assert members[0]['learning_rate'] == pytest.approx(config.model.learning_rate)
+  with pytest.raises(ValueError, match='multiple of population_replicas'):
+    population.member_settings(config, method, 5)
+  # Setting 1 has the best single member (0.9) but setting 2 the best mean: halving keeps setting 2.
+  meta = {'best_metric': [0.5, 0.5, 0.9, 0.1, 0.6, 0.6], 'done': [False] * 6, 'pruned_at': [None] * 6}
+  assert population.setting_means(members, meta['best_metric']) == pytest.approx({0: 0.5, 1: 0.5, 2: 0.6})
+  opts = {'prune_epochs': [2], 'prune_keep': 1 / 3}
+  assert population._prune(meta, members, 1, opts) == 0 and not any(meta['done'])
+  assert population._prune(meta, members, 2, opts) == 4
+  assert meta['done'] == [True, True, True, True, False, False] and meta['pruned_at'][:4] == [2] * 4
