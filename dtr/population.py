@@ -11,7 +11,9 @@ Member 0 is the config's own setting; members 1..P-1 draw their settings from `c
 `config.seed`): one host batch feeds all of them. Member i is trained, early-stopped and evaluated exactly as
 a single run with its settings, `seed` = its seed and `data_seed` = the population's seed would be (tested);
 `population_data='per_member'` gives each member its own order instead (the single run with its seed).
-The member with the best validation precision is reported on test.
+The setting with the best validation precision (the mean over its `population_replicas` seeds, one by
+default) is reported on test. `train_population` lists what makes members cheap: shared batches, stopped
+members leaving the program, successive halving, a validation-query subset.
 """
 
 import functools
