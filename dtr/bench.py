@@ -175,6 +175,11 @@ def hashing(args) -> None:
     leaderboard.write(args.out, f'python -m dtr.bench {" ".join(sys.argv[1:])}', text)
 
 
+def _overrides(pairs: list[str]) -> dict:
+  """--set key=value flags as {key: value}."""
+  return dict(kv.split('=', 1) for kv in pairs)
+
+
 def _set(config, dotted, value):
   current = config_utils.get_dotted(config, dotted)
   config_utils.set_dotted(config, dotted, value if isinstance(current, str) else type(current)(json.loads(value)))
@@ -214,12 +219,12 @@ def main(argv=None):
     hashing(args)
   elif args.cmd == 'population':
     population_vs_sequential(args.cell, args.members, args.sequential, args.num_epochs, args.settings,
-                             dict(kv.split('=', 1) for kv in args.set))
+                             _overrides(args.set))
   elif args.cmd == 'speed':
     speed(args.cells.split(','), args.epochs, args.steps_per_call)
   else:
-    overrides = dict(kv.split('=', 1) for kv in args.set)
-    quality(args.datasets.split(','), [int(b) for b in args.bits.split(',')], args.seeds, args.out, overrides)
+    quality(args.datasets.split(','), [int(b) for b in args.bits.split(',')], args.seeds, args.out,
+            _overrides(args.set))
 
 
 if __name__ == '__main__':

@@ -169,15 +169,14 @@ def bucket_rows(active: list[int], size: int, devices: int = 1) -> np.ndarray:
   active members. At most log2(size) distinct sizes, so few compilations, while stopped members stop
   costing compute.
   """
+  whole_devices = lambda n: -(-n // devices) * devices
   bucket = size
-  while True:
-    smaller = -(-(-(-bucket // 2)) // devices) * devices
-    if smaller < len(active) or smaller >= bucket:
-      break
-    bucket = smaller
+  while len(active) <= whole_devices(-(-bucket // 2)) < bucket:
+    bucket = whole_devices(-(-bucket // 2))
   if bucket == size:
     return np.arange(size)
-  others = [i for i in range(size) if i not in set(active)]
+  running = set(active)
+  others = [i for i in range(size) if i not in running]
   return np.asarray(list(active) + others[:bucket - len(active)])
 
 
@@ -202,7 +201,8 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
     (the exact top-k precision of fewer queries: the same estimate with more noise); at the end the
     `population_rescore` best are re-validated on the whole split and the pick is made among them;
   - `population_prune_epochs='4,8,16'` is successive halving: after each listed epoch only the best
-    `population_prune_keep` of the running members (by best validation so far) go on; the others stop there.
+    `population_prune_keep` of the running settings (by best validation so far, the mean over a setting's
+    `population_replicas` seeds) go on; the others stop there.
   Without pruning every member is trained and early-stopped exactly as a single run (tested).
   """
   size = int(config.population)
@@ -268,7 +268,7 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
                       [i for i in active if not finite[i]], epoch)
     t_train = time.time() - t0
     params = states['method']['params']
-    scores = validate_members(config, method, params, active, split, valid_split)
+    (scores,) = validate_members(config, method, params, active, split, valid_split)
     improved = [i in scores and finite[i] and scores[i] > meta['best_metric'][i] for i in range(size)]
     mask = jnp.asarray(improved)
     best_params = jax.tree.map(lambda new, old: jnp.where(mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
@@ -288,7 +288,8 @@ def train_population(config, workdir: str, corpus: Corpus | None = None) -> dict
           f'stopped{f" ({pruned} pruned)" if pruned else ""} | {t_train:.1f}s train, '
           f'{time.time() - t0 - t_train:.1f}s valid', flush=True)
     checkpoint.save(mngr, epoch + 1, {'train': states, 'best_params': best_params}, meta)
-  return _finish(config, workdir, corpus, method, members, best_params, meta, time.time() - t_start)
+  return _finish(config, workdir, corpus, method, members, best_params, meta, time.time() - t_start, opts,
+                 valid_split)
 
 
 def _prune(meta, members, epochs_done: int, opts) -> int:
@@ -306,18 +307,23 @@ def _prune(meta, members, epochs_done: int, opts) -> int:
   return len(stopped)
 
 
-def validate_members(config, method, params_P, members: list[int], db_split: Split, query_split: Split) -> dict:
-  """{member: precision@k} of the listed members: `query_split` codes against their `db_split` codes."""
+def validate_members(config, method, params_P, members: list[int], db_split: Split,
+                     *query_splits: Split) -> list[dict]:
+  """[{member: precision@k}] of the listed members, one dict per query split: each split's codes against the
+  members' `db_split` codes (encoded once for all query splits)."""
   if not members:
-    return {}
+    return [{} for _ in query_splits]
   size = _num_members(params_P)
   rows = bucket_rows(members, size)
   params = params_P if len(rows) == size else _take(params_P, jnp.asarray(rows))
   db = encode_population(method, params, db_split, config.eval_batch_size)
-  queries = encode_population(method, params, query_split, config.eval_batch_size)
   position = {int(m): j for j, m in enumerate(rows)}
-  return {m: train.precision(queries[position[m]], query_split, db[position[m]], db_split, config.eval_k)
-          for m in members}
+  scores = []
+  for query_split in query_splits:
+    queries = encode_population(method, params, query_split, config.eval_batch_size)
+    scores.append({m: train.precision(queries[position[m]], query_split, db[position[m]], db_split,
+                                      config.eval_k) for m in members})
+  return scores
 
 
 def _num_members(params_P) -> int:
@@ -330,38 +336,38 @@ def _init_members(method, seeds, sample, hparams):
   return init(jnp.asarray(seeds, jnp.uint32), hparams)
 
 
-def _finish(config, workdir, corpus, method, members, best_params, meta, seconds) -> dict:
+def _finish(config, workdir, corpus, method, members, best_params, meta, seconds, opts, ranking_split) -> dict:
   """Picks the best setting on validation, scores the leading ones on test, writes population_results.json.
 
-  A setting's score is the mean over its replicas (one member each without `population_replicas`). With a
-  validation subset, the `population_rescore` settings best on it are re-validated on the whole split
+  A setting's score is the mean over its replicas (one member each without `population_replicas`). When
+  members were ranked on a validation subset (`ranking_split`), the `population_rescore` settings best on it are re-validated on the whole split
   (their members' best parameters) and the pick is made among them; test precision is computed for the
   members of those settings only.
   """
   k = config.eval_k
-  opts = _population_options(config)
-  valid_queries, rescore = opts['valid_queries'], opts['rescore']
   train_split, valid_split, test_split = (corpus.splits[s] for s in ('train', 'valid', 'test'))
-  subset = valid_subset(valid_split, valid_queries, config.seed) is not valid_split
+  subset = ranking_split is not valid_split
   means = setting_means(members, meta['best_metric'])
-  leading = sorted(means, key=lambda j: (-means[j], j))[:rescore]
+  leading = sorted(means, key=lambda j: (-means[j], j))[:opts['rescore']]
   scored = [i for i, m in enumerate(members) if m['setting'] in leading]
-  full_valid = (validate_members(config, method, best_params, scored, train_split, valid_split) if subset
-                else {i: meta['best_metric'][i] for i in scored})
-  test = validate_members(config, method, best_params, scored, train_split, test_split)
+  if subset:
+    full_valid, test = validate_members(config, method, best_params, scored, train_split, valid_split, test_split)
+  else:
+    (test,) = validate_members(config, method, best_params, scored, train_split, test_split)
+    full_valid = {i: meta['best_metric'][i] for i in scored}
   rows = []
   for i, m in enumerate(members):
     row = {**m, f'valid_precision@{k}': full_valid.get(i), 'best_epoch': meta['best_epoch'][i],
            'valid_history': [h['valid'][i] for h in meta['history'] if h['valid'][i] is not None],
-           f'test_precision@{k}': test.get(i), 'pruned_at_epoch': meta.get('pruned_at', [None] * len(members))[i]}
+           f'test_precision@{k}': test.get(i), 'pruned_at_epoch': meta['pruned_at'][i]}
     if subset:
       row[f'valid_subset_precision@{k}'] = meta['best_metric'][i]
     rows.append(row)
   valid_means = setting_means([members[i] for i in scored], [full_valid[i] for i in scored])
   test_means = setting_means([members[i] for i in scored], [test[i] for i in scored])
   best_setting = max(leading, key=lambda j: (valid_means[j], -j))
-  best = next(i for i, m in enumerate(members) if m['setting'] == best_setting)
   replicas = [i for i, m in enumerate(members) if m['setting'] == best_setting]
+  best = replicas[0]
   settings = {key: value for key, value in members[best].items() if key not in ('seed', 'setting')}
   results = {'dataset': corpus.name, 'synthetic': corpus.synthetic, 'bits': method.num_bits,
              'population': len(members), 'replicas': len(replicas), 'seconds': seconds,
