@@ -20,7 +20,9 @@ Runs (from the repository root):
 
 Arguments: dataset, bits, settings (published: the reference's tuned table; dtr: RETUNED on top of it where
 a cell has an entry), tiny (the test configuration), runlocal (few epochs, for a quick look), bmmi (the
-exact brute-force entropy instead of the adversarial prior; bits <= 16), population (number of settings
+exact brute-force entropy instead of the adversarial prior; bits <= 16), views (d > 0: H(Z|Y) becomes the
+cross entropy to a view of the document with words dropped at rate d, see dtr.methods.ammi; a population
+then also searches d), population (number of settings
 trained at once; `population_search` says what they draw), search (full: every member to its own early
 stop; halving: successive halving with a 1000-query validation, see dtr.population).
 """
@@ -123,7 +125,7 @@ def common_config() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, dataset='reuters', bits=64, settings='published', tiny=False,
-                               runlocal=False, bmmi=False, population=0, search='full')
+                               runlocal=False, bmmi=False, population=0, search='full', views=0.0)
   if arg.settings not in ('published', 'dtr'):
     raise ValueError(f'settings={arg.settings!r}: use published (the reference tuning) or dtr (RETUNED).')
   config = common_config()
@@ -145,6 +147,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   tensorboard=False, progress_bar=False)
     config.model.update(bits=16 if arg.bits == 64 else arg.bits, prior_steps=2, learning_rate=0.03,
                         init_scale=0.1, entropy_weight=2.0)
+  if arg.views:  # view-consistent AMMI (dtr.methods.ammi): the search also draws the view's dropout rate
+    config.model.view_dropout = float(arg.views)
+    config.population_search.update(view_dropout='uniform(0.5,0.95)', entropy_weight='uniform(1.5,6.0)')
   config.population = arg.population
   if arg.search == 'halving':  # successive halving, settings ranked on 1000 validation queries per epoch
     config.update(population_prune_epochs='4,8,16', population_valid_queries=1000)

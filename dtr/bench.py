@@ -80,7 +80,7 @@ def speed(cells: list[str], epochs: int, steps_per_call: int) -> None:
           f'| peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
 
 
-def quality(datasets, bits_list, seeds, out, overrides) -> None:
+def quality(datasets, bits_list, seeds, out, overrides, settings='published') -> None:
   from dtr import train
   from dtr.data import load_corpus
   rows = {}
@@ -89,7 +89,7 @@ def quality(datasets, bits_list, seeds, out, overrides) -> None:
     for bits in bits_list:
       scores = []
       for s in range(seeds):
-        config = load_config(f'dataset={dataset},bits={bits}')
+        config = load_config(f'dataset={dataset},bits={bits},settings={settings}')
         config.seed = config.seed + s
         config.progress_bar = config.tensorboard = False
         for key, value in overrides.items():
@@ -197,6 +197,7 @@ def main(argv=None):
   qp.add_argument('--bits', default='16,32,64,128')
   qp.add_argument('--seeds', type=int, default=3)
   qp.add_argument('--out', default='')
+  qp.add_argument('--settings', default='published', help='published or dtr (configs/ammi.py), before --set')
   qp.add_argument('--set', action='append', default=[], help='config override key=value (JSON value)')
   pp = sub.add_parser('population', help='a P-member population against sequential single runs')
   pp.add_argument('--cell', default='ng20:16')
@@ -224,7 +225,7 @@ def main(argv=None):
     speed(args.cells.split(','), args.epochs, args.steps_per_call)
   else:
     quality(args.datasets.split(','), [int(b) for b in args.bits.split(',')], args.seeds, args.out,
-            _overrides(args.set))
+            _overrides(args.set), args.settings)
 
 
 if __name__ == '__main__':

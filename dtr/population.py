@@ -55,7 +55,10 @@ def member_settings(config, method, size: int) -> list[dict]:
   defaults = {k: float(v) for k, v in method.default_hparams().items()}
   unknown = set(config.population_search) - set(defaults)
   if unknown:
-    raise ValueError(f'population_search names {sorted(unknown)}; {config.model.name} can vary {sorted(defaults)}.')
+    hint = (' (view_dropout only when model.view_dropout > 0: whether a view exists is fixed per program)'
+            if 'view_dropout' in unknown else '')
+    raise ValueError(f'population_search names {sorted(unknown)}; {config.model.name} can vary '
+                     f'{sorted(defaults)}{hint}.')
   replicas = int(config.get('population_replicas', 1))
   if replicas < 1 or size % replicas:
     raise ValueError(f'population={size} must be a multiple of population_replicas={replicas} (>= 1): each '

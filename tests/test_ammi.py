@@ -68,6 +68,48 @@ def test_encoder_loss_matches_brute_force(order_o, order_r, bmmi):
   np.testing.assert_allclose(metrics['loss'], cond_entropy - beta * code_entropy, rtol=1e-4, atol=1e-5)
 
 
+def test_dropout_entries_drops_at_the_rate_and_rescales_the_kept_entries():
+  batch = _batch(np.random.default_rng(0), 200, 500, nnz=50)
+  vals = np.asarray(batch['vals'])
+  same = ammi.dropout_entries(batch, 0.0, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(same['vals']), vals)
+  out = np.asarray(ammi.dropout_entries(batch, 0.75, jax.random.key(0))['vals'])
+  real = vals != 0
+  kept = real & (out != 0)
+  np.testing.assert_allclose(out[kept], vals[kept] * 4, rtol=1e-6)
+  assert np.all(out[~real] == 0)
+  assert abs(kept.sum() / real.sum() - 0.25) < 0.02  # about 10,000 entries
+  half = ammi.dropout_entries(batch, 0.5, jax.random.key(1))
+  for key in ('ids', 'seg', 'mask'):  # only the values change
+    np.testing.assert_array_equal(np.asarray(half[key]), np.asarray(batch[key]))
+
+
+@pytest.mark.parametrize('order_o', [0, 1])
+def test_view_objective_is_the_cross_entropy_from_the_document_to_its_view(order_o):
+  """With views, the conditional term is H+(p(.|y), p(.|y~)) by brute force over all codes; y~ is the
+  document with the step's dropped entries; the code entropy term is unchanged."""
+  m, v, b, beta, rate = 4, 12, 3, 2.5, 0.5
+  method = ammi.AMMI(_model_config(bits=m, encoder_order=order_o, prior_order=2, prior_raw=True, prior_steps=0,
+                                   entropy_weight=beta, clip=0.0, view_dropout=rate), vocab_size=v)
+  batch = _batch(np.random.default_rng(0), b, v, nnz=6)
+  state = method.init(jax.random.key(1), batch)
+  assert float(state['hparams']['view_dropout']) == rate
+  rng = jax.random.key(7)
+  _, metrics = method.train_step(state, batch, rng)
+  view = ammi.dropout_entries(batch, rate, rng)
+  assert 0 < np.count_nonzero(view['vals']) < np.count_nonzero(batch['vals'])
+  enc = state['params']['encoder']
+  p = np.stack([_brute_probs(l)[1] for l in np.asarray(method.encoder_logits(enc, batch), np.float64)])
+  p_view = np.stack([_brute_probs(l)[1] for l in np.asarray(method.encoder_logits(enc, view), np.float64)])
+  cross = -np.mean(np.sum(p * np.log(p_view), axis=1))
+  assert cross > -np.mean(np.sum(p * np.log(p), axis=1)) + 1e-4  # the view's code differs: KL > 0
+  np.testing.assert_allclose(metrics['cond_entropy'], cross, rtol=1e-4)
+  q = _brute_probs(np.asarray(method.prior_logits(state['params']['prior']), np.float64))[1]
+  np.testing.assert_allclose(metrics['code_entropy'], -np.mean(p @ np.log(q)), rtol=1e-4)
+  with pytest.raises(ValueError, match='rng'):
+    method.train_step(state, batch)
+
+
 def test_prior_steps_lower_the_cross_entropy():
   method = ammi.AMMI(_model_config(bits=8, prior_steps=20, learning_rate=0.05, prior_raw=True), vocab_size=30)
   batch = _batch(np.random.default_rng(0), 16, 30)
@@ -95,6 +137,8 @@ def test_encode_is_viterbi_threshold_for_order_zero():
     (dict(encoder_order=3, prior_order=1), 'prior_order'),
     (dict(bmmi=True, bits=32), 'bmmi'),
     (dict(entropy_weight=0.0), 'entropy_weight'),
+    (dict(view_dropout=1.0), 'view_dropout'),
+    (dict(view_dropout=-0.1), 'view_dropout'),
 ])
 def test_impossible_settings_raise(overrides, match):
   with pytest.raises(ValueError, match=match):

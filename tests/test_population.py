@@ -35,6 +35,10 @@ def test_member_settings_are_deterministic_and_in_range():
   config.population_search.unknown = 'uniform(0,1)'
   with pytest.raises(ValueError, match='unknown'):
     population.member_settings(config, method, 2)
+  del config.population_search['unknown']
+  config.population_search.view_dropout = 'uniform(0.5,0.9)'  # views are off in this config
+  with pytest.raises(ValueError, match='model.view_dropout > 0'):
+    population.member_settings(config, method, 2)
 
 
 _COMPARE = r"""
@@ -42,38 +46,42 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from tests.test_population import load_config
 from dtr import population, train
-config = load_config('tiny,population=3')
+config = load_config('tiny,population=3' + sys.argv[3])
 config.num_epochs = 3
 config.model.clip = 0.0
 config.population_search.clip = 'choice(0)'
 res = population.train_population(config, sys.argv[2] + '/pop')
 out = []
 for i, member in enumerate(res['members']):
-  single = load_config('tiny')
+  single = load_config('tiny' + sys.argv[3])
   single.num_epochs, single.seed, single.data_seed = 3, member['seed'], config.seed  # members share an order
   single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip',
-                                               'init_scale')})
+                                               'init_scale', 'view_dropout') if k in member})
   r = train.train_and_evaluate(single, sys.argv[2] + f'/single{i}')
   out.append({'population': member, 'single': r})
 print('RESULT' + json.dumps(out))
 """
 
 
-def _run_on_one_device(script: str, tmp_path):
+def _run_on_one_device(script: str, tmp_path, *args: str):
   """Runs `script` in a fresh process with one CPU device; returns the JSON it prints after 'RESULT'."""
   env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
-  proc = subprocess.run([sys.executable, '-c', script, str(REPO), str(tmp_path)], env=env, cwd=REPO,
+  proc = subprocess.run([sys.executable, '-c', script, str(REPO), str(tmp_path), *args], env=env, cwd=REPO,
                         capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.split('RESULT', 1)[1])
 
 
-def test_population_equals_separate_runs(tmp_path):
+@pytest.mark.parametrize('views', ['', ',views=0.7'])
+def test_population_equals_separate_runs(tmp_path, views):
   # One device, so that a single run and a member run the same computation (a sharded single run all-reduces
   # its gradient in another order) and clipping off (its norm is a sum over all gradients). Even so, vmap
   # may order a float reduction differently, and training amplifies rounding: the first epoch agrees to
   # float precision, later ones within a few documents of the validation set (observed: <= 0.6 points).
-  pairs = _run_on_one_device(_COMPARE, tmp_path)
+  # With views, members draw different view rates and each member's views are those of its single run.
+  pairs = _run_on_one_device(_COMPARE, tmp_path, views)
   assert len(pairs) == 3 and len({p['population']['learning_rate'] for p in pairs}) == 3
+  if views:
+    assert len({p['population']['view_dropout'] for p in pairs}) == 3
   for pair in pairs:
     member, single = pair['population'], pair['single']
     assert member['valid_history'][0] == pytest.approx(single['valid_history'][0], abs=1e-6)

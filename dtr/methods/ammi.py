@@ -14,6 +14,13 @@ H(Z|Y) = mean_b H(p(.|y_b)). Both terms are exact forward dynamic programs (`dtr
 Each batch takes G Adam steps on theta with psi fixed, then one step on psi (the paper's Algorithm 2).
 BMMI (m <= 16) replaces the adversarial bound by the exact batch entropy H(Z) over all 2^m codes.
 
+Views (dtr's extension, `view_dropout` = d > 0): H(Z|Y) is replaced by the cross entropy
+H+(p(.|y), p(.|y~)) = H(p(.|y)) + KL(p(.|y) || p(.|y~)), where y~ is the document with each TF-IDF entry
+dropped with probability d (kept ones scaled by 1/(1-d)), drawn afresh every step. The code must then be
+predictable from a random part of the document, which favours what the whole document is about (its
+topic) over its rarest words: the paper's predictive objective H+(p(z|Y), q(z|X)) with X a random part of
+Y and one shared encoder. Codes are still the Viterbi decoding of the whole document.
+
 Choices where the reference code is ambiguous (documented in the README):
 - The prior's Adam state persists across batches (the reference re-creates it every batch, so its moments
   live G steps); `reset_prior_optimizer=True` restores the reference behaviour.
@@ -84,6 +91,9 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
                      f'bits={mc.bits}. Use the adversarial prior (model.bmmi=False) for longer codes.')
   if mc.prior_steps < 0:
     raise ValueError(f'model.prior_steps (G) must be >= 0, got {mc.prior_steps}.')
+  if not 0.0 <= mc.get('view_dropout', 0.0) < 1.0:
+    raise ValueError(f'model.view_dropout is the probability of dropping a word from the view, in [0, 1); got '
+                     f'{mc.view_dropout}. Use 0 for the plain H(Z|Y) of the paper.')
   if mc.entropy_weight <= 0:
     raise ValueError(f'model.entropy_weight (beta) must be > 0, got {mc.entropy_weight}.')
 
@@ -102,6 +112,14 @@ def batch_entropy_bruteforce(p_logits_BxMxS: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_pz_C) * log_pz_C)
 
 
+def dropout_entries(batch, rate, rng):
+  """Zeroes each TF-IDF entry of a flat batch with probability `rate` and scales the kept ones by
+  1 / (1 - rate), so a document's expected input is unchanged; rate 0 returns the same values."""
+  keep = 1.0 - rate
+  kept = jax.random.bernoulli(rng, keep, batch['vals'].shape)
+  return dict(batch, vals=jnp.where(kept, batch['vals'] / keep, 0.0).astype(batch['vals'].dtype))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
 class AMMI(Method):
   """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
@@ -110,12 +128,15 @@ class AMMI(Method):
 
   # Hyperparameters that change no array shape live in the state as float32 scalars, so a population of
   # settings is one `jax.vmap` over states (dtr.population); single runs read the same values from config.
-  HPARAMS = ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip', 'init_scale')
+  # view_dropout is one of them only when the config turns views on (> 0): whether the view exists is static.
+  HPARAMS = ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip', 'init_scale', 'view_dropout')
 
   def default_hparams(self) -> dict[str, jax.Array]:
     mc = self.config
     values = dict(learning_rate=mc.learning_rate, prior_learning_rate=mc.prior_learning_rate or mc.learning_rate,
                   entropy_weight=mc.entropy_weight, clip=mc.clip, init_scale=mc.init_scale)
+    if mc.get('view_dropout', 0.0) > 0:
+      values['view_dropout'] = mc.view_dropout
     return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
   def _encoder(self, init_scale=1.0) -> SparseMLP:
@@ -184,10 +205,17 @@ class AMMI(Method):
     return prior_params, prior_opt
 
   def train_step(self, state, batch, rng=None):
-    """One AMMI update: G prior steps with the encoder fixed, then one encoder step."""
-    del rng  # AMMI's objective is exact: no sampling.
+    """One AMMI update: G prior steps with the encoder fixed, then one encoder step.
+
+    The objective is exact; `rng` only draws the views when `view_dropout` > 0 (and must then be given).
+    """
     mc = self.config
     params, opt_state, hp = state['params'], state['opt_state'], state['hparams']
+    view_batch = None
+    if 'view_dropout' in hp:
+      if rng is None:
+        raise ValueError('AMMI.train_step needs an rng when model.view_dropout > 0 (it draws the views).')
+      view_batch = dropout_entries(batch, hp['view_dropout'], rng)
     enc_tx = self.encoder_optimizer(hp)
     p_fixed = jax.lax.stop_gradient(self.encoder_logits(params['encoder'], batch))
     prior_params, prior_opt = self.update_prior(params, opt_state, hp, p_fixed)
@@ -195,7 +223,10 @@ class AMMI(Method):
 
     def encoder_loss(enc_params):
       p_logits = self.encoder_logits(enc_params, batch)
-      cond_entropy = jnp.mean(markov.entropy(p_logits))
+      if view_batch is None:
+        cond_entropy = jnp.mean(markov.entropy(p_logits))
+      else:
+        cond_entropy = jnp.mean(markov.cross_entropy(p_logits, self.encoder_logits(enc_params, view_batch)))
       if mc.bmmi:
         code_entropy = batch_entropy_bruteforce(p_logits)
       else:
@@ -251,4 +282,5 @@ def default_model_config() -> ml_collections.ConfigDict:
       clip=5.0,                 # global-norm clip of encoder gradients (0 = off)
       bmmi=False,               # exact batch entropy over 2^m codes instead of the prior (m <= 16)
       reset_prior_optimizer=False,
+      view_dropout=0.0,         # > 0: H(Z|Y) -> H+(p(.|y), p(.|y~)), y~ = y with words dropped at this rate
   ))
