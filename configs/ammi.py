@@ -17,6 +17,8 @@ Runs (from the repository root):
 
   # dtr's re-tuned settings for the shared files (chosen on validation; see RETUNED below)
   DTR_DATA_DIR=../shared/data python -m dtr.main --config=configs/ammi.py:dataset=ng20,bits=64,settings=dtr --workdir=/tmp/ng64
+  # AMMI with views (dtr.methods.ammi), searched the way the NG20 entries were found: 33 settings x 3 seeds
+  DTR_DATA_DIR=../shared/data python -m dtr.main --config=configs/ammi.py:dataset=ng20,bits=32,settings=dtr,views=0.8,population=99,search=halving --config.population_replicas=3 --config.num_epochs=100 --workdir=/tmp/s32
 
 Arguments: dataset, bits, settings (published: the reference's tuned table; dtr: RETUNED on top of it where
 a cell has an entry), tiny (the test configuration), runlocal (few epochs, for a quick look), bmmi (the

@@ -217,6 +217,13 @@ def test_x_encoder_order_below_encoder_order_raises():
     predictive.PredictiveAMMI(mc, vocab_size=10)
 
 
+def test_views_are_refused_by_predictive_ammi():
+  mc = predictive.default_model_config()
+  mc.update(view_dropout=0.5)
+  with pytest.raises(ValueError, match='view_dropout is not supported by predictive AMMI'):
+    predictive.PredictiveAMMI(mc, vocab_size=10)
+
+
 def test_matching_accuracy_by_hand():
   y = np.array([[0, 0, 0], [1, 1, 1], [1, 1, 0], [0, 0, 1]])
   x = np.array([[0, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 1]])  # X_1 sits on Y_2, X_3 on Y_1
