@@ -2,7 +2,8 @@
 
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes a `jax.vmap` over
 members for everything that changes no array shape: each member has its own seed (initialisation),
-learning rates, entropy weight, clip and init range (the method's `HPARAMS`, kept in its state).
+learning rates, entropy weight, clip, init range and, with views, the view's drop rate (the method's
+`default_hparams`, kept in its state).
 Shape-changing choices (batch size, G, prior layers, code length) form separate populations: `dtr.sweep`.
 
 Member 0 is the config's own setting; members 1..P-1 draw their settings from `config.population_search`
@@ -343,9 +344,9 @@ def _finish(config, workdir, corpus, method, members, best_params, meta, seconds
   """Picks the best setting on validation, scores the leading ones on test, writes population_results.json.
 
   A setting's score is the mean over its replicas (one member each without `population_replicas`). When
-  members were ranked on a validation subset (`ranking_split`), the `population_rescore` settings best on it are re-validated on the whole split
-  (their members' best parameters) and the pick is made among them; test precision is computed for the
-  members of those settings only.
+  members were ranked on a validation subset (`ranking_split`), the `population_rescore` settings best on
+  it are re-validated on the whole split (their members' best parameters) and the pick is made among them;
+  test precision is computed for the members of those settings only.
   """
   k = config.eval_k
   train_split, valid_split, test_split = (corpus.splits[s] for s in ('train', 'valid', 'test'))

@@ -126,12 +126,11 @@ class AMMI(Method):
 
   validate = staticmethod(validate_config)
 
-  # Hyperparameters that change no array shape live in the state as float32 scalars, so a population of
-  # settings is one `jax.vmap` over states (dtr.population); single runs read the same values from config.
-  # view_dropout is one of them only when the config turns views on (> 0): whether the view exists is static.
-  HPARAMS = ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip', 'init_scale', 'view_dropout')
-
   def default_hparams(self) -> dict[str, jax.Array]:
+    """Hyperparameters that change no array shape, as float32 scalars kept in the state, so a population of
+    settings is one `jax.vmap` over states (dtr.population); single runs read the same values from config.
+    view_dropout is one of them only when the config turns views on (> 0): whether the view exists is static.
+    """
     mc = self.config
     values = dict(learning_rate=mc.learning_rate, prior_learning_rate=mc.prior_learning_rate or mc.learning_rate,
                   entropy_weight=mc.entropy_weight, clip=mc.clip, init_scale=mc.init_scale)
