@@ -65,7 +65,7 @@ def tfidf_from_counts(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
   return sp.csr_matrix(x, dtype=np.float32)
 
 
-def _train_sentencepiece(texts: Iterable[str], vocab_size: int) -> bytes:
+def train_sentencepiece(texts: Iterable[str], vocab_size: int) -> bytes:
   """Trains a unigram SentencePiece model in memory; returns the model proto."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
 
@@ -174,7 +174,7 @@ class Featurizer:
       raise ValueError('cannot fit a Featurizer on zero documents')
     spm_model = None
     if tokenizer == 'sentencepiece':
-      spm_model = _train_sentencepiece(texts, sentencepiece_vocab_size or vocab_size)
+      spm_model = train_sentencepiece(texts, sentencepiece_vocab_size or vocab_size)
       stop = frozenset()
     else:
       stop = stopwords.STOP_WORD_LISTS[stop_words]

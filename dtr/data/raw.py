@@ -1,8 +1,9 @@
 """Raw-text corpora: the 20 Newsgroups and Reuters tarballs, featurised by dtr.
 
 Readers return a `TextCorpus` (texts and label sets per split);
-`featurize_text_corpus` fits a `Featurizer` on its training split and turns it
-into a `Corpus`. The tarballs are read in place with `tarfile` (nothing is
+`featurize_text_corpus` fits a `Featurizer` (bag of words) and a token
+`Vocabulary` on its training split and turns it into a `Corpus` that carries
+TF-IDF rows, counts, token sequences and the texts. The tarballs are read in place with `tarfile` (nothing is
 extracted to disk).
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from dtr.data import corpus as corpus_lib
 from dtr.data import featurize
+from dtr.data import tokenize
 
 
 @dataclasses.dataclass
@@ -41,13 +43,27 @@ class TextCorpus:
 
 def featurize_text_corpus(text_corpus: TextCorpus, *, tokenizer: str = 'regex',
                           vocab_size: int = 10000, min_df: int = 3,
-                          max_df: float = 0.8, stop_words: str = 'english'
-                          ) -> corpus_lib.Corpus:
-  """Fits a Featurizer on the training texts and featurises every split."""
+                          max_df: float = 0.8, stop_words: str = 'english',
+                          tokens: bool = True, token_tokenizer: str = 'regex',
+                          token_vocab_size: int = 20000, token_min_count: int = 1,
+                          max_len: int = 0) -> corpus_lib.Corpus:
+  """Fits a Featurizer (and, with `tokens`, a token Vocabulary) on the training texts; featurises every split.
+
+  The bag-of-words settings are those of `Featurizer.fit_with_counts`; the token settings those of
+  `tokenize.Vocabulary.fit_with_tokens` (token_vocab_size is its max_size). Every split keeps its texts.
+  """
+  train_texts = text_corpus.splits['train'].texts
+  if not train_texts:
+    raise ValueError(f'{text_corpus.name}: the training split has no documents')
   featurizer, train_counts = featurize.Featurizer.fit_with_counts(
-      text_corpus.splits['train'].texts, tokenizer=tokenizer,
+      train_texts, tokenizer=tokenizer,
       vocab_size=vocab_size, min_df=min_df, max_df=max_df,
       stop_words=stop_words)
+  token_vocab = train_tokens = None
+  if tokens:
+    token_vocab, train_tokens = tokenize.Vocabulary.fit_with_tokens(
+        train_texts, tokenizer=token_tokenizer, max_size=token_vocab_size,
+        min_count=token_min_count, max_len=max_len, name=f'{text_corpus.name} train')
   label_index = {name: i for i, name in enumerate(text_corpus.label_names)}
   splits = {}
   for split_name in corpus_lib.SPLIT_NAMES:
@@ -57,12 +73,17 @@ def featurize_text_corpus(text_corpus: TextCorpus, *, tokenizer: str = 'regex',
     labels = np.zeros((len(text_split.texts), len(label_index)), bool)
     for row, names in enumerate(text_split.labels):
       labels[row, [label_index[n] for n in names]] = True
+    split_tokens = None
+    if token_vocab is not None:
+      split_tokens = (train_tokens if split_name == 'train' else
+                      token_vocab.encode(text_split.texts, name=f'{text_corpus.name} {split_name}'))
     splits[split_name] = corpus_lib.Split(
         tfidf=featurizer.tfidf(counts), labels=labels, counts=counts,
-        doc_ids=text_split.doc_ids)
+        doc_ids=text_split.doc_ids, tokens=split_tokens, texts=text_split.texts)
   return corpus_lib.Corpus(
       name=text_corpus.name, splits=splits, vocab=featurizer.vocab,
-      label_names=list(text_corpus.label_names), featurizer=featurizer)
+      label_names=list(text_corpus.label_names), featurizer=featurizer,
+      token_vocab=token_vocab)
 
 
 def halves(num_docs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

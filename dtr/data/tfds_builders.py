@@ -7,9 +7,11 @@ Each example holds one document's sparse TF-IDF row and label set:
   counts  int32  [nnz]  raw term counts (empty when the source has none)
   labels  bool   [C]    multi-hot label set
   doc_id  int64         the document's id in its source
+  tokens  int32  [L]    token ids (empty when the corpus has no token sequences)
+  text    Text          the raw text (empty when the corpus has none)
 
-Vocabulary, label names and the featurizer go to the dataset's
-`metadata.json`. Configs:
+Vocabulary, label names, the featurizer, the token vocabulary and whether
+tokens/texts exist go to the dataset's `metadata.json`. Configs:
 
 * 'ng20', 'reuters', 'tmc' (and '*_mat' for the MATLAB layout) read the
   hashing files from the manual dir (the folder that holds `hashing/`). The
@@ -37,8 +39,9 @@ import tensorflow_datasets as tfds
 from dtr.data import corpus as corpus_lib
 from dtr.data import featurize
 from dtr.data import hashing
+from dtr.data import tokenize
 
-VERSION = '1.0.0'
+VERSION = '1.1.0'  # 1.1.0: tokens and text
 _READ_CHUNK = 4096
 
 
@@ -64,7 +67,8 @@ class DtrCorpus(tfds.core.GeneratorBasedBuilder):
 
   name = 'dtr_corpus'
   VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {str(VERSION): 'One example a document: ids, vals, counts, labels.'}
+  RELEASE_NOTES = {'1.0.0': 'One example a document: ids, vals, counts, labels.',
+                   '1.1.0': 'Token ids and raw text per document.'}
   BUILDER_CONFIGS = HASHING_CONFIGS
   MANUAL_DOWNLOAD_INSTRUCTIONS = hashing.DATA_HELP
 
@@ -84,6 +88,8 @@ class DtrCorpus(tfds.core.GeneratorBasedBuilder):
             'labels': tfds.features.Tensor(
                 shape=(self.builder_config.num_labels,), dtype=np.bool_),
             'doc_id': np.int64,
+            'tokens': tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            'text': tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(),
         # Keep documents in source order, so rows match the direct readers.
@@ -111,6 +117,10 @@ class DtrCorpus(tfds.core.GeneratorBasedBuilder):
         'synthetic': corpus.synthetic,
         'has_counts': all(s.counts is not None for s in corpus.splits.values()),
         'featurizer': corpus.featurizer.to_json() if corpus.featurizer else None,
+        'token_vocab': corpus.token_vocab.to_json() if corpus.token_vocab else None,
+        'has_tokens': all(s.tokens is not None for s in corpus.splits.values()),
+        'has_texts': all(s.texts is not None for s in corpus.splits.values()),
+        'corpus_source': corpus.source,
     })
     # tfds refuses empty splits; read_prepared restores them as 0 documents.
     return {name: self._generate_examples(corpus.splits[name])
@@ -131,6 +141,8 @@ class DtrCorpus(tfds.core.GeneratorBasedBuilder):
           'counts': no_counts if counts is None else counts.data[lo:hi],
           'labels': split.labels[row],
           'doc_id': split.doc_ids[row] if split.doc_ids is not None else row,
+          'tokens': no_counts if split.tokens is None else split.tokens.row(row),
+          'text': '' if split.texts is None else split.texts[row],
       }
 
 
@@ -222,13 +234,16 @@ def read_prepared(builder_dir: str) -> corpus_lib.Corpus:
   meta = _read_metadata(builder_dir)
   num_terms, num_labels = len(meta['vocab']), len(meta['label_names'])
   splits = {name: _read_split(_records(builder, name), num_terms, num_labels,
-                              meta['has_counts'])
+                              meta['has_counts'], meta.get('has_tokens', False),
+                              meta.get('has_texts', False))
             for name in corpus_lib.SPLIT_NAMES}
-  featurizer = meta.get('featurizer')
+  featurizer, token_vocab = meta.get('featurizer'), meta.get('token_vocab')
   return corpus_lib.Corpus(
       name=meta['corpus_name'], splits=splits, vocab=meta['vocab'],
       label_names=meta['label_names'], synthetic=meta['synthetic'],
-      featurizer=featurize.Featurizer.from_json(featurizer) if featurizer else None)
+      featurizer=featurize.Featurizer.from_json(featurizer) if featurizer else None,
+      token_vocab=tokenize.Vocabulary.from_json(token_vocab) if token_vocab else None,
+      source=meta.get('corpus_source', ''))
 
 
 def _records(builder, split_name: str) -> list[dict]:
@@ -267,6 +282,8 @@ def _parse_raw_examples(builder, split_name: str) -> list[dict] | None:
           'counts': np.array(feature['counts'].int64_list.value, np.int32),
           'labels': np.array(feature['labels'].int64_list.value, bool),
           'doc_id': feature['doc_id'].int64_list.value[0],
+          'tokens': np.array(feature['tokens'].int64_list.value, np.int32),
+          'text': feature['text'].bytes_list.value[0],
       })
   except Exception as e:  # pylint: disable=broad-except
     logging.info('fast decoding of %s unavailable (%s)', split_name, e)
@@ -281,7 +298,7 @@ def _parse_raw_examples(builder, split_name: str) -> list[dict] | None:
 
 
 def _read_split(records: list[dict], num_terms: int, num_labels: int,
-                has_counts: bool) -> corpus_lib.Split:
+                has_counts: bool, has_tokens: bool, has_texts: bool) -> corpus_lib.Split:
   import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
   lengths = np.array([r['ids'].shape[0] for r in records], np.int64)
   indptr = np.concatenate([[0], np.cumsum(lengths)])
@@ -296,5 +313,14 @@ def _read_split(records: list[dict], num_terms: int, num_labels: int,
   labels = (np.stack([r['labels'] for r in records]) if records
             else np.zeros((0, num_labels), bool))
   doc_ids = np.array([r['doc_id'] for r in records], np.int64)
+  tokens = None
+  if has_tokens:
+    token_lengths = np.array([r['tokens'].shape[0] for r in records], np.int64)
+    tokens = corpus_lib.Tokens(concat('tokens', np.int32),
+                               np.concatenate([[0], np.cumsum(token_lengths)]))
+  texts = None
+  if has_texts:
+    texts = [r['text'].decode('utf-8') if isinstance(r['text'], bytes) else str(r['text'])
+             for r in records]
   return corpus_lib.Split(tfidf, labels.reshape(len(records), num_labels),
-                          counts, doc_ids)
+                          counts, doc_ids, tokens, texts)
