@@ -12,7 +12,7 @@ Runs (from the repository root):
 
 Arguments: method (bow, lsh, spectral, nash, bmsh, dvq, binary_ae), dataset, bits, tiny (the test
 configuration), runlocal (few epochs). The loop fields (epochs, patience, evaluation) are those of
-configs/ammi.py. The learned baselines train with batch 256 and Adam 3e-3, 30 epochs at most: 4x the
+configs/common.py. The learned baselines train with batch 256 and Adam 3e-3, 30 epochs at most: 4x the
 papers' batch 64 and 1e-3 at a quarter of the steps (NASH, NG20, 32 bits: test P@100 37.67 in 30 epochs,
 against 37.51 in 50 epochs with batch 64 and 1e-3); `--config.batch_size=64 --config.model.learning_rate=1e-3`
 restores the papers' setting.
@@ -21,6 +21,7 @@ restores the papers' setting.
 import ml_collections
 
 from dtr import config_utils
+from dtr.configs import common
 from dtr.methods import baselines, dvq, vae_hashing
 
 METHODS = ('bow', 'lsh', 'spectral', 'nash', 'bmsh', 'dvq', 'binary_ae')
@@ -38,7 +39,7 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='nash', dataset='ng20', bits=32, tiny=False, runlocal=False)
-  config = config_utils.load_config_module('ammi').common_config()
+  config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
   config.model.bits = arg.bits
@@ -46,10 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if 'learning_rate' in config.model:
     config.model.learning_rate = 3e-3
   if arg.tiny:
-    config.data.name = 'synthetic'
-    config.data.synthetic.update(num_train=600, num_valid=100, num_test=100, vocab_size=300, num_classes=4)
-    config.update(batch_size=32, num_epochs=6, patience=100, steps_per_call=8, eval_k=10,
-                  checkpoint_every_steps=1000, tensorboard=False, progress_bar=False)
+    common.tiny_synthetic(config)
+    common.set_evals(config, ['precision@10'], 'precision@10')
+    config.update(patience=100, checkpoint_every_steps=1000)
     config.model.bits = 16 if arg.bits == 32 else arg.bits
     if 'encoder_hidden' in config.model:
       config.model.encoder_hidden = (64,)

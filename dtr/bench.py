@@ -39,7 +39,7 @@ def peak_rss_mib() -> float:
 
 def speed(cells: list[str], epochs: int, steps_per_call: int) -> None:
   from dtr import input_pipeline as ip
-  from dtr import methods, train
+  from dtr import members, methods, train
   from dtr.data import load_corpus
   print(f'devices: {jax.device_count()} x {jax.devices()[0].platform} ({jax.devices()[0].device_kind})')
   for cell in cells:
@@ -48,26 +48,35 @@ def speed(cells: list[str], epochs: int, steps_per_call: int) -> None:
     config.steps_per_call = steps_per_call
     corpus = load_corpus(config.data)
     split = corpus.splits['train']
-    method = methods.get_method(config.model, len(corpus.vocab))
+    method = methods.get_method(config.model, train.data_info(corpus, split.num_docs))
     mesh = ip.make_mesh()
-    _, _, sample = next(ip.chunk_batches(split, 0, 0, config.batch_size, 0, 1))
-    state = train.init_train_state(method, 0, {k: v[0] for k, v in sample.items() if k != 'valid'})
-    state = jax.device_put(state, ip.replicated(mesh))
-    train_chunk = train.make_train_chunk(method, mesh)
-    sharding = ip.batch_sharding(mesh, 1)
+
+    def chunks(epoch):
+      order = ip.epoch_order(0, epoch, split.num_docs)
+      return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
+                             start_step=0, steps_per_call=config.steps_per_call, sharded=True,
+                             fields=method.batch_fields)
+
+    _, _, sample = next(ip.train_chunks(method.reads, split, [ip.epoch_order(0, 0, split.num_docs)],
+                                        per_member=False, batch_size=config.batch_size, start_step=0,
+                                        steps_per_call=1, sharded=True, fields=method.batch_fields))
+    sample.pop('valid')
+    member = members.Member(seed=0, order_seed=0)
+    state = members.place_state(members.init_states(method, [member], jax.tree.map(lambda v: v[0], sample)), mesh)
+    train_chunk = members.train_chunk_fn(method, mesh, 1, True)
     # Warm-up epoch: compiles every chunk shape.
-    for _, _, b in ip.chunk_batches(split, 0, 0, config.batch_size, 0, config.steps_per_call):
-      state, m = train_chunk(state, ip.to_global(b, sharding))
+    for _, _, b in chunks(0):
+      state, m = train_chunk(state, members.place_batch(b, mesh, 1, True))
     jax.block_until_ready(m)
     rates = []
     for epoch in range(1, epochs + 1):
       t0, docs = time.perf_counter(), 0
-      for _, k, b in ip.chunk_batches(split, 0, epoch, config.batch_size, 0, config.steps_per_call):
-        state, m = train_chunk(state, ip.to_global(b, sharding))
+      for _, k, b in chunks(epoch):
+        state, m = train_chunk(state, members.place_batch(b, mesh, 1, True))
         docs += k * config.batch_size
       jax.block_until_ready(m)
       rates.append(docs / (time.perf_counter() - t0))
-    params = state['method']['params']
+    params = jax.tree.map(lambda x: x[0], state['method']['params'])
     train.encode_split(method, params, split, mesh, 1024)  # compile
     enc = []
     for _ in range(3):
@@ -100,9 +109,9 @@ def quality(datasets, bits_list, seeds, out, overrides, settings='published') ->
         with tempfile.TemporaryDirectory() as workdir:
           t0 = time.time()
           res = train.train_and_evaluate(config, workdir, corpus=corpus)
-        scores.append(100 * res['test_precision@100'])
+        scores.append(100 * res['test/precision@100'])
         print(f'{dataset} {bits} bits seed {config.seed}: test P@100 {scores[-1]:.2f} '
-              f'(valid {100 * res["valid_precision@100"]:.2f}, best epoch {res["best_epoch"]}, '
+              f'(valid {100 * res["valid/precision@100"]:.2f}, best epoch {res["best_epoch"]}, '
               f'{res["distinct_train_codes"]} distinct codes, {time.time() - t0:.0f}s)', flush=True)
       rows[(dataset, bits)] = scores
   lines = ['| dataset | bits | test P@100 (mean ± std) | seeds |', '|---|---|---|---|']
@@ -122,7 +131,7 @@ def population_vs_sequential(cell: str, members: int, sequential: int, num_epoch
                              overrides: dict) -> None:
   """Wall-clock of one `members`-setting population against `sequential` single runs of its first members
   (the same settings and seeds), in this process: data loaded once, compilation counted in both."""
-  from dtr import population, train
+  from dtr import train
   from dtr.data import load_corpus
   dataset, bits = cell.split(':')
   config = load_config(f'dataset={dataset},bits={bits},population={members},settings={settings}')
@@ -140,7 +149,9 @@ def population_vs_sequential(cell: str, members: int, sequential: int, num_epoch
         flush=True)
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.time()
-    res = population.train_population(config, workdir, corpus=corpus)
+    res = train.train_and_evaluate(config, workdir, corpus=corpus)
+    with open(os.path.join(workdir, 'population_results.json')) as f:
+      res['members'] = json.load(f)['members']
     t_population = time.time() - t0
   t0 = time.time()
   for member in res['members'][:sequential]:

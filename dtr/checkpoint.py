@@ -23,6 +23,13 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+  """Saves (state, meta) as checkpoint `step`, replacing a checkpoint of the same step.
+
+  The loop saves at most once per step, but a resumed run reaches the step it resumed from again (for
+  instance an epoch's end whose validation was interrupted): the newer meta must win, never an error.
+  """
+  if step in mngr.all_steps():
+    mngr.delete(step)
   mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             force=True)
   mngr.wait_until_finished()

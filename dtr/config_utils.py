@@ -1,19 +1,46 @@
-"""Helpers for ml_collections config files in the big_vision style (`--config=file.py:key=value,flag`)."""
+"""Helpers for ml_collections config files in the big_vision style (`--config=file.py:key=value,flag`).
 
-import importlib.util
+The configs live in the repository's top-level `configs/` folder, installed as the package `dtr.configs`;
+`load_config_module('ammi')` imports it from there, and `resolve_config_argv` lets
+`--config=configs/ammi.py:...` name the installed file when the current directory has no `configs/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
 import pathlib
 
 import ml_collections
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+
+def configs_dir() -> pathlib.Path:
+  """The folder of dtr's config files (installed or in the checkout)."""
+  import dtr.configs  # pylint: disable=g-import-not-at-top
+  return pathlib.Path(dtr.configs.__file__).resolve().parent
 
 
 def load_config_module(name: str):
-  """The module of configs/{name}.py (a file, not a package: loaded by path, executed afresh each call)."""
-  spec = importlib.util.spec_from_file_location(f'{name}_config', CONFIG_DIR / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """The module `dtr.configs.<name>` (configs/<name>.py), freshly executed (configs may be edited between
+  calls, and a module's globals must not leak from one config to the next)."""
+  module = importlib.import_module(f'dtr.configs.{name}')
+  return importlib.reload(module)
+
+
+def resolve_config_argv(argv: list[str]) -> list[str]:
+  """argv with `--config=configs/X.py[:args]` pointing at dtr's installed configs when that path does not
+  exist from the current directory (so `python -m dtr.main` works from anywhere after `pip install`)."""
+  out = []
+  for item in argv:
+    if item.startswith('--config=') or item.startswith('--config '):
+      value = item[len('--config='):]
+      path, sep, args = value.partition(':')
+      if not os.path.exists(path) and pathlib.Path(path).parent.name == 'configs':
+        installed = configs_dir() / pathlib.Path(path).name
+        if installed.exists():
+          item = f'--config={installed}{sep}{args}'
+    out.append(item)
+  return out
 
 
 def get_dotted(config, dotted: str):

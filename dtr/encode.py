@@ -4,26 +4,27 @@ r"""Turn documents into codes with a trained workdir.
   python -m dtr.encode --workdir=DIR --input=my_docs/ --output=my_codes.npy   # a folder of .txt files
   python -m dtr.encode --workdir=DIR --input=docs.txt --output=codes.npy      # one document per line
 
-The output is packed codes, uint32 [N, ceil(m/32)] (`dtr.evaluate.retrieval.pack_bits` bit order), plus
-`--unpacked` for int8 [N, m]. Raw text needs the workdir's featuriser (saved when dtr featurised the corpus
-itself: raw_20news, raw_reuters, folder, csv, synthetic); pre-featurised hashing sets can encode their splits.
+The output has the workdir's code kind (codes/FORMAT.txt): bits packed, uint32 [N, ceil(m/32)]
+(`dtr.evaluate.retrieval.pack_bits` bit order; `--unpacked` for int8 [N, m]), symbols int32 [N, M] or dense
+float32 [N, d]. `--split` reads the corpus the run was trained on, from the location recorded in the workdir
+(data.json), and refuses a corpus whose fingerprint differs. Raw text needs the workdir's featuriser
+(bag-of-words methods) or tokeniser (sequence methods), saved when dtr built the corpus from text.
 """
 
+from __future__ import annotations
+
 import dataclasses
-import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
 import scipy.sparse as sp
-from absl import app, flags
+from absl import app, flags, logging
 
-from dtr import checkpoint, methods
+from dtr import checkpoint, methods, workdir as workdir_lib
 from dtr import input_pipeline as ip
-from dtr.data import Split, load_corpus
-from dtr.data.featurize import Featurizer
-from dtr.evaluate import retrieval
+from dtr.methods.base import DataInfo
 
 
 @dataclasses.dataclass
@@ -31,50 +32,114 @@ class Model:
   config: ml_collections.ConfigDict
   method: object
   params: object
-  featurizer: Featurizer | None
+  featurizer: object | None
+  tokenizer: object | None
   mesh: object
   workdir: str
+  record: dict
 
   @property
   def vocab_size(self) -> int:
     return self.method.vocab_size
 
 
+def dummy_batch(method) -> dict:
+  """A one-example batch of the method's input kind (shapes only, for building abstract parameters)."""
+  bow = {'ids': np.zeros((1, 8), np.int32), 'vals': np.zeros((1, 8), np.float32),
+         'seg': np.zeros((1, 8), np.int32), 'mask': np.ones((1, 1), np.float32)}
+  if 'counts' in method.batch_fields:
+    bow['counts'] = np.zeros((1, 8), np.float32)
+  if method.reads == 'bow':
+    batch = bow
+  elif method.reads == 'pairs':
+    return {'x': bow, 'y': dict(bow)}
+  elif method.reads == 'tokens':
+    batch = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.ones((1,), np.int32),
+             'mask': np.ones((1,), np.float32)}
+  else:
+    info = method.data
+    batch = {'features': np.zeros((1,) + tuple(info.feature_shape), info.feature_dtype),
+             'mask': np.ones((1,), np.float32)}
+  if 'label' in method.batch_fields:
+    batch['label'] = np.zeros(batch['mask'].shape, np.int32)
+  return batch
+
+
 def load_model(workdir: str) -> Model:
   """The best model of a finished run in `workdir`, ready for `encode_tfidf` / `encode_texts`."""
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f'{config_path} not found: {workdir} holds no finished run. Train with '
-                            '`python -m dtr.main --config=... --workdir=DIR` first.')
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(os.path.join(workdir, 'results.json')) as f:
-    vocab_size = json.load(f)['vocab_size']
-  method = methods.get_method(config.model, vocab_size)
-  dummy = {'ids': np.zeros((1, 8), np.int32), 'vals': np.zeros((1, 8), np.float32),
-           'seg': np.zeros((1, 8), np.int32), 'mask': np.ones((1, 1), np.float32)}  # shapes only
-  abstract = jax.eval_shape(lambda: method.init(jax.random.key(0), dummy)['params'])
+  config = ml_collections.ConfigDict(workdir_lib.read_json(workdir, 'config.json'))
+  results = workdir_lib.read_json(workdir, 'results.json')
+  record = _data_record(workdir, results)
+  info = DataInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in record['info'].items()})
+  method = methods.get_method(config.model, info)
+  abstract = jax.eval_shape(lambda: method.init(jax.random.key(0), dummy_batch(method))['params'])
   mesh = ip.make_mesh()
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=ip.replicated(mesh)), abstract)
   params = checkpoint.load_params(os.path.join(workdir, 'best_params'), abstract)
   feat_dir = os.path.join(workdir, 'featurizer')
-  featurizer = Featurizer.load(feat_dir) if os.path.isdir(feat_dir) else None
-  return Model(config, method, params, featurizer, mesh, workdir)
+  featurizer = tokenizer = None
+  if os.path.exists(os.path.join(feat_dir, 'featurizer.json')):
+    from dtr.data.featurize import Featurizer  # pylint: disable=g-import-not-at-top
+    featurizer = Featurizer.load(feat_dir)
+  if os.path.exists(os.path.join(feat_dir, 'tokenizer.json')):
+    from dtr.data.tokenize import Vocabulary  # pylint: disable=g-import-not-at-top
+    tokenizer = Vocabulary.load(feat_dir)
+  return Model(config, method, params, featurizer, tokenizer, mesh, workdir, record)
 
 
-def encode_tfidf(model: Model, tfidf: sp.csr_matrix, batch_size: int = 1024) -> np.ndarray:
-  """int8 [N, m] codes of TF-IDF rows in the model's vocabulary."""
+def _data_record(workdir: str, results: dict) -> dict:
+  """data.json, or what an older workdir's results.json tells (a bag-of-words vocabulary size)."""
+  if os.path.exists(os.path.join(workdir, 'data.json')):
+    return workdir_lib.read_json(workdir, 'data.json')
+  return {'name': results.get('dataset', ''), 'source': '', 'data_dir': '', 'fingerprint': None,
+          'info': {'vocab_size': results['vocab_size']}}
+
+
+def load_training_corpus(model: Model):
+  """The corpus the workdir was trained on, read from the recorded data folder, checked by fingerprint."""
+  from dtr.data import corpus as corpus_lib, load_corpus  # pylint: disable=g-import-not-at-top
+  data_config = ml_collections.ConfigDict(model.config.data.to_dict())
+  recorded = model.record.get('data_dir', '')
+  if recorded and not data_config.get('data_dir', ''):
+    data_config.data_dir = recorded
+    logging.info('Reading %s from %s (recorded in %s/data.json)', model.record['name'], recorded, model.workdir)
+    print(f'Data: {model.record["name"]} from {recorded} (recorded in the workdir)', flush=True)
+  corpus = load_corpus(data_config)
+  expected = model.record.get('fingerprint')
+  if expected and hasattr(corpus_lib, 'fingerprint'):
+    found = corpus_lib.fingerprint(corpus)
+    if found != expected:
+      raise ValueError(f'The corpus read now ({corpus.name}, fingerprint {found}, from '
+                       f'{getattr(corpus, "source", "") or "?"}) is not the one {model.workdir} was trained on '
+                       f'(fingerprint {expected}, from {model.record.get("source") or "?"}). Point DTR_DATA_DIR '
+                       'or --config.data.data_dir at the original data, or retrain on this corpus.')
+  return corpus
+
+
+def encode_split(model: Model, split) -> np.ndarray:
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  return train.encode_split(model.method, model.params, split, model.mesh, model.config.get('eval_batch_size', 1024))
+
+
+def encode_tfidf(model: Model, tfidf: sp.csr_matrix) -> np.ndarray:
+  """Codes of TF-IDF rows in the model's vocabulary (bag-of-words methods)."""
+  from dtr.data import Split  # pylint: disable=g-import-not-at-top
   tfidf = sp.csr_matrix(tfidf, dtype=np.float32)
   if tfidf.shape[1] != model.vocab_size:
     raise ValueError(f'TF-IDF has {tfidf.shape[1]} columns but the model was trained on a vocabulary of '
                      f'{model.vocab_size}; featurise with the workdir\'s featuriser (encode_texts).')
-  split = Split(tfidf=tfidf, labels=np.zeros((tfidf.shape[0], 0), bool))
-  from dtr.train import encode_split
-  return encode_split(model.method, model.params, split, model.mesh, batch_size)
+  return encode_split(model, Split(tfidf=tfidf, labels=np.zeros((tfidf.shape[0], 0), bool)))
 
 
 def encode_texts(model: Model, texts: list[str]) -> np.ndarray:
-  """int8 [N, m] codes of raw documents, featurised like the training corpus."""
+  """Codes of raw documents, featurised (or tokenised) like the training corpus."""
+  from dtr.data import Split  # pylint: disable=g-import-not-at-top
+  if model.method.reads == 'tokens':
+    if model.tokenizer is None:
+      raise ValueError(f'{model.workdir} has no tokeniser (featurizer/tokenizer.json); it cannot encode new text.')
+    tokens = model.tokenizer.encode(texts)
+    empty = sp.csr_matrix((len(texts), model.vocab_size), dtype=np.float32)
+    return encode_split(model, Split(tfidf=empty, labels=np.zeros((len(texts), 0), bool), tokens=tokens))
   if model.featurizer is None:
     raise ValueError(f'{model.workdir} has no featuriser: it was trained on a pre-featurised set '
                      f'({model.config.data.name}). Encode its splits (--split) or TF-IDF rows (encode_tfidf), '
@@ -104,7 +169,7 @@ def _define_flags():
   flags.DEFINE_string('split', None, 'Encode a split of the training corpus: train, valid or test.')
   flags.DEFINE_string('input', None, 'Folder of .txt files, or a text file with one document a line.')
   flags.DEFINE_string('output', None, 'Where to write the codes (.npy).', required=True)
-  flags.DEFINE_bool('unpacked', False, 'Write int8 [N, m] instead of packed uint32 words.')
+  flags.DEFINE_bool('unpacked', False, 'Bits: write int8 [N, m] instead of packed uint32 words.')
 
 
 def main(argv):
@@ -114,12 +179,16 @@ def main(argv):
     raise app.UsageError('Give exactly one of --split or --input.')
   model = load_model(f.workdir)
   if f.split:
-    codes = encode_tfidf(model, load_corpus(model.config.data).splits[f.split].tfidf)
+    codes = encode_split(model, load_training_corpus(model).splits[f.split])
   else:
     _, texts = read_texts(f.input)
     codes = encode_texts(model, texts)
-  np.save(f.output, codes if f.unpacked else retrieval.pack_bits(codes))
-  print(f'{len(codes)} codes of {codes.shape[1]} bits -> {f.output}')
+  if model.method.emits == 'bits' and not f.unpacked:
+    from dtr.evaluate import retrieval  # pylint: disable=g-import-not-at-top
+    np.save(f.output, retrieval.pack_bits(codes))
+  else:
+    np.save(f.output, codes)
+  print(f'{len(codes)} codes of {model.method.code_length} {model.method.emits} -> {f.output}')
 
 
 if __name__ == '__main__':

@@ -1,30 +1,47 @@
-"""Host-side batching of sparse documents and placement onto the device mesh.
+"""Host-side batching for every input kind, and placement onto the device mesh.
 
-The order of training documents is a pure function of (seed, epoch): epoch e visits
-`np.random.default_rng([seed, e]).permutation(N)` in batches of `batch_size`, dropping the remainder.
-The data position is therefore just (epoch, step within epoch), which checkpoints store, so a resumed run
-sees exactly the batches an uninterrupted run would have seen.
+Input kinds (what a method `reads`, `dtr.methods.base`): 'bow' (flat sparse TF-IDF rows, optionally with term
+counts), 'tokens' (padded token ids), 'pairs' (two bow batches of the same rows), 'features' (rows of a
+precomputed array). One function per kind turns global row indices [..., B] into this process's host
+arrays (`gather`); the ordering and chunking below is the same for all of them.
 
-Multi-host: every process computes the same permutation and pads only its own slice of each global
-batch; `jax.make_array_from_process_local_data` stitches the slices into one global array sharded over
-the mesh's `data` axis.
+The order of training examples is a pure function of (seed, epoch): epoch e visits
+`np.random.default_rng([seed, e]).permutation(N)` in batches of `batch_size`, dropping the remainder. A
+member trained on a subset of the rows (a label budget) visits `rows[permutation(len(rows))]`. The data
+position is therefore just (epoch, step within epoch), which checkpoints store, so a resumed run sees
+exactly the batches an uninterrupted run would have seen.
+
+Layouts. A single run shards the example axis over the mesh's `data` axis: a bow batch has one flat group
+per device ([..., D_local, T]), a token batch is [..., B_local, L]; multi-host, every process computes the
+same permutation and gathers only its own slice of each global batch, and
+`jax.make_array_from_process_local_data` stitches the slices into one global array. Members of a
+population (`dtr.train`) see whole, unsharded batches: a shared batch ([K, ...], one bow group of B) or one
+batch per member ([P, K, ...]).
+
+Token batches are padded to one of a few fixed widths (`TOKEN_WIDTHS`, the smallest that leaves one free
+slot after the longest sequence of the chunk over the global batch), so a jitted step compiles at most a
+few times.
 
 `prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
 gathers release the GIL), so host batching overlaps the jitted steps.
 """
 
+from __future__ import annotations
+
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from dtr.data import Split, flat_rows
+from dtr.data import flat_rows
 from dtr.data.batching import flat_width
 
 DATA_AXIS = 'data'
+KINDS = ('bow', 'tokens', 'pairs', 'features')
+TOKEN_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 T = TypeVar('T')
 
 
@@ -66,6 +83,7 @@ def prefetch(items: Iterable[T], size: int = 2) -> Iterator[T]:
     stop.set()
 
 
+# ------------------------------------------------------------------------------------------------ mesh
 def make_mesh() -> jax.sharding.Mesh:
   """One mesh over every device of every process, a single data-parallel axis.
 
@@ -84,15 +102,20 @@ def batch_sharding(mesh, leading_unsharded: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*([None] * leading_unsharded), DATA_AXIS))
 
 
-def check_batch_size(batch_size: int, num_train: int) -> None:
+def check_batch_size(batch_size: int, num_train: int, what: str = 'training documents') -> None:
   devices, hosts = jax.device_count(), jax.process_count()
+  if batch_size < 1:
+    raise ValueError(f'batch_size={batch_size} must be >= 1.')
   if batch_size % devices:
     raise ValueError(f'batch_size={batch_size} must be a multiple of the {devices} devices it is split over; '
                      f'use batch_size={max(devices, batch_size // devices * devices)} or a multiple of it.')
   if batch_size % hosts:
     raise ValueError(f'batch_size={batch_size} must be a multiple of the {hosts} processes.')
+  if num_train == 0:
+    raise ValueError(f'there are no {what} to train on (the training split is empty).')
   if batch_size > num_train:
-    raise ValueError(f'batch_size={batch_size} exceeds the {num_train} training documents; lower batch_size.')
+    raise ValueError(f'batch_size={batch_size} exceeds the {num_train} {what}; lower batch_size to at most '
+                     f'{num_train // devices * devices or devices}.')
 
 
 def data_seed(config) -> int:
@@ -105,8 +128,21 @@ def data_seed(config) -> int:
   return value if value >= 0 else int(config.seed)
 
 
+def num_examples(split) -> int:
+  """Examples of a split of any kind (documents, pairs, feature rows)."""
+  return split.num_pairs if hasattr(split, 'num_pairs') else split.num_docs
+
+
+# ------------------------------------------------------------------------------------------------ order
 def epoch_order(seed: int, epoch: int, num_docs: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_docs)
+
+
+def member_order(rows: np.ndarray | None, seed: int, epoch: int, num_docs: int) -> np.ndarray:
+  """The epoch's order of a member's training rows (all `num_docs` rows when `rows` is None)."""
+  if rows is None:
+    return epoch_order(seed, epoch, num_docs)
+  return np.asarray(rows)[epoch_order(seed, epoch, len(rows))]
 
 
 def steps_per_epoch(num_docs: int, batch_size: int) -> int:
@@ -135,51 +171,160 @@ def chunk_rows(order: np.ndarray, step: int, k: int, batch_size: int, steps_per_
   return np.concatenate([rows_KxB, np.repeat(rows_KxB[-1:], steps_per_call - k, 0)])
 
 
-def chunk_batches(split: Split, seed: int, epoch: int, batch_size: int, start_step: int,
-                  steps_per_call: int) -> Iterator[tuple[int, int, dict]]:
-  """Yields (first_step, num_steps k, host batch dict of arrays [K, D_local, ...]) from `start_step` on.
+def train_chunks(kind: str, split, orders: Sequence[np.ndarray], *, per_member: bool, batch_size: int,
+                 start_step: int, steps_per_call: int, sharded: bool, fields: Sequence[str] = ()
+                 ) -> Iterator[tuple[int, int, dict]]:
+  """Yields (first_step, k, host batch) of one epoch from `start_step` on.
 
-  Chunks start at multiples of K = `steps_per_call` within the epoch, so a run resumed at a chunk boundary
-  runs the very same chunks as an uninterrupted one. Every chunk has K steps; in the epoch's last one,
-  steps k..K-1 repeat the last batch and have `valid` False (the train step skips them).
+  `orders` are the epoch's row orders: one (shared by every member, batches [K, ...]) or one per member
+  (`per_member`, batches [P, K, ...]); all of one length. Chunks start at multiples of K = `steps_per_call`
+  within the epoch, so a run resumed at a chunk boundary runs the very same chunks as an uninterrupted one.
+  Every chunk has K steps; in the epoch's last one, steps k..K-1 repeat the last batch and have `valid`
+  False (the train step skips them).
   """
-  order = epoch_order(seed, epoch, split.num_docs)
-  for step, k in chunk_windows(steps_per_epoch(split.num_docs, batch_size), start_step, steps_per_call):
-    batch = _flat_batch(split, chunk_rows(order, step, k, batch_size, steps_per_call))
+  lengths = {len(o) for o in orders}
+  if len(lengths) != 1:
+    raise ValueError(f'members must train on equally many rows, got {sorted(lengths)}')
+  num_steps = steps_per_epoch(lengths.pop(), batch_size)
+  for step, k in chunk_windows(num_steps, start_step, steps_per_call):
+    rows = np.stack([chunk_rows(o, step, k, batch_size, steps_per_call) for o in orders])  # [P, K, B]
+    batch = gather(kind, split, rows if per_member else rows[0], sharded=sharded, fields=fields)
     yield step, k, {**batch, 'valid': np.arange(steps_per_call) < k}
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[int, dict]]:
-  """Yields (num_valid, host batch) over the whole split in order; the last batch wraps around to row 0."""
-  n = split.num_docs
+def eval_batches(kind: str, split, batch_size: int, fields: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+  """Yields (num_valid, host batch) over the whole split in order, sharded layout; the last batch wraps
+  around to row 0 and its padding rows have mask 0."""
+  n = num_examples(split)
   padded = np.arange(-(-n // batch_size) * batch_size) % max(n, 1)
-  width = flat_width(split.tfidf, padded.reshape(-1, batch_size // jax.device_count()))  # one shape per split
+  # One bow width per split (few shapes); token batches bucket their own width.
+  width = None
+  if kind in ('bow', 'pairs'):
+    sides = (split,) if kind == 'bow' else (split.x, split.y)
+    width = [flat_width(s.tfidf, padded.reshape(-1, batch_size // jax.device_count())) for s in sides]
   for start in range(0, n, batch_size):
     rows = padded[start:start + batch_size]
     num_valid = min(batch_size, n - start)
-    batch = _flat_batch(split, rows, width)
+    batch = gather(kind, split, rows, sharded=True, fields=fields, width=width)
     local_positions = _local_slice(np.arange(batch_size))
-    batch['mask'] = (local_positions < num_valid).astype(np.float32).reshape(batch['mask'].shape)
+    real = (local_positions < num_valid).astype(np.float32)
+    for part in (batch['x'], batch['y']) if kind == 'pairs' else (batch,):
+      part['mask'] = real.reshape(part['mask'].shape)
     yield num_valid, batch
 
 
-def _flat_batch(split: Split, global_rows: np.ndarray, width: int | None = None) -> dict:
-  """This process's share of global batches [..., B] in the flat layout of `dtr.data.flat_rows`, one
-  group per device: arrays [..., D_local, T] and a mask [..., D_local, B / D]. T is computed over the
-  global batch, so every process builds slices of the same global shape."""
-  per_device = global_rows.shape[-1] // jax.device_count()
+# ------------------------------------------------------------------------------------------------ gather
+def gather(kind: str, split, global_rows: np.ndarray, *, sharded: bool, fields: Sequence[str] = (),
+           width=None) -> dict:
+  """Host arrays of the examples `global_rows` [..., B] of `split` in the layout of `kind`.
+
+  `sharded`: this process's slice, grouped per local device (single runs); else the whole batch (members).
+  `fields`: optional extras, 'counts' (bow term counts at the positions of the TF-IDF entries) and 'label'
+  (int32 class ids, -1 for none).
+  """
+  if kind == 'bow':
+    batch = _bow(split, global_rows, sharded, 'counts' in fields, width if width is None else width[0])
+  elif kind == 'pairs':
+    wx, wy = (None, None) if width is None else width
+    return {'x': _bow(split.x, global_rows, sharded, 'counts' in fields, wx),
+            'y': _bow(split.y, global_rows, sharded, 'counts' in fields, wy)}
+  elif kind == 'tokens':
+    batch = _tokens(split, global_rows, sharded)
+  elif kind == 'features':
+    rows = _local_slice(global_rows) if sharded else global_rows
+    batch = {'features': np.asarray(split.features[rows]), 'mask': np.ones(rows.shape, np.float32)}
+  else:
+    raise ValueError(f'unknown input kind {kind!r}; known: {KINDS}')
+  if 'label' in fields:
+    rows = _local_slice(global_rows) if sharded else global_rows
+    batch['label'] = split_class_ids(split)[rows].reshape(batch['mask'].shape)
+  return batch
+
+
+def _bow(split, global_rows: np.ndarray, sharded: bool, with_counts: bool, width: int | None) -> dict:
+  """The flat layout of `dtr.data.flat_rows`: [..., groups, T] with one group per local device (sharded) or
+  one group of the whole batch. T is computed over the global batch, so every process builds slices of the
+  same global shape."""
+  batch_size = global_rows.shape[-1]
+  per_group = batch_size // jax.device_count() if sharded else batch_size
   if width is None:
-    width = flat_width(split.tfidf, global_rows.reshape(-1, per_device))
-  rows = _local_slice(global_rows)
+    width = flat_width(split.tfidf, global_rows.reshape(-1, per_group))
+  rows = _local_slice(global_rows) if sharded else global_rows
   lead = rows.shape[:-1]
-  ids, vals, seg = flat_rows(split.tfidf, rows.reshape(-1, per_device), width=width)
-  shape = lead + (jax.local_device_count(), -1)
-  return {'ids': ids.reshape(shape), 'vals': vals.reshape(shape), 'seg': seg.reshape(shape),
-          'mask': np.ones(rows.shape, np.float32).reshape(shape)}
+  groups = rows.reshape(-1, per_group)
+  ids, vals, seg = flat_rows(split.tfidf, groups, width=width)
+  shape = lead + (jax.local_device_count() if sharded else 1, -1)
+  batch = {'ids': ids.reshape(shape), 'vals': vals.reshape(shape), 'seg': seg.reshape(shape),
+           'mask': np.ones(rows.shape, np.float32).reshape(shape)}
+  if with_counts:
+    if split.counts is None:
+      raise ValueError('this method reads term counts, but the corpus has none (e.g. a .mat hashing set); '
+                       'use a corpus with counts (the .npz hashing sets, raw text, 20news_clean, csv).')
+    _, counts, _ = flat_rows(split.counts, groups, width=width)
+    batch['counts'] = counts.astype(np.float32).reshape(shape)
+  return batch
 
 
+def token_width(longest: int) -> int:
+  """The smallest of `TOKEN_WIDTHS` that holds `longest` tokens and one free slot (for eos)."""
+  for width in TOKEN_WIDTHS:
+    if width > longest:
+      return width
+  raise ValueError(f'a sequence of {longest} tokens is longer than the widest batch ({TOKEN_WIDTHS[-1] - 1}); '
+                   'set data.max_len to truncate sequences.')
+
+
+def _tokens(split, global_rows: np.ndarray, sharded: bool) -> dict:
+  """{'tokens': int32 [..., B, L] (pad 0), 'lengths': int32 [..., B], 'mask': [..., B]}; L over the global
+  batch, so every process pads to the same width."""
+  tokens = split.tokens
+  if tokens is None:
+    raise ValueError('this method reads token sequences, but the corpus has none (TF-IDF only); use a corpus '
+                     'with text: dbpedia14, yahoo10, ptb, yahoo_lm, raw_20news, raw_reuters, csv, folder, '
+                     'tfds:<name> or synthetic.')
+  offsets = tokens.offsets
+  width = token_width(int((offsets[global_rows + 1] - offsets[global_rows]).max(initial=0)))
+  rows = _local_slice(global_rows) if sharded else global_rows
+  flat = rows.reshape(-1)
+  starts, lengths = offsets[flat], offsets[flat + 1] - offsets[flat]
+  within = np.arange(width)
+  take = within[None, :] < lengths[:, None]
+  source = np.where(take, starts[:, None] + within[None, :], 0)
+  ids = np.where(take, tokens.ids[source] if tokens.ids.size else 0, 0).astype(np.int32)
+  return {'tokens': ids.reshape(rows.shape + (width,)), 'lengths': lengths.astype(np.int32).reshape(rows.shape),
+          'mask': np.ones(rows.shape, np.float32)}
+
+
+_CLASS_IDS: dict[int, tuple] = {}
+
+
+def split_class_ids(split) -> np.ndarray:
+  """int32 [N] class ids of a single-label split (-1 for unlabelled rows), computed once per split."""
+  key = id(split)
+  cached = _CLASS_IDS.get(key)
+  if cached is not None and cached[0] is split:
+    return cached[1]
+  labels = np.asarray(split.labels, bool)
+  if labels.ndim != 2 or labels.shape[1] == 0:
+    raise ValueError('this method trains on class labels, but the corpus has none; use a labelled corpus '
+                     '(dbpedia14, yahoo10, ng20, raw_20news, a csv with a label column, ...).')
+  if (labels.sum(1) > 1).any():
+    raise ValueError(f'this method needs one class per document, but {int((labels.sum(1) > 1).sum())} documents '
+                     'have several labels (a multi-label corpus such as reuters); use a single-label corpus.')
+  ids = np.where(labels.any(1), labels.argmax(1), -1).astype(np.int32)
+  _CLASS_IDS[key] = (split, ids)
+  return ids
+
+
+# ------------------------------------------------------------------------------------------------ placement
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
-  """Global arrays from this process's slices; per-step flags (1-D, e.g. `valid`) are replicated."""
+  """Global arrays from this process's slices (nested dicts of pairs too); the per-step flags `valid` are
+  replicated."""
   repl = NamedSharding(sharding.mesh, P())
-  return {k: jax.make_array_from_process_local_data(repl if v.ndim == 1 else sharding, v)
-          for k, v in batch.items()}
+
+  def place(key, v):
+    if isinstance(v, dict):
+      return {k: place(k, x) for k, x in v.items()}
+    return jax.make_array_from_process_local_data(repl if key == 'valid' else sharding, v)
+
+  return {k: place(k, v) for k, v in batch.items()}

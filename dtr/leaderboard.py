@@ -69,14 +69,14 @@ def run_cell(method, dataset, bits, seed_index, cache_dir, corpus_cache, tiny=Fa
   else:
     with tempfile.TemporaryDirectory() as workdir:
       results = train.train_and_evaluate(config, workdir, corpus=corpus_cache[dataset])
-  log(f'{dataset} {method} {results["bits"]} bits seed {config.seed}: test P@{config.eval_k} '
-      f'{100 * results[f"test_precision@{config.eval_k}"]:.2f} ({results["distinct_train_codes"]} distinct codes, '
-      f'{time.time() - t0:.0f}s)')
+  log(f'{dataset} {method} {results["bits"]} bits seed {config.seed}: test P@100 {_precision(results):.2f} '
+      f'({results["distinct_train_codes"]} distinct codes, {time.time() - t0:.0f}s)')
   return results
 
 
 def _precision(results: dict) -> float:
-  key = next(k for k in results if k.startswith('test_precision@'))
+  """Test precision@k (%) of a cell's results.json (`test/precision@k`; older workdirs: `test_precision@k`)."""
+  key = next(k for k in results if k.startswith(('test/precision@', 'test_precision@')))
   return 100 * results[key]
 
 

@@ -1,33 +1,46 @@
-r"""Entry point: `python -m dtr.main --config=configs/ammi.py[:args] --workdir=DIR [--config.x=y ...]`."""
+r"""Entry point: `python -m dtr.main --config=configs/X.py[:args] --workdir=DIR [--config.x=y ...]`.
 
-from absl import app, flags, logging
+`--help` lists the configs and their arguments; `--show_config` prints every field of a config and exits.
+"""
+
+import sys
+
+from absl import flags, logging
 from ml_collections import config_flags
 
-from dtr import train
+from dtr import cli, config_utils
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml_collections config file (path[:arguments]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, TensorBoard logs, codes and results. '
                                'A run resumes from the latest checkpoint found there.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_SHOW = flags.DEFINE_bool('show_config', False, 'Print the config (arguments and overrides applied) and exit.')
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    cli.fail(f'unexpected arguments {argv[1:]}; flags are written --name=value (python -m dtr.main --help).')
+  if _CONFIG.value is None:
+    cli.fail('--config is required, e.g. --config=configs/ammi.py:tiny (python -m dtr.main --help lists them).')
+  if _SHOW.value:
+    print(_CONFIG.value)
+    return
+  if not _WORKDIR.value:
+    cli.fail('--workdir is required: the folder for checkpoints, codes and results.json.')
   logging.set_verbosity(logging.INFO)
-  # orbax reports every save step by step at INFO; keep dtr's own progress readable.
-  logging.get_absl_handler().addFilter(lambda record: 'orbax' not in record.pathname)
-  config = _CONFIG.value
-  if config.get('task', '') == 'predictive':  # pairs of texts: configs/predictive.py
-    from dtr import predictive_train
-    predictive_train.train_and_evaluate(config, _WORKDIR.value)
-  elif config.get('population', 0) > 0:
-    from dtr import population
-    population.train_population(config, _WORKDIR.value)
-  else:
-    train.train_and_evaluate(config, _WORKDIR.value)
+  from dtr import runtime, train  # pylint: disable=g-import-not-at-top
+  runtime.setup()
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def run():
+  argv = config_utils.resolve_config_argv(sys.argv)
+  if any(a in ('--help', '-h', '-?') for a in argv[1:]):
+    cli.print_help('dtr.main')
+    sys.exit(0)
+  cli.check_config(argv)
+  cli.run(main, argv)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  run()

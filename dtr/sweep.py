@@ -68,8 +68,9 @@ def group_config(config, point: dict, index: int):
 
 def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, corpus=None) -> dict:
   """Trains every group's population (resuming finished ones); returns and writes the sweep's results."""
-  from dtr import population
+  from dtr import train
   from dtr.data import load_corpus
+  from dtr.evaluate import evaluators
   if int(config.get('population', 0)) < 1:
     raise ValueError('A sweep trains one population per group: set population=P >= 1 in the config '
                      '(e.g. --config=configs/ammi.py:dataset=ng20,bits=64,population=12).')
@@ -79,15 +80,16 @@ def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, 
   t_start, groups = time.time(), []
   for index, point in enumerate(points):
     group_dir = os.path.join(workdir, f'group{index:03d}')
-    results_path = os.path.join(group_dir, 'population_results.json')
+    results_path = os.path.join(group_dir, 'results.json')
     if os.path.exists(results_path):
       with open(results_path) as f:
         results = json.load(f)
     else:
       print(f'group {index + 1}/{len(points)}: {point}', flush=True)
-      results = population.train_population(group_config(config, point, index), group_dir, corpus=corpus)
+      results = train.train_and_evaluate(group_config(config, point, index), group_dir, corpus=corpus)
     groups.append({'group': index, 'choices': point, 'results': results})
-  summary = summarize(groups, int(config.eval_k))
+  metric, _ = evaluators.parse_select(config.select, None)
+  summary = summarize(groups, metric)
   summary['seconds'] = time.time() - t_start
   with open(os.path.join(workdir, 'sweep_results.json'), 'w') as f:
     json.dump(summary, f, indent=2)
@@ -96,29 +98,33 @@ def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, 
   return summary
 
 
-def summarize(groups: list[dict], k: int) -> dict:
-  """The best member over all groups by validation precision, and each group's best."""
+def summarize(groups: list[dict], metric: str) -> dict:
+  """The best setting over all groups by the validation `metric` (config.select's), and each group's best."""
   rows = []
+  valid, test = f'valid/{metric}', f'test/{metric}'
   for g in groups:
     res = g['results']
     rows.append({'group': g['group'], 'choices': g['choices'], 'members': res['population'],
-                 'seconds': res['seconds'], f'valid_precision@{k}': res[f'valid_precision@{k}'],
-                 f'test_precision@{k}': res[f'test_precision@{k}'], 'best_settings': res['best_settings']})
-  winner = max(rows, key=lambda r: r[f'valid_precision@{k}'])
-  return {'k': k, 'groups': rows, 'best_group': winner['group'], 'best_choices': winner['choices'],
-          'best_settings': winner['best_settings'], f'valid_precision@{k}': winner[f'valid_precision@{k}'],
-          f'test_precision@{k}': winner[f'test_precision@{k}'],
+                 'seconds': res['population_seconds'], valid: res[valid], test: res[test],
+                 'best_hparams': res['best_hparams']})
+  winner = max(rows, key=lambda r: r[valid])
+  return {'metric': metric, 'groups': rows, 'best_group': winner['group'], 'best_choices': winner['choices'],
+          'best_hparams': winner['best_hparams'], valid: winner[valid], test: winner[test],
           'members': sum(r['members'] for r in rows)}
 
 
+def _percent(metric: str, value: float) -> str:
+  return f'{100 * value:.2f}' if metric.startswith(('precision@', 'matching@')) else f'{value:.2f}'
+
+
 def table(summary: dict) -> str:
-  k = summary['k']
-  lines = [f'| group | choices | members | best valid P@{k} | its test P@{k} | seconds |', '|---|---|---|---|---|---|']
+  m = summary['metric']
+  lines = [f'| group | choices | members | best valid {m} | its test {m} | seconds |', '|---|---|---|---|---|---|']
   for r in summary['groups']:
     mark = ' **best**' if r['group'] == summary['best_group'] else ''
     choices = ', '.join(f'{key}={value}' for key, value in r['choices'].items())
-    lines.append(f'| {r["group"]}{mark} | {choices} | {r["members"]} | {100 * r[f"valid_precision@{k}"]:.2f} | '
-                 f'{100 * r[f"test_precision@{k}"]:.2f} | {r["seconds"]:.0f} |')
+    lines.append(f'| {r["group"]}{mark} | {choices} | {r["members"]} | {_percent(m, r[f"valid/{m}"])} | '
+                 f'{_percent(m, r[f"test/{m}"])} | {r["seconds"]:.0f} |')
   return '\n'.join(lines)
 
 
@@ -136,12 +142,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   summary = run_sweep(config, _WORKDIR.value, parse_grid(_GRID.value, config), _GROUPS.value)
-  k = summary['k']
+  m = summary['metric']
   print(table(summary))
-  print(f'best: group {summary["best_group"]} {summary["best_choices"]}, settings {summary["best_settings"]}: '
-        f'valid P@{k} {100 * summary[f"valid_precision@{k}"]:.2f}, test P@{k} '
-        f'{100 * summary[f"test_precision@{k}"]:.2f}; {summary["members"]} runs in {summary["seconds"]:.0f}s',
-        flush=True)
+  print(f'best: group {summary["best_group"]} {summary["best_choices"]}, settings {summary["best_hparams"]}: '
+        f'valid {m} {_percent(m, summary[f"valid/{m}"])}, test {m} {_percent(m, summary[f"test/{m}"])}; '
+        f'{summary["members"]} runs in {summary["seconds"]:.0f}s', flush=True)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,27 @@
-"""The one training loop shared by every method: mesh, data, init, jitted steps, checkpoints, evals.
+"""The one training loop of dtr: every method, single runs and populations, documents and pairs.
 
-Methods own `init`, `train_step` and `encode` (pure functions); this file owns everything else.
+`train_and_evaluate(config, workdir)` is everything `python -m dtr.main` does:
+
+  data      `config.data` -> a corpus (documents, pairs of texts, or the features of a finished workdir)
+  method    `config.model` -> a method (`dtr.methods`): what it reads and emits, its pure functions
+  members   a stack of P runs (`dtr.members`): one for a single run, the settings of a search
+            (`config.population`, `dtr.population`) or the label subsamples of a classifier
+            (`data.labels`, `data.label_seeds`)
+  loop      K jitted steps per call, host batches built ahead on a thread; after every epoch the
+            evaluators of `config.evals` run on valid, `config.select` keeps each member's best parameters
+            and stops it after `config.patience` epochs without improvement; orbax checkpoints of
+            everything (state, best parameters, data position, running sums, early-stopping record) every
+            `checkpoint_every_steps` and at every epoch's end, at most one per step, resumed from the latest
+            one in `workdir`; TensorBoard scalars, a progress bar and a non-finite-loss stop
+  finish    the reported members' best parameters evaluated on valid and test; codes, parameters,
+            results.json (`<split>/<metric>` keys), config.json and what a new text needs (featuriser,
+            tokeniser) written to `workdir` (`dtr.workdir`)
+
+Closed-form baselines (`method.fitted`) are fitted instead of trained and then finished the same way.
 """
 
-import functools
-import json
+from __future__ import annotations
+
 import os
 import sys
 import time
@@ -15,97 +32,425 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dtr import checkpoint, methods
+from dtr import checkpoint, members as members_lib, methods, runtime, workdir as workdir_lib
 from dtr import input_pipeline as ip
-from dtr.data import Corpus, Split, load_corpus
-from dtr.evaluate import retrieval
+from dtr.evaluate import evaluators as evaluators_lib
+from dtr.methods.base import DataInfo
 
 
 def maybe_initialize_distributed(config) -> None:
   """Multi-host (TPU pod / multi-node GPU): `jax.distributed` when asked by config or `DTR_MULTIHOST=1`."""
-  if config.get('multihost') or os.environ.get('DTR_MULTIHOST') == '1':
+  if (config.get('multihost') or os.environ.get('DTR_MULTIHOST') == '1') and not jax.distributed.is_initialized():
     jax.distributed.initialize()
 
 
-# ------------------------------------------------------------------------------------------------ steps
-def scan_steps(method):
-  """K consecutive train steps of `method` as one `lax.scan` over batches [K, ...] (not jitted).
-
-  `batches['valid'][t]` is False for the steps that pad an epoch's last chunk to K: those are skipped by
-  `lax.cond` (no compute, state unchanged, zero metrics), so every chunk has one shape and compiles once.
-  """
-
-  def train_chunk(state, batches):
-    def body(st, xs):
-      batch, valid = xs
-
-      def run(st):
-        rng = jax.random.fold_in(st['rng'], st['step'])
-        method_state, metrics = method.train_step(st['method'], batch, rng)
-        return {'method': method_state, 'rng': st['rng'], 'step': st['step'] + 1}, metrics
-
-      def skip(st):
-        shapes = jax.eval_shape(run, st)[1]
-        return st, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-      return jax.lax.cond(valid, run, skip, st)
-
-    batches = dict(batches)
-    valid = batches.pop('valid')
-    return jax.lax.scan(body, state, (batches, valid))
-
-  return train_chunk
+# ------------------------------------------------------------------------------------------------ data
+def load_data(config):
+  """The corpus `config.data` describes, of the kind the method reads (documents, pairs or features)."""
+  reads = methods.method_class(config.model.name).reads
+  if reads == 'pairs':
+    from dtr.data import pairs  # pylint: disable=g-import-not-at-top
+    return pairs.load_pair_corpus(config.data)
+  if reads == 'features':
+    from dtr import probe  # pylint: disable=g-import-not-at-top
+    return probe.load_features(config.data)
+  from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
+  return load_corpus(config.data)
 
 
-def make_train_chunk(method, mesh):
-  """jit of `scan_steps`: state replicated and donated, batches sharded over `data` as placed."""
-  repl = ip.replicated(mesh)
-  # Batches arrive already placed by `ip.to_global` (examples over `data`), so their shardings are kept.
-  return jax.jit(scan_steps(method), in_shardings=(repl, None), out_shardings=(repl, repl), donate_argnums=0)
+def data_info(data, train_size: int) -> DataInfo:
+  """What the method needs to know of the data (`dtr.methods.base.DataInfo`)."""
+  token_vocab = getattr(data, 'token_vocab', None)
+  train = data.splits['train']
+  tokens = getattr(train, 'tokens', None)
+  features = getattr(train, 'features', None)
+  return DataInfo(
+      vocab_size=len(data.vocab), token_vocab_size=len(token_vocab) if token_vocab is not None else 0,
+      num_labels=len(getattr(data, 'label_names', ())),
+      feature_shape=tuple(features.shape[1:]) if features is not None else (),
+      feature_dtype=str(features.dtype) if features is not None else 'float32',
+      num_values=int(getattr(data, 'num_values', 0)),
+      max_len=max((int(np.diff(s.tokens.offsets).max(initial=0)) for s in data.splits.values()
+                   if getattr(s, 'tokens', None) is not None), default=0) if tokens is not None else 0,
+      train_size=train_size)
 
 
-def init_train_state(method, seed: int, sample_batch: dict, hparams=None) -> dict:
-  """Method state, RNG (raw key data: checkpointable) and step of a run with this seed."""
-  init_rng, train_rng = jax.random.split(jax.random.key(seed))
-  method_state = method.init(init_rng, sample_batch) if hparams is None else method.init(
-      init_rng, sample_batch, hparams)
-  return {'method': method_state, 'rng': jax.random.key_data(train_rng), 'step': jnp.zeros((), jnp.int32)}
+def announce_data(data) -> None:
+  s = data.splits
+  sizes = ' / '.join(f'{ip.num_examples(s[n]):,}' for n in ('train', 'valid', 'test'))
+  extra = []
+  if getattr(data, 'token_vocab', None) is not None:
+    extra.append(f'{len(data.token_vocab)} token ids')
+  logging.info('Data %s: %s train / valid / test, vocab %d, %d labels%s%s', data.name, sizes, len(data.vocab),
+               len(getattr(data, 'label_names', ())), ''.join(f', {e}' for e in extra),
+               ' (SYNTHETIC)' if data.synthetic else '')
 
 
-@functools.lru_cache(maxsize=None)
-def _jitted_encode(method, mesh):
-  return jax.jit(method.encode, in_shardings=(ip.replicated(mesh), ip.batch_sharding(mesh)),
-                 out_shardings=ip.replicated(mesh))
+def make_members(config, method, data, subsets) -> tuple[list[members_lib.Member], object]:
+  """The stack to train, and the search policy (None unless `config.population`)."""
+  size = int(config.get('population', 0) or 0)
+  if size > 0:
+    if subsets is not None:
+      raise ValueError('config.population (a search over settings) and label budgets (data.labels with '
+                       'data.label_seeds subsamples) cannot be combined in one run; search with labels=all.')
+    from dtr import population  # pylint: disable=g-import-not-at-top
+    search = population.Search(config, method, data)
+    return search.members, search
+  if subsets is not None:
+    return [members_lib.Member(seed=int(config.seed) + i, order_seed=int(config.seed) + i, rows=rows)
+            for i, rows in enumerate(subsets)], None
+  return [members_lib.Member(seed=int(config.seed), order_seed=ip.data_seed(config))], None
 
 
-def encode_split(method, params, split: Split, mesh, batch_size: int = 1024) -> np.ndarray:
-  """Codes int8 [N, m] of every document of `split` (Viterbi / the method's deterministic encoder)."""
-  devices = jax.device_count()
-  batch_size = -(-batch_size // devices) * devices
-  encode = _jitted_encode(method, mesh)
-  out = [np.asarray(encode(params, ip.to_global(b, ip.batch_sharding(mesh))))[:n]
-         for n, b in ip.eval_batches(split, batch_size)]
-  return np.concatenate(out) if out else np.zeros((0, method.num_bits), np.int8)
+def label_budget(config, method, data):
+  """Per-member training rows of a classifier's label budget (`data.labels`, `data.label_seeds`), or None."""
+  if 'label' not in method.batch_fields:
+    return None
+  from dtr.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
+  return labels_lib.label_subsets(data.splits['train'], config.data.get('labels', 'all'),
+                                  int(config.data.get('label_seeds', 1)), seed=int(config.data.get('split_seed', 0)))
 
 
-def precision(query_codes, query_split: Split, db_codes, db_split: Split, k: int) -> float:
-  return float(retrieval.precision_at_k(retrieval.pack_bits(query_codes), query_split.labels,
-                                        retrieval.pack_bits(db_codes), db_split.labels, k=k))
+# ------------------------------------------------------------------------------------------------ entry point
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=None) -> dict:
+  """Trains (or fits) `config.model` on `config.data`, keeps the best model on validation, writes codes and
+  results; returns the results dict (also written to `workdir/results.json`)."""
+  runtime.setup()
+  maybe_initialize_distributed(config)
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.time()
+  evaluators = evaluators_lib.build(config.evals)
+  select = evaluators_lib.parse_select(config.select, evaluators)
+
+  # --- data, method and members
+  data = corpus if corpus is not None else load_data(config)
+  announce_data(data)
+  cls = methods.method_class(config.model.name)
+  subsets = label_budget(config, cls, data)
+  train_size = len(subsets[0]) if subsets is not None else ip.num_examples(data.splits['train'])
+  if cls.reads == 'bow' and getattr(data, 'has_tokens', False):
+    # A text corpus keeps documents whose words are all outside the bag-of-words vocabulary (they still
+    # have tokens); a method that reads TF-IDF cannot use them.
+    from dtr.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+    data = corpus_lib.handle_empty_docs(data, config.data.get('empty_docs', 'drop'), by='tfidf')
+    train_size = ip.num_examples(data.splits['train']) if subsets is None else train_size
+  method = methods.get_method(config.model, data_info(data, train_size))
+  check_inputs(method, data)
+  stack, search = make_members(config, method, data, subsets)
+  if not method.fitted:
+    ip.check_batch_size(config.batch_size, train_size,
+                        'labelled training examples per subsample' if subsets is not None else 'training examples')
+
+  mesh = ip.make_mesh()
+  logging.info('Mesh: %d devices (%s) over %d processes; %d member%s', jax.device_count(),
+               jax.devices()[0].platform, jax.process_count(), len(stack), 's' if len(stack) > 1 else '')
+  run = Run(config, workdir, data, method, stack, search, evaluators, select, mesh)
+  if method.fitted:
+    run.fit()
+  else:
+    run.train()
+  return run.finish(time.time() - t_start)
 
 
-def validate(config, corpus: Corpus, method, params, mesh) -> float:
-  """Validation precision@k: validation codes as queries against the training codes."""
-  db_codes = encode_split(method, params, corpus.splits['train'], mesh, config.eval_batch_size)
-  valid_codes = encode_split(method, params, corpus.splits['valid'], mesh, config.eval_batch_size)
-  return precision(valid_codes, corpus.splits['valid'], db_codes, corpus.splits['train'], config.eval_k)
+def check_inputs(method, data) -> None:
+  """Clear errors when the corpus lacks what the method reads."""
+  if method.reads == 'tokens' and getattr(data.splits['train'], 'tokens', None) is None:
+    from dtr.data import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+    corpus_lib.require_tokens(data, f'method {method.config.name!r}')
+  if method.reads == 'bow' and 'counts' in method.batch_fields and data.splits['train'].counts is None:
+    raise ValueError(f'method {method.config.name!r} reads term counts, but {data.name} has none (e.g. a .mat '
+                     'hashing set); use the .npz hashing sets, 20news_clean, raw text or a csv.')
 
 
-# ------------------------------------------------------------------------------------------------ loop
-def announce_data(corpus: Corpus) -> None:
-  s = corpus.splits
-  logging.info('Data %s: %d train / %d valid / %d test docs, vocab %d, %d labels%s', corpus.name,
-               s['train'].num_docs, s['valid'].num_docs, s['test'].num_docs, len(corpus.vocab),
-               len(corpus.label_names), ' (SYNTHETIC)' if corpus.synthetic else '')
+# ------------------------------------------------------------------------------------------------ the run
+class Run:
+  """One call of `train_and_evaluate`: the loop's state between its stages."""
+
+  def __init__(self, config, workdir, data, method, stack, search, evaluators, select, mesh):
+    self.config, self.workdir, self.data, self.method = config, workdir, data, method
+    self.members, self.search, self.evaluators, self.mesh = stack, search, evaluators, mesh
+    self.select_name, self.select_mode = select
+    self.size = len(stack)
+    self.shared = members_lib.shares_data(stack)
+    self.is_main = jax.process_index() == 0
+    self.meta = {'epoch': 0, 'step_in_epoch': 0, 'epoch_sums': {}, 'epoch_count': [0] * self.size,
+                 'best_score': [None] * self.size, 'best_metrics': [None] * self.size,
+                 'best_epoch': [-1] * self.size, 'bad_epochs': [0] * self.size, 'done': [False] * self.size,
+                 'stopped': [None] * self.size, 'history': []}
+    self.best_params = None
+
+  # --- helpers
+  def _score(self, value: float) -> float:
+    """The selection metric as 'higher is better'."""
+    return float(value) if self.select_mode == 'max' else -float(value)
+
+  def _valid_splits(self):
+    """The splits each epoch's validation reads (a search may rank on a subset of valid)."""
+    splits = dict(self.data.splits)
+    if self.search is not None:
+      splits['valid'] = self.search.ranking_split(splits['valid'])
+    return splits
+
+  def _evaluate(self, params_A, splits, split_name: str) -> dict:
+    out = evaluators_lib.Outputs(self.method, params_A, splits, self.mesh, self.config.eval_batch_size,
+                                 seed=int(self.config.seed))
+    result = evaluators_lib.evaluate(self.evaluators, out, split_name)
+    if self.select_name not in result:
+      raise ValueError(f'config.select names valid/{self.select_name}, which no evaluator of config.evals '
+                       f'({", ".join(config_names(self.config.evals))}) reports; it reports {sorted(result)}.')
+    return result, out
+
+  # --- fitted baselines
+  def fit(self) -> None:
+    """Closed-form baselines: fit every member on the training split, validate once."""
+    t0 = time.time()
+    fitted = [self.method.fit(self.data.splits['train'], m.seed) for m in self.members]
+    params = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *fitted)
+    self.best_params = jax.device_put(params, ip.replicated(self.mesh))
+    result, _ = self._evaluate(self.best_params, self._valid_splits(), 'valid')
+    for a in range(self.size):
+      metrics = {k: float(v[a]) for k, v in result.items()}
+      self.meta['best_metrics'][a] = metrics
+      self.meta['best_score'][a] = self._score(metrics[self.select_name])
+    logging.info('Fitted %s in %.1fs: valid %s %s', self.config.model.name, time.time() - t0, self.select_name,
+                 _shown(self.select_name, self.meta['best_metrics'][0][self.select_name]))
+
+  # --- training
+  def _sample_batch(self) -> dict:
+    """The first training batch of member 0 (what `init` traces), in the layout its stack trains on."""
+    m = self.members[0]
+    split = self.data.splits['train']
+    order = ip.member_order(m.rows, m.order_seed, 0, ip.num_examples(split))
+    _, _, host = next(ip.train_chunks(self.method.reads, split, [order], per_member=False,
+                                      batch_size=self.config.batch_size, start_step=0, steps_per_call=1,
+                                      sharded=self.size == 1, fields=self.method.batch_fields))
+    host.pop('valid')
+    return jax.tree.map(lambda v: v[0], host)
+
+  def train(self) -> None:
+    config, meta, size = self.config, self.meta, self.size
+    split = self.data.splits['train']
+    num_docs = ip.num_examples(split)
+    states = members_lib.place_state(members_lib.init_states(self.method, self.members, self._sample_batch()),
+                                     self.mesh)
+    best_params = jax.tree.map(jnp.copy, states['method']['params'])
+
+    # --- checkpoint
+    ckpt_dir = os.path.join(self.workdir, 'checkpoints')
+    mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.checkpoint_keep)
+    restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': states, 'best_params': best_params}))
+    if restored is not None:
+      ckpt, saved_meta, ckpt_step = restored
+      states, best_params = ckpt['train'], ckpt['best_params']
+      meta.update(saved_meta)
+      logging.info('Resuming at step %d (epoch %d, step %d of the epoch)', ckpt_step, meta['epoch'],
+                   meta['step_in_epoch'])
+    last_saved = restored[2] if restored else None
+
+    def save(tree):
+      nonlocal last_saved
+      step = int(np.max(np.asarray(jax.device_get(tree['train']['step']))))
+      checkpoint.save(mngr, step, tree, meta)
+      last_saved = step
+
+    writer = None
+    if self.is_main and config.get('tensorboard', False):
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      writer = SummaryWriter(os.path.join(self.workdir, 'tensorboard'))
+
+    steps_per_epoch = ip.steps_per_epoch(len(self.members[0].rows) if self.members[0].rows is not None
+                                         else num_docs, config.batch_size)
+    valid_splits = self._valid_splits()
+    while not all(meta['done']) and meta['epoch'] < config.num_epochs:
+      epoch, t0 = meta['epoch'], time.time()
+      active = [i for i in range(size) if not meta['done'][i]]
+      rows = members_lib.bucket_rows(active, size, jax.device_count()) if size > 1 else np.arange(1)
+      sub = states if len(rows) == size else members_lib.place_state(members_lib.take(states, rows), self.mesh)
+      stack = [self.members[i] for i in rows]
+      orders = [ip.member_order(m.rows, m.order_seed, epoch, num_docs) for m in stack[:1 if self.shared else None]]
+      train_chunk = members_lib.train_chunk_fn(self.method, self.mesh, len(rows), self.shared)
+      bar = _progress(steps_per_epoch, meta['step_in_epoch'], f'epoch {epoch}',
+                      enabled=self.is_main and config.get('progress_bar', False))
+      chunks = ip.train_chunks(self.method.reads, split, orders, per_member=not self.shared,
+                               batch_size=config.batch_size, start_step=meta['step_in_epoch'],
+                               steps_per_call=config.steps_per_call, sharded=len(rows) == 1,
+                               fields=self.method.batch_fields)
+      for step_lo, k, host in ip.prefetch(chunks):
+        sub, metrics = train_chunk(sub, members_lib.place_batch(host, self.mesh, len(rows), self.shared))
+        metrics = jax.tree.map(lambda v: np.asarray(v)[:, :k], jax.device_get(metrics))
+        self._check_finite(metrics, rows, active, step_lo, last_saved, ckpt_dir)
+        self._accumulate(metrics, rows, active, k)
+        meta['step_in_epoch'] = step_lo + k
+        bar.update(k)
+        step = int(np.max(np.asarray(jax.device_get(sub['step']))))
+        # The epoch's end saves anyway (after validation): a step checkpoint there would be the same step.
+        if meta['step_in_epoch'] < steps_per_epoch and step - (last_saved or 0) >= config.checkpoint_every_steps:
+          full = sub if len(rows) == size else members_lib.put(states, rows, sub, len(active))
+          save({'train': full, 'best_params': best_params})
+      bar.close()
+      states = sub if len(rows) == size else members_lib.put(states, rows, sub, len(active))
+      train_time = time.time() - t0
+
+      # --- validation, early stopping, best model
+      active = [i for i in active if not meta['done'][i]]  # non-finite members stopped during the epoch
+      params = states['method']['params']
+      result = {}
+      if active:
+        # Buckets again, so that validation compiles for few stack sizes; only the active rows are kept.
+        eval_rows = members_lib.bucket_rows(active, size) if size > 1 else np.arange(1)
+        result, _ = self._evaluate(members_lib.take(params, eval_rows) if len(eval_rows) < size else params,
+                                   valid_splits, 'valid')
+        result = {k: {int(i): float(x) for i, x in zip(eval_rows[:len(active)], np.asarray(v)[:len(active)])}
+                  for k, v in result.items()}
+      improved = [False] * size
+      for i in active:
+        metrics = {k: v[i] for k, v in result.items()}
+        score = self._score(metrics[self.select_name])
+        if meta['best_score'][i] is None or score > meta['best_score'][i]:
+          improved[i] = True
+          meta['best_score'][i], meta['best_metrics'][i], meta['best_epoch'][i] = score, metrics, epoch
+          meta['bad_epochs'][i] = 0
+        else:
+          meta['bad_epochs'][i] += 1
+        if meta['bad_epochs'][i] >= config.patience:
+          meta['done'][i], meta['stopped'][i] = True, f'early stop at epoch {epoch}'
+      if any(improved):
+        best_params = members_lib.where_members(improved, params, best_params)
+      pruned = self.search.after_epoch(meta, epoch + 1) if self.search is not None else 0
+      scalars = self._epoch_scalars(result, active, train_time, k_docs=steps_per_epoch * config.batch_size)
+      meta['history'].append({'epoch': epoch, 'train': {k: v for k, v in scalars.items() if k.startswith('train/')},
+                              'valid': {name: [values.get(i) for i in range(size)] for name, values in result.items()}})
+      meta.update(epoch=epoch + 1, step_in_epoch=0, epoch_sums={}, epoch_count=[0] * size)
+      _write_scalars(writer, int(np.max(np.asarray(jax.device_get(states['step'])))), scalars)
+      if self.is_main:
+        self._print_epoch(epoch, scalars, result, improved, pruned, time.time() - t0, train_time)
+      save({'train': states, 'best_params': best_params})
+    self.best_params = best_params
+
+  def _check_finite(self, metrics, rows, active, step_lo, last_saved, ckpt_dir) -> None:
+    """A single run stops at a non-finite loss naming the step; a member of a stack is stopped with a warning."""
+    finite = np.isfinite(metrics['loss'])
+    if finite.all():
+      return
+    if self.size == 1:
+      bad = step_lo + int(np.argmin(finite[0]))
+      where = f'step {last_saved} in {ckpt_dir}' if last_saved is not None else 'none saved yet'
+      raise FloatingPointError(
+          f'Non-finite loss at step {bad} (epoch {self.meta["epoch"]}). Last good checkpoint: {where}. Lower the '
+          'learning rate or set a gradient clip (config.model.clip); the run resumes from that checkpoint.')
+    for j, i in enumerate(rows[:len(active)]):
+      i = int(i)
+      if not finite[j].all() and not self.meta['done'][i]:
+        logging.warning('Member %d has a non-finite loss at step %d of epoch %d; it stops there.', i,
+                        step_lo + int(np.argmin(finite[j])), self.meta['epoch'])
+        self.meta['done'][i], self.meta['stopped'][i] = True, f'non-finite loss in epoch {self.meta["epoch"]}'
+
+  def _accumulate(self, metrics, rows, active, k) -> None:
+    """Running sums of the train metrics per member, kept in meta so a resumed epoch reports the same mean."""
+    sums = self.meta['epoch_sums']
+    for j, i in enumerate(rows[:len(active)]):
+      i = int(i)
+      for key, v in metrics.items():
+        sums.setdefault(key, [0.0] * self.size)[i] += float(np.sum(np.asarray(v[j], np.float64)))
+      self.meta['epoch_count'][i] += k
+
+  def _epoch_scalars(self, result, active, train_time, k_docs) -> dict:
+    count = self.meta['epoch_count']
+    scalars = {}
+    for key, sums in self.meta['epoch_sums'].items():
+      values = [sums[i] / count[i] for i in active if count[i]] or [float('nan')]
+      scalars[f'train/{key}'] = float(np.mean(values))
+    scalars['train/docs_per_sec'] = k_docs * max(len(active), 1) / max(train_time, 1e-9)
+    for name, values in result.items():
+      if values:
+        scalars[f'valid/{name}'] = float(np.mean(list(values.values())))
+    return scalars
+
+  def _print_epoch(self, epoch, scalars, result, improved, pruned, seconds, train_time) -> None:
+    name = self.select_name
+    values = result.get(name, {})
+    if self.size == 1:
+      value = values.get(0, float('nan'))
+      print(f'epoch {epoch:3d} | loss {scalars.get("train/loss", float("nan")):+.4f} | valid {_label(name)} '
+            f'{_shown(name, value)}{" *" if improved[0] else "  "} | {scalars["train/docs_per_sec"]:,.0f} docs/s '
+            f'| {seconds:.1f}s', flush=True)
+      return
+    shown = [_scale(name, v) for v in values.values()]
+    best = max(shown) if self.select_mode == 'max' else min(shown) if shown else float('nan')
+    spread = (f'mean {np.mean(shown):.2f} ± {np.std(shown, ddof=1) if len(shown) > 1 else 0.0:.2f}'
+              if self.search is None else f'median {float(np.median(shown)):.2f}') if shown else ''
+    stopped = sum(self.meta['done'])
+    print(f'epoch {epoch:3d} | loss {scalars.get("train/loss", float("nan")):+.4f} | valid {_label(name)} best '
+          f'member {best:.2f} {spread} ({len(shown)} trained) | {stopped}/{self.size} stopped'
+          f'{f" ({pruned} pruned)" if pruned else ""} | {train_time:.1f}s train, {seconds - train_time:.1f}s valid',
+          flush=True)
+
+  # --- finish
+  def finish(self, seconds: float) -> dict:
+    """Evaluates the reported members' best parameters on valid and test; writes codes and run files."""
+    config, meta = self.config, self.meta
+    full = dict(self.data.splits)
+    if self.search is not None:
+      reported, extra = self.search.finish(self, full, seconds)
+    else:
+      reported, extra = list(range(self.size)), {}
+    params = members_lib.take(self.best_params, reported) if len(reported) < self.size else self.best_params
+    out = evaluators_lib.Outputs(self.method, params, full, self.mesh, config.eval_batch_size, seed=int(config.seed))
+    results_by_split = {}
+    for split_name in ('valid', 'test'):
+      if split_name == 'valid' and self.search is None and all(m is not None for m in meta['best_metrics']):
+        values = {k: np.asarray([meta['best_metrics'][i][k] for i in reported]) for k in meta['best_metrics'][0]}
+      else:
+        values = evaluators_lib.evaluate(self.evaluators, out, split_name)
+      results_by_split[split_name] = values
+    results = workdir_lib.run_summary(config, self.data, self.method, reported, self.members, meta)
+    for split_name, values in results_by_split.items():
+      for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        results[f'{split_name}/{name}'] = float(v.mean())
+        if len(v) > 1:
+          results[f'{split_name}/{name}_std'] = float(np.std(v, ddof=1))
+    if len(reported) > 1 and self.search is None:
+      results['members'] = [{**self.members[i].describe(), 'best_epoch': meta['best_epoch'][i],
+                             **{f'{s}/{n}': float(np.asarray(v)[j]) for s, vals in results_by_split.items()
+                                for n, v in vals.items()}} for j, i in enumerate(reported)]
+    results.update(extra)
+    results['wall_time_s'] = round(seconds, 1)
+
+    codes = {}
+    if self.method.emits is not None:
+      if self.method.reads == 'pairs':
+        codes = {name: (out.side_codes(name, 'x')[0], out.side_codes(name, 'y')[0]) for name in full}
+        results['distinct_test_codes'] = {side: int(len(np.unique(c, axis=0))) for side, c in zip('xy', codes['test'])}
+      else:
+        codes = {name: out.codes(name)[0] for name in full}
+        results['distinct_train_codes'] = int(len(np.unique(codes['train'].reshape(len(codes['train']), -1), axis=0)))
+    first = jax.tree.map(lambda x: x[0], params)
+    checkpoint.save_params(os.path.join(self.workdir, 'best_params'), first)  # every process: orbax is collective
+    if self.is_main:
+      workdir_lib.write_outputs(self.workdir, config, self.data, self.method, codes, results)
+      print(workdir_lib.final_line(results, self.data, self.method, config), flush=True)
+    return results
+
+
+def config_names(evals) -> list[str]:
+  return [n.strip() for n in (evals.split(',') if isinstance(evals, str) else evals) if n.strip()]
+
+
+def _scale(name: str, value) -> float:
+  """A metric as printed: fractions (precision, matching) in percent."""
+  if value is None:
+    return float('nan')
+  return 100.0 * float(value) if name.startswith(('precision@', 'matching@')) else float(value)
+
+
+def _shown(name: str, value) -> str:
+  return f'{_scale(name, value):.2f}'
+
+
+def _label(name: str) -> str:
+  return {'precision': 'P', 'matching': 'matching acc'}.get(name.split('@')[0], name) + (
+      f'@{name.split("@")[1]}' if '@' in name else '')
 
 
 def _write_scalars(writer, step, scalars):
@@ -113,192 +458,6 @@ def _write_scalars(writer, step, scalars):
     for k, v in scalars.items():
       writer.add_scalar(k, v, step)
     writer.flush()
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus: Corpus | None = None) -> dict:
-  """Trains `config.model` on `config.data`, keeps the best model on validation, writes codes and results."""
-  maybe_initialize_distributed(config)
-  os.makedirs(workdir, exist_ok=True)
-
-  # --- data
-  corpus = corpus or load_corpus(config.data)
-  announce_data(corpus)
-  train_split = corpus.splits['train']
-  method = methods.get_method(config.model, vocab_size=len(corpus.vocab))
-  ip.check_batch_size(config.batch_size, train_split.num_docs)
-  if config.eval_k > train_split.num_docs:
-    raise ValueError(f'eval_k={config.eval_k} exceeds the {train_split.num_docs} training documents '
-                     '(the retrieval database); lower eval_k.')
-
-  # --- mesh and state
-  mesh = ip.make_mesh()
-  logging.info('Mesh: %d devices (%s) over %d processes', jax.device_count(), jax.devices()[0].platform,
-               jax.process_count())
-  if methods.is_fitted(method):
-    return fit_and_evaluate(config, workdir, corpus, method, mesh)
-  _, _, sample = next(ip.chunk_batches(train_split, config.seed, 0, config.batch_size, 0, 1))
-  state = init_train_state(method, config.seed, {k: v[0] for k, v in sample.items() if k != 'valid'})
-  sharding = ip.batch_sharding(mesh, 1)
-  order_seed = ip.data_seed(config)
-  best_params, meta = run_epochs(
-      config, workdir, method, mesh, state,
-      chunks=lambda epoch, start: ip.chunk_batches(train_split, order_seed, epoch, config.batch_size, start,
-                                                   config.steps_per_call),
-      place=lambda host_batch: ip.to_global(host_batch, sharding),
-      steps_per_epoch=ip.steps_per_epoch(train_split.num_docs, config.batch_size),
-      validate_fn=lambda params: validate(config, corpus, method, params, mesh),
-      metric=f'precision_at_{config.eval_k}', metric_label=f'valid P@{config.eval_k}')
-  return finish(config, workdir, corpus, method, best_params, mesh, meta)
-
-
-def run_epochs(config, workdir, method, mesh, state, *, chunks, place, steps_per_epoch, validate_fn, metric,
-               metric_label):
-  """The epoch loop every trained method shares; returns (best parameters, meta).
-
-  K jitted steps per call (`make_train_chunk`), host chunks built ahead on a thread (`ip.prefetch`);
-  validation after every epoch (`validate_fn(params) -> float`, higher is better) with early stopping after
-  `config.patience` epochs without improvement, the best parameters kept; orbax checkpoints of everything
-  (state, best parameters, data position, early-stopping counters) every `checkpoint_every_steps` and at
-  every epoch's end, resumed from the latest one in `workdir`; TensorBoard scalars and a progress bar.
-  `chunks(epoch, first_step)` yields (first step, k, host batch) from a step of an epoch on; `place` turns a
-  host batch into global arrays. The history records `valid/{metric}` and the mean train metrics.
-  """
-  is_main = jax.process_index() == 0
-  state = jax.device_put(state, ip.replicated(mesh))
-  best_params = jax.tree.map(jnp.copy, state['method']['params'])
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best_metric': -1.0, 'best_epoch': -1, 'bad_epochs': 0,
-          'history': [], 'done': False}
-
-  # --- checkpoint
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.checkpoint_keep)
-  restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': state, 'best_params': best_params}))
-  if restored is not None:
-    ckpt, meta, ckpt_step = restored
-    state, best_params = ckpt['train'], ckpt['best_params']
-    logging.info('Resuming at step %d (epoch %d, step %d of the epoch)', ckpt_step, meta['epoch'],
-                 meta['step_in_epoch'])
-  last_good = restored[2] if restored else None  # step of the latest checkpoint on disk
-
-  def save():
-    nonlocal last_good
-    step = int(state['step'])
-    checkpoint.save(mngr, step, {'train': state, 'best_params': best_params}, meta)
-    last_good = step
-
-  # --- the jitted step; per-step randomness is fold_in(rng, step) inside it
-  train_chunk = make_train_chunk(method, mesh)
-  writer = None
-  if is_main and config.get('tensorboard', False):
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-
-  def check_finite(step_lo, metrics):
-    if not np.all(np.isfinite(metrics['loss'])):
-      bad = step_lo + int(np.argmin(np.isfinite(metrics['loss'])))
-      where = f'step {last_good} in {ckpt_dir}' if last_good is not None else 'none saved yet'
-      raise FloatingPointError(
-          f'Non-finite loss at step {bad} (epoch {meta["epoch"]}). Last good checkpoint: {where}. Lower the '
-          'learning rate or set a gradient clip (config.model.clip); the run resumes from that checkpoint.')
-
-  while not meta['done'] and meta['epoch'] < config.num_epochs:
-    epoch, t0 = meta['epoch'], time.time()
-    sums, count, docs = {}, 0, 0
-    bar = _progress(steps_per_epoch, meta['step_in_epoch'], f'epoch {epoch}',
-                    enabled=is_main and config.get('progress_bar', False))
-    for step_lo, k, host_batch in ip.prefetch(chunks(epoch, meta['step_in_epoch'])):
-      state, metrics = train_chunk(state, place(host_batch))
-      metrics = jax.tree.map(lambda v: v[:k], jax.device_get(metrics))
-      check_finite(step_lo, metrics)
-      for key, v in metrics.items():
-        sums[key] = sums.get(key, 0.0) + float(np.sum(v))
-      count, docs = count + k, docs + k * config.batch_size
-      meta['step_in_epoch'] = step_lo + k
-      bar.update(k)
-      if int(state['step']) - (last_good or 0) >= config.checkpoint_every_steps:
-        save()
-    bar.close()
-    train_time = time.time() - t0
-    scalars = {f'train/{k}': v / max(count, 1) for k, v in sums.items()}
-    scalars['train/docs_per_sec'] = docs / max(train_time, 1e-9)
-
-    # --- validation, early stopping, best model
-    params = state['method']['params']
-    score = validate_fn(params)
-    scalars[f'valid/{metric}'] = score
-    improved = score > meta['best_metric']
-    if improved:
-      best_params = jax.tree.map(jnp.copy, params)
-      meta.update(best_metric=score, best_epoch=epoch, bad_epochs=0)
-    else:
-      meta['bad_epochs'] += 1
-    meta['history'].append({'epoch': epoch, **{k: float(v) for k, v in scalars.items()}})
-    meta.update(epoch=epoch + 1, step_in_epoch=0)
-    meta['done'] = meta['bad_epochs'] >= config.patience
-    _write_scalars(writer, int(state['step']), scalars)
-    if is_main:
-      print(f'epoch {epoch:3d} | loss {scalars.get("train/loss", float("nan")):+.4f} | '
-            f'{metric_label} {100 * score:.2f}{" *" if improved else "  "} | '
-            f'{scalars["train/docs_per_sec"]:,.0f} docs/s | {time.time() - t0:.1f}s', flush=True)
-    save()
-  return best_params, meta
-
-
-def fit_and_evaluate(config, workdir, corpus, method, mesh) -> dict:
-  """Closed-form baselines (no train_step): fit on the training split, validate once, write like `finish`."""
-  t0 = time.time()
-  params = jax.device_put(method.fit(corpus.splits['train'], config.seed), ip.replicated(mesh))
-  p_valid = validate(config, corpus, method, params, mesh)
-  logging.info('Fitted %s in %.1fs: valid P@%d %.2f', config.model.name, time.time() - t0, config.eval_k,
-               100 * p_valid)
-  meta = {'epoch': 0, 'best_metric': p_valid, 'best_epoch': -1, 'history': []}
-  return finish(config, workdir, corpus, method, params, mesh, meta)
-
-
-def finish(config, workdir, corpus, method, best_params, mesh, meta) -> dict:
-  """Encodes every split with the best model, writes codes, labels and test precision to the workdir."""
-  codes = {name: encode_split(method, best_params, split, mesh, config.eval_batch_size)
-           for name, split in corpus.splits.items()}
-  p_test = precision(codes['test'], corpus.splits['test'], codes['train'], corpus.splits['train'], config.eval_k)
-  results = {'dataset': corpus.name, 'synthetic': corpus.synthetic, 'bits': method.num_bits,
-             'vocab_size': len(corpus.vocab),
-             f'test_precision@{config.eval_k}': p_test, f'valid_precision@{config.eval_k}': meta['best_metric'],
-             'best_epoch': meta['best_epoch'], 'epochs_run': meta['epoch'],
-             'distinct_train_codes': int(len(np.unique(codes['train'], axis=0))),
-             'train_loss_history': [h.get('train/loss') for h in meta['history']],
-             'valid_history': [h.get(f'valid/precision_at_{config.eval_k}') for h in meta['history']]}
-  checkpoint.save_params(os.path.join(workdir, 'best_params'), best_params)  # every process: orbax is collective
-  if jax.process_index() == 0:
-    write_outputs(workdir, config, corpus, codes, results)
-    print(f'test precision@{config.eval_k}: {100 * p_test:.2f} '
-          f'({corpus.name}{", SYNTHETIC DATA" if corpus.synthetic else ""}, {method.num_bits} bits, '
-          f'best epoch {meta["best_epoch"]})', flush=True)
-  return results
-
-
-def write_outputs(workdir, config, corpus, codes, results) -> None:
-  out = os.path.join(workdir, 'codes')
-  os.makedirs(out, exist_ok=True)
-  for name, z in codes.items():
-    np.save(os.path.join(out, f'{name}_codes.npy'), retrieval.pack_bits(z))
-    np.save(os.path.join(out, f'{name}_labels.npy'), corpus.splits[name].labels)
-  with open(os.path.join(out, 'FORMAT.txt'), 'w') as f:
-    f.write(f'{{split}}_codes.npy: uint32 [N, ceil(m/32)], m={results["bits"]}; bit j of a code is bit j % 32 '
-            '(least significant first) of word j // 32 (dtr.evaluate.retrieval.pack_bits / unpack_bits).\n'
-            '{split}_labels.npy: bool [N, C] label sets; a retrieved document is relevant when it shares a label.\n')
-  with open(os.path.join(out, 'label_names.json'), 'w') as f:
-    json.dump([str(n) for n in corpus.label_names], f)
-  write_run_files(workdir, config, corpus, results)
-
-
-def write_run_files(workdir, config, corpus, results) -> None:
-  """results.json, config.json and the featuriser (to encode new text the same way) of a finished run."""
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  if corpus.featurizer is not None:
-    corpus.featurizer.save(os.path.join(workdir, 'featurizer'))
 
 
 class _NoBar:
@@ -312,5 +471,12 @@ class _NoBar:
 def _progress(total, initial, desc, enabled):
   if not enabled:
     return _NoBar()
-  from tqdm import tqdm
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, initial=initial, desc=desc, leave=False, file=sys.stderr, unit='step')
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+def encode_split(method, params, split, mesh, batch_size: int = 1024) -> np.ndarray:
+  """Codes [N, ...] of every example of `split` with one member's parameters (data-parallel over the mesh)."""
+  stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+  return evaluators_lib.Outputs(method, stacked, {'split': split}, mesh, batch_size).codes('split')[0]

@@ -136,7 +136,7 @@ def test_fitted_baselines_run_through_the_loop_and_beat_chance(method, tmp_path)
   config = hashing_config(f'method={method},tiny')
   results = train.train_and_evaluate(config, str(tmp_path))
   # 4 balanced classes: a random hasher scores about 0.25.
-  assert results['test_precision@10'] > 0.35, results
+  assert results['test/precision@10'] > 0.35, results
   assert results['bits'] == (300 if method == 'bow' else 16)
   # The loop's jitted encoder equals the host NumPy one of `baselines.fit`.
   from dtr.data import load_corpus

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dtr import methods, population
+from dtr import members, methods, population
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,8 @@ config = load_config('tiny,population=3' + sys.argv[3])
 config.num_epochs = 3
 config.model.clip = 0.0
 config.population_search.clip = 'choice(0)'
-res = population.train_population(config, sys.argv[2] + '/pop')
+train.train_and_evaluate(config, sys.argv[2] + '/pop')
+res = json.load(open(sys.argv[2] + '/pop/population_results.json'))
 out = []
 for i, member in enumerate(res['members']):
   single = load_config('tiny' + sys.argv[3])
@@ -86,7 +87,7 @@ def test_population_equals_separate_runs(tmp_path, views):
     member, single = pair['population'], pair['single']
     assert member['valid_history'][0] == pytest.approx(single['valid_history'][0], abs=1e-6)
     np.testing.assert_allclose(member['valid_history'], single['valid_history'], atol=0.02)
-    assert member['test_precision@10'] == pytest.approx(single['test_precision@10'], abs=0.02)
+    assert member['test/precision@10'] == pytest.approx(single['test/precision@10'], abs=0.02)
 
 
 def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp_path, monkeypatch):
@@ -99,8 +100,8 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
   assert len(points) == 2 and points == sweep.grid_points(grid, 2, config.seed) and points[0] != points[1]
   summary = sweep.run_sweep(config, str(tmp_path), grid, num_groups=2)
   assert [g['choices'] for g in summary['groups']] == points
-  best = max(summary['groups'], key=lambda g: g['valid_precision@10'])
-  assert summary['best_group'] == best['group'] and summary['test_precision@10'] == best['test_precision@10']
+  best = max(summary['groups'], key=lambda g: g['valid/precision@10'])
+  assert summary['best_group'] == best['group'] and summary['test/precision@10'] == best['test/precision@10']
   for g in summary['groups']:  # each group trained with its own choices and disjoint member seeds
     saved = json.loads((tmp_path / f'group{g["group"]:03d}' / 'population_results.json').read_text())
     assert saved['population'] == 2 and saved['members'][0]['seed'] == config.seed + 2 * g['group']
@@ -111,7 +112,8 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
   def retrain(*args, **kwargs):
     raise AssertionError('a finished group was trained again')
 
-  monkeypatch.setattr(population, 'train_population', retrain)
+  from dtr import train
+  monkeypatch.setattr(train, 'train_and_evaluate', retrain)
   assert sweep.run_sweep(config, str(tmp_path), grid, num_groups=2)['best_group'] == summary['best_group']
   with pytest.raises(ValueError, match='not a config field'):
     sweep.parse_grid(['model.no_such_field=1,2'], config)
@@ -123,14 +125,15 @@ _PRUNE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from tests.test_population import load_config
-from dtr import population
+from dtr import train
 out = {}
 for name, prune in (('full', ''), ('pruned', '2')):
   config = load_config('tiny,population=4')
   config.num_epochs, config.population_prune_epochs, config.population_prune_keep = 4, prune, 0.25
   config.model.clip = 0.0
   config.population_search.clip = 'choice(0)'
-  out[name] = population.train_population(config, sys.argv[2] + '/' + name)
+  out[name] = train.train_and_evaluate(config, sys.argv[2] + '/' + name)
+  out[name]['members'] = json.load(open(sys.argv[2] + '/' + name + '/population_results.json'))['members']
 print('RESULT' + json.dumps(out))
 """
 
@@ -154,7 +157,8 @@ def test_pruning_stops_all_but_the_best_and_leaves_the_survivor_unchanged(tmp_pa
   with pytest.raises(ValueError, match='population_prune_epochs'):
     config = load_config('tiny,population=2')
     config.population_prune_epochs = 'four'
-    population.train_population(config, str(tmp_path / 'bad'))
+    from dtr import train
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
 
 
 def test_search_argument_sets_halving_and_rejects_unknown_values():
@@ -168,12 +172,12 @@ def test_search_argument_sets_halving_and_rejects_unknown_values():
 
 
 def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
-  assert population.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
-  rows = population.bucket_rows([3, 50, 97], 100)
+  assert members.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
+  rows = members.bucket_rows([3, 50, 97], 100)
   assert len(rows) == 4 and rows[:3].tolist() == [3, 50, 97] and len(set(rows.tolist())) == 4
-  assert len(population.bucket_rows(list(range(40)), 100)) == 50
-  assert len(population.bucket_rows(list(range(60)), 100)) == 100
-  assert len(population.bucket_rows([1], 8, devices=8)) == 8  # whole devices
+  assert len(members.bucket_rows(list(range(40)), 100)) == 50
+  assert len(members.bucket_rows(list(range(60)), 100)) == 100
+  assert len(members.bucket_rows([1], 8, devices=8)) == 8  # whole devices
 
 
 def test_replicas_share_a_setting_and_settings_are_ranked_and_pruned_by_their_mean():
@@ -189,9 +193,9 @@ def test_replicas_share_a_setting_and_settings_are_ranked_and_pruned_by_their_me
   with pytest.raises(ValueError, match='multiple of population_replicas'):
     population.member_settings(config, method, 5)
   # Setting 1 has the best single member (0.9) but setting 2 the best mean: halving keeps setting 2.
-  meta = {'best_metric': [0.5, 0.5, 0.9, 0.1, 0.6, 0.6], 'done': [False] * 6, 'pruned_at': [None] * 6}
-  assert population.setting_means(members, meta['best_metric']) == pytest.approx({0: 0.5, 1: 0.5, 2: 0.6})
+  meta = {'best_score': [0.5, 0.5, 0.9, 0.1, 0.6, 0.6], 'done': [False] * 6, 'stopped': [None] * 6}
+  assert population.setting_means(members, meta['best_score']) == pytest.approx({0: 0.5, 1: 0.5, 2: 0.6})
   opts = {'prune_epochs': [2], 'prune_keep': 1 / 3}
-  assert population._prune(meta, members, 1, opts) == 0 and not any(meta['done'])
-  assert population._prune(meta, members, 2, opts) == 4
+  assert population.prune(meta, members, 1, opts) == 0 and not any(meta['done'])
+  assert population.prune(meta, members, 2, opts) == 4
   assert meta['done'] == [True, True, True, True, False, False] and meta['pruned_at'][:4] == [2] * 4

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from dtr import predictive_train
+from dtr import train
+from dtr.evaluate import matching
 from dtr.data import flat_rows, pairs
 from dtr.methods import predictive
 
@@ -228,7 +229,7 @@ def test_matching_accuracy_by_hand():
   y = np.array([[0, 0, 0], [1, 1, 1], [1, 1, 0], [0, 0, 1]])
   x = np.array([[0, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 1]])  # X_1 sits on Y_2, X_3 on Y_1
   # Nearest Ys (distance, then index): X_0 -> 0, 3; X_1 -> 2, 1; X_2 -> 2, 1; X_3 -> 1, 2.
-  assert predictive_train.matching_accuracy(x, y, ks=(2, 1)) == {2: 0.75, 1: 0.5}
+  assert matching.matching_accuracy(x, y, ks=(2, 1)) == {2: 0.75, 1: 0.5}
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -236,20 +237,20 @@ def test_matching_accuracy_by_hand():
 def test_tiny_training_lowers_the_loss_and_writes_matching_accuracy(method, tmp_path):
   config = predictive_config(f'method={method},tiny')
   config.num_epochs = 3
-  results = predictive_train.train_and_evaluate(config, str(tmp_path))
+  results = train.train_and_evaluate(config, str(tmp_path))
   losses = results['train_loss_history']
   assert len(losses) == 3 and np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
   on_disk = json.load(open(tmp_path / 'results.json'))
-  for key in ('test_matching_accuracy@10', 'test_matching_accuracy@5', 'valid_matching_accuracy@10'):
+  for key in ('test/matching@10', 'test/matching@5', 'valid/matching@10'):
     assert 0 <= on_disk[key] <= 1 and on_disk[key] == pytest.approx(results[key])
   if method == 'ammi':
-    assert results['test_matching_accuracy@10'] > 2 * results['test_chance@10'], results
+    assert results['test/matching@10'] > 2 * results['test/chance@10'], results
     # The saved codes give the reported number.
     from dtr.evaluate import retrieval
     codes = [retrieval.unpack_bits(np.load(tmp_path / 'codes' / f'test_{s}_codes.npy'), results['bits'])
              for s in 'xy']
-    assert predictive_train.matching_accuracy(*codes, ks=(10,))[10] == results['test_matching_accuracy@10']
+    assert matching.matching_accuracy(*codes, ks=(10,))[10] == results['test/matching@10']
     # A second call with one more epoch resumes from the checkpoint instead of starting over.
     config.num_epochs = 4
-    resumed = predictive_train.train_and_evaluate(config, str(tmp_path))
+    resumed = train.train_and_evaluate(config, str(tmp_path))
     assert resumed['epochs_run'] == 4 and resumed['train_loss_history'][:3] == losses

@@ -37,20 +37,20 @@ def test_tiny_run_learns_and_writes_outputs(tiny_run):
   config, workdir, results = tiny_run
   assert results['synthetic'] is True
   # 4 balanced classes: a random hasher scores about 0.25.
-  assert results['test_precision@10'] > 0.5, results
+  assert results['test/precision@10'] > 0.5, results
   codes_dir = os.path.join(workdir, 'codes')
   for split in ('train', 'valid', 'test'):
     packed = np.load(os.path.join(codes_dir, f'{split}_codes.npy'))
     labels = np.load(os.path.join(codes_dir, f'{split}_labels.npy'))
     assert packed.dtype == np.uint32 and packed.shape == (labels.shape[0], 1)
   on_disk = json.load(open(os.path.join(workdir, 'results.json')))
-  assert on_disk['test_precision@10'] == pytest.approx(results['test_precision@10'])
+  assert on_disk['test/precision@10'] == pytest.approx(results['test/precision@10'])
   # Re-evaluating the saved codes gives the reported number.
   test_p = retrieval.precision_at_k(np.load(os.path.join(codes_dir, 'test_codes.npy')),
                                     np.load(os.path.join(codes_dir, 'test_labels.npy')),
                                     np.load(os.path.join(codes_dir, 'train_codes.npy')),
                                     np.load(os.path.join(codes_dir, 'train_labels.npy')), k=10)
-  assert float(test_p) == pytest.approx(results['test_precision@10'])
+  assert float(test_p) == pytest.approx(results['test/precision@10'])
 
 
 def test_encode_and_search_reproduce_saved_codes(tiny_run):
@@ -108,7 +108,7 @@ def test_same_losses_on_one_and_eight_devices(tmp_path):
     histories.append(json.load(open(tmp_path / f'd{devices}' / 'results.json')))
   a, b = histories
   np.testing.assert_allclose(a['train_loss_history'], b['train_loss_history'], rtol=2e-5)
-  assert a['test_precision@10'] == pytest.approx(b['test_precision@10'], abs=0.02)
+  assert a['test/precision@10'] == pytest.approx(b['test/precision@10'], abs=0.02)
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path):

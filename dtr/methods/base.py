@@ -1,16 +1,75 @@
-"""What every method shares: built from the `model` config and the vocabulary size, validated at once.
+"""The method protocol: what every method declares and provides; `dtr.train` owns everything else.
 
-A method is a frozen dataclass of pure functions, hashed by identity so it can be a static jit argument:
-  init(rng, batch) -> state           any pytree with 'params' (what is encoded and kept as best)
-  train_step(state, batch, rng) -> (state, metrics with 'loss')   pure; `dtr.train` scans and jits it
-  encode(params, batch) -> int8 [num_docs, m]                     deterministic codes
-Closed-form baselines define `fit(split, seed) -> params` instead of `train_step`.
+A method is a frozen dataclass of pure functions, built from the `model` config and a `DataInfo`, hashed by
+identity so that it can be a static jit argument. It declares
+
+  reads    the batches it consumes: 'bow' (flat sparse TF-IDF rows with term counts), 'tokens' (padded token
+           ids), 'pairs' ({'x': bow batch, 'y': bow batch}) or 'features' (precomputed vectors or codes);
+  emits    its codes: 'bits' (int8 0/1 [B, m]), 'symbols' (int32 [B, M] in [0, K)), 'dense' (float32 [B, d]),
+           or None (a classifier: no codes, `predict` instead);
+  fitted   True for closed-form baselines: `fit(split, seed) -> params` replaces `train_step`;
+  batch_fields  the optional batch entries it needs: 'counts' (bow term counts), 'label' (class ids);
+
+and provides, where they apply (params in, arrays out; all jittable):
+
+  init(rng, batch, hparams=None) -> state         any pytree with 'params' (what is evaluated and kept as
+                                                  best); `hparams` are population members' values
+  train_step(state, batch, rng) -> (state, metrics with a scalar 'loss')
+                                                  one update; the method owns its inner loops (AMMI's G prior
+                                                  steps, Hard EM's E-steps, SVI refinement)
+  encode(params, batch, rng=None) -> codes [B, ...]   deterministic codes; with an rng, sampled codes
+  score(params, batch, rng) -> {'nll': [B], 'tokens': [B], ...}
+                                                  per-example negative log-likelihood (or its bound) summed
+                                                  over the example's tokens, and the token count; further
+                                                  'nll_<name>' entries (other codes, refined posteriors) give
+                                                  further perplexities (`perplexities`)
+  features(params, batch) -> float32 [B, F]       frozen features for downstream classifiers (no dropout)
+  predict(params, batch) -> logits [B, C]         classifiers
+  decode(params, codes, rng, max_len) -> token ids [B, L]   generation (greedy without an rng)
+
+Batch layouts (host arrays, then global jax.Arrays sharded over the example axis):
+  bow       {'ids', 'vals', 'seg': [G, T], 'mask': [G, n]} the flat layout of `dtr.data.flat_rows`, one group
+            per device (`vals` = TF-IDF), plus 'counts' [G, T] float32 term counts at the same positions
+  tokens    {'tokens': int32 [B, L] word ids (pad 0, no bos/eos; L > every length), 'lengths': int32 [B],
+            'mask': float32 [B] (1 = a real document; 0 = padding of an evaluation batch)}, 'label': int32 [B]
+            where the corpus has single labels (-1: none)
+  features  {'features': [B, ...], 'mask': float32 [B], 'label': int32 [B]}
+  pairs     {'x': bow batch, 'y': bow batch}, row b of both sides one pair
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import ClassVar
 
 import ml_collections
 import optax
+
+from dtr.data.tokenize import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # token ids every dtr vocabulary reserves
+
+READS = ('bow', 'tokens', 'pairs', 'features')
+EMITS = ('bits', 'symbols', 'dense', None)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What a method needs to know about its data to build its arrays.
+
+  vocab_size: terms of the bag-of-words vocabulary (TF-IDF columns); token_vocab_size: token ids incl. the
+  four specials (0 when the corpus has no token sequences); num_labels: classes; feature_shape: the shape of
+  one example's precomputed features; feature_dtype: their dtype ('float32', or 'int32' for codes);
+  num_values: K of symbol features; max_len: the longest token sequence of the corpus; train_size: the
+  training examples one member sees per epoch (a label budget's subsample size for classifiers).
+  """
+
+  vocab_size: int = 0
+  token_vocab_size: int = 0
+  num_labels: int = 0
+  feature_shape: tuple = ()
+  feature_dtype: str = 'float32'
+  num_values: int = 0
+  max_len: int = 0
+  train_size: int = 0
 
 
 def check_bits(mc: ml_collections.ConfigDict) -> None:
@@ -26,10 +85,20 @@ def clipped_adam(learning_rate, clip) -> optax.GradientTransformation:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Method:
+  """Base of every method: validated at construction; `vocab_size` is the bag-of-words vocabulary."""
+
   config: ml_collections.ConfigDict  # the `model` sub-config
   vocab_size: int
+  data: DataInfo | None = None
+
+  reads: ClassVar[str] = 'bow'
+  emits: ClassVar[str | None] = 'bits'
+  fitted: ClassVar[bool] = False
+  batch_fields: ClassVar[tuple] = ()  # optional batch extras it reads: 'counts' (bow), 'label'
 
   def __post_init__(self):
+    if self.data is None:
+      object.__setattr__(self, 'data', DataInfo(vocab_size=self.vocab_size))
     self.validate(self.config)
 
   @staticmethod
@@ -39,7 +108,22 @@ class Method:
 
   @property
   def num_bits(self) -> int:
+    """m, for methods that emit bits."""
     return self.config.bits
+
+  @property
+  def code_length(self) -> int:
+    """Length of a code: m bits, M symbols or d dimensions."""
+    return self.num_bits
+
+  @property
+  def num_values(self) -> int:
+    """K, the values a symbol takes (2 for bits, 0 for dense codes)."""
+    return 2 if self.emits == 'bits' else 0
+
+  def perplexities(self) -> dict[str, tuple[str, str]]:
+    """{result name: (score key, 'corpus' | 'document')} that the perplexity evaluator reports."""
+    return {'perplexity': ('nll', 'corpus')}
 
   def _source(self, batch):
     """The documents the encoder reads (conditional variants: one side of a pair)."""

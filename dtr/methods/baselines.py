@@ -104,6 +104,8 @@ def fit(name: str, split, bits: int, seed: int = 0) -> Hasher:
 class LSH(Method):
   """Sign random projections as a dtr method: `fit` on the training split, then `encode`."""
 
+  fitted = True
+
   @staticmethod
   def validate(mc) -> None:
     check_bits(mc)
@@ -133,6 +135,8 @@ class Spectral(LSH):
 @dataclasses.dataclass(frozen=True, eq=False)
 class BOW(Method):
   """Binary bag-of-words: bit w is the presence of vocabulary word w (m = V)."""
+
+  fitted = True
 
   @property
   def num_bits(self) -> int:

@@ -62,6 +62,8 @@ class Side:
 class _Sides:
   """`x_side` and `y_side`, built once per method so that jit caches keyed on them hit."""
 
+  reads = 'pairs'
+
   @functools.cached_property
   def x_side(self) -> Side:
     return Side(self, 'x')

@@ -1,0 +1,67 @@
+r"""Low-resource text classification: CBOW on a label budget, or a probe on a pretrained workdir's features.
+
+Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora):
+
+  # CBOW (Jin et al. 2020's baseline) on 200 labels of dbpedia14, 5 random subsamples as 5 members
+  python -m dtr.main --config=configs/classify.py:method=cbow,dataset=dbpedia14,labels=200 --workdir=/tmp/cbow200
+  # a probe on the frozen features of a finished pretraining workdir (any method with `features`)
+  python -m dtr.main --config=configs/classify.py:features=/tmp/pretrained,labels=200 --workdir=/tmp/probe200
+  # ... on its codes, re-embedded by new trainable embeddings (symbol codes)
+  python -m dtr.main --config=configs/classify.py:features=/tmp/pretrained,labels=200,reembed=True --workdir=/tmp/re200
+  # tiny: the synthetic corpus (seconds; the tests)
+  python -m dtr.main --config=configs/classify.py:method=cbow,tiny --workdir=/tmp/cbow_tiny
+
+Arguments: method (cbow; probe when `features` is given), dataset, labels (200, 500, 2500 or all: N random
+labelled training examples per subsample, `data.labels`), seeds (subsamples, `data.label_seeds`, 5),
+features (a pretraining workdir), reembed, hidden (probe MLP widths, e.g. 32-32), tiny, runlocal.
+results.json: `test/accuracy` (mean over the subsamples, %) and `test/accuracy_std`; early stopping on each
+member's validation accuracy (the corpus' valid split).
+
+Per budget, the schedule of Jin et al.'s downstream training (batch, patience; Adam 3e-4): 200: 8, 10;
+500: 16, 10; 2500: 32, 5; all: 64, 5. dtr validates once per epoch (the reference every 25 / 30 / 100 / 500
+steps: one epoch at 200 labels).
+"""
+
+import ml_collections
+
+from dtr import config_utils
+from dtr.configs import common
+
+BUDGETS = {'200': (8, 10, 100), '500': (16, 10, 100), '2500': (32, 5, 60), 'all': (64, 5, 30)}  # batch, patience, epochs
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_utils.parse_arg(arg, method='cbow', dataset='dbpedia14', labels='200', seeds=5, features='',
+                               reembed=False, hidden='', tiny=False, runlocal=False)
+  from dtr import methods  # pylint: disable=g-import-not-at-top
+  config = common.get_config()
+  common.set_evals(config, ['accuracy'], 'accuracy')
+  config.update(tensorboard=False, progress_bar=False, steps_per_call=32)
+  if arg.features:
+    config.model = methods.default_model_config('probe')
+    config.model.reembed = bool(arg.reembed)
+    config.data.name = 'features'
+    config.data.path = arg.features
+    config.data.feature_kind = 'codes' if arg.reembed else 'features'
+  else:
+    if arg.method != 'cbow':
+      raise ValueError(f'method={arg.method!r}: configs/classify.py trains cbow, or a probe with features=WORKDIR '
+                       '(pretrain with configs/discrete_vae.py, sentence_ae.py or bow_vae.py first).')
+    config.model = methods.default_model_config('cbow')
+    config.data.name = arg.dataset
+  if arg.hidden:
+    config.model.hidden = tuple(int(h) for h in arg.hidden.split('-'))
+  budget = arg.labels if arg.labels == 'all' else str(int(arg.labels))
+  batch, patience, epochs = BUDGETS.get(budget, (32, 5, 60))
+  config.update(batch_size=batch, patience=patience, num_epochs=epochs)
+  config.data.labels = budget
+  config.data.label_seeds = int(arg.seeds)
+  if arg.tiny:
+    if not arg.features:
+      common.tiny_synthetic(config)
+    config.data.labels = '64' if arg.labels == '200' else arg.labels
+    config.update(batch_size=8, num_epochs=8, patience=100, steps_per_call=8)
+    config.model.learning_rate = 1e-2
+  if arg.runlocal:
+    config.num_epochs = 3
+  return config

@@ -1,0 +1,98 @@
+r"""The probe stage: the frozen features of a finished workdir as a corpus a classifier trains on.
+
+  python -m dtr.main --config=configs/classify.py:features=WORKDIR,labels=200 --workdir=DIR
+
+`load_features(config.data)` reads the pretraining workdir (`data.path`): its best parameters, config and
+the corpus it was trained on (from the location recorded in the workdir, checked by fingerprint), and
+computes once, with dropout off, every split's features:
+
+  data.feature_kind='features'  `method.features(params, batch)`: float32 [N, F] (code-book vectors, code
+                                probabilities, posterior means: what the method offers)
+  data.feature_kind='codes'     `method.encode(params, batch)`: the discrete codes themselves (symbols
+                                int32 [N, M] or [N, L, M] with -1 padding, bits int8 [N, m]), for a probe
+                                that re-embeds them (`model.reembed`)
+
+The classifier (`dtr.methods.probe`) then trains through the one loop like any method: the label budget's
+subsamples (`data.labels`, `data.label_seeds`) are members of one compiled program, each early-stopped on
+validation accuracy; results report the mean and std over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSplit:
+  """Precomputed features [N, ...] of one split, with its label sets [N, C] and document ids."""
+
+  features: np.ndarray
+  labels: np.ndarray
+  doc_ids: np.ndarray | None = None
+
+  def __post_init__(self):
+    if len(self.features) != len(self.labels):
+      raise ValueError(f'{len(self.features)} feature rows for {len(self.labels)} label rows')
+
+  @property
+  def num_docs(self) -> int:
+    return len(self.features)
+
+  def take(self, rows) -> FeatureSplit:
+    rows = np.asarray(rows)
+    return FeatureSplit(self.features[rows], self.labels[rows],
+                        None if self.doc_ids is None else self.doc_ids[rows])
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCorpus:
+  """train/valid/test FeatureSplits of a pretraining workdir (the `Corpus` fields the loop reads)."""
+
+  name: str
+  splits: Mapping[str, FeatureSplit]
+  label_names: Sequence[str]
+  synthetic: bool
+  source: str
+  kind: str                 # 'features' or 'codes'
+  code_kind: str | None     # the pretraining method's code kind
+  num_values: int = 0       # K of symbol codes
+  vocab: Sequence[str] = ()
+  featurizer: object = None
+  token_vocab: object = None
+
+
+def load_features(data_config) -> FeatureCorpus:
+  """Features of every split of the workdir `data_config.path` (see the module docstring)."""
+  from dtr import encode  # pylint: disable=g-import-not-at-top
+  from dtr.evaluate import evaluators  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  workdir = data_config.get('path', '')
+  if not workdir:
+    raise ValueError('the probe reads the features of a finished workdir: set data.path (configs/classify.py:'
+                     'features=WORKDIR).')
+  kind = data_config.get('feature_kind', 'features')
+  if kind not in ('features', 'codes'):
+    raise ValueError(f"data.feature_kind={kind!r}: use 'features' (method.features) or 'codes' (the codes, "
+                     'for a re-embedding probe).')
+  model = encode.load_model(workdir)
+  method = model.method
+  if kind == 'features' and not hasattr(method, 'features'):
+    raise ValueError(f'{workdir}: method {model.config.model.name!r} has no features function; use '
+                     'data.feature_kind=codes (its codes) or another pretraining method.')
+  if kind == 'codes' and method.emits is None:
+    raise ValueError(f'{workdir}: method {model.config.model.name!r} emits no codes to re-embed.')
+  corpus = encode.load_training_corpus(model)
+  params = jax.tree.map(lambda x: x[None], model.params)
+  out = evaluators.Outputs(method, params, dict(corpus.splits), model.mesh,
+                           model.config.get('eval_batch_size', 1024))
+  splits = {}
+  for name, split in corpus.splits.items():
+    values = out.features(name)[0] if kind == 'features' else out.codes(name)[0]
+    splits[name] = FeatureSplit(np.asarray(values), split.labels, split.doc_ids)
+  return FeatureCorpus(name=f'{corpus.name}:{kind}:{model.config.model.name}', splits=splits,
+                       label_names=list(corpus.label_names), synthetic=corpus.synthetic, source=workdir,
+                       kind=kind, code_kind=method.emits,
+                       num_values=method.num_values if method.emits == 'symbols' else 0)

@@ -1,0 +1,69 @@
+"""Process-wide settings of a dtr run: JAX's persistent compilation cache and quieter logs.
+
+Compilation cache. Compiled programs are kept on disk, so a second run of the same config (or a resumed one)
+skips XLA compilation: `$DTR_COMPILATION_CACHE` names the folder, default `~/.cache/dtr/jax` (under
+`$XDG_CACHE_HOME` when set); `DTR_COMPILATION_CACHE=0` turns it off. A folder already set through JAX's own
+`JAX_COMPILATION_CACHE_DIR` / `jax_compilation_cache_dir` is left as it is. The cache is trusted code: keep
+it private to your user (JAX's warning).
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
+import os
+
+_DONE = False
+# absl INFO lines that say nothing to a dtr user on every run.
+_NOISE = ('Unable to initialize backend', 'Downloading and preparing dataset', 'Dataset dtr_corpus',
+          'Constructing tf.data', 'Reusing dataset', 'Load dataset info from', 'Fields info.',
+          'Creating a tf.data', 'For \'dtr_corpus')
+
+
+def cache_dir() -> str:
+  """The folder of the persistent compilation cache ('' when it is off)."""
+  value = os.environ.get('DTR_COMPILATION_CACHE', '')
+  if value == '0':
+    return ''
+  if value:
+    return os.path.expanduser(value)
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'dtr', 'jax')
+
+
+def setup() -> None:
+  """Turns the compilation cache on and filters log noise; idempotent, call before compiling anything."""
+  global _DONE
+  if _DONE:
+    return
+  _DONE = True
+  import jax  # pylint: disable=g-import-not-at-top
+  folder = cache_dir()
+  if folder and not jax.config.jax_compilation_cache_dir:
+    try:
+      os.makedirs(folder, exist_ok=True)
+      jax.config.update('jax_compilation_cache_dir', folder)
+      # Even small programs: a dtr run compiles tens of them, each 0.1-2 s on a laptop CPU.
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.05)
+      jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+    except OSError:
+      pass  # an unwritable home: run without the cache
+  quiet_logs()
+
+
+class _Filter(py_logging.Filter):
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if 'orbax' in record.pathname:  # orbax reports every save step by step at INFO
+      return record.levelno >= py_logging.WARNING
+    message = record.getMessage() if record.levelno < py_logging.WARNING else ''
+    return not any(n in message for n in _NOISE)
+
+
+def quiet_logs() -> None:
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _Filter) for f in handler.filters):
+    handler.addFilter(_Filter())
+  for name in ('jax._src.xla_bridge', 'absl'):
+    logger = py_logging.getLogger(name)
+    if not any(isinstance(f, _Filter) for f in logger.filters):
+      logger.addFilter(_Filter())

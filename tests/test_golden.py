@@ -1,0 +1,63 @@
+"""Golden values: the tiny AMMI, NASH and population configs give the codes and numbers stored in golden.json.
+
+They were produced by dtr's loop before the foundation rewrite and pin today's numbers: same seeds, same
+codes (SHA-256 of the saved code files), same precision. A deliberate change that moves them must update
+golden.json (run this file with DTR_UPDATE_GOLDEN=1) and say why in its commit message.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from dtr import config_utils, train
+
+GOLDEN = pathlib.Path(__file__).with_name('golden.json')
+
+
+def _digest(workdir) -> dict:
+  return {s: hashlib.sha256(np.load(workdir / 'codes' / f'{s}_codes.npy').tobytes()).hexdigest()[:16]
+          for s in ('train', 'valid', 'test')}
+
+
+def _run(name: str, tmp_path) -> dict:
+  if name == 'ammi_tiny':
+    config = config_utils.load_config_module('ammi').get_config('tiny')
+  elif name == 'nash_tiny':
+    config = config_utils.load_config_module('hashing').get_config('method=nash,tiny')
+  else:
+    config = config_utils.load_config_module('ammi').get_config('tiny,population=4')
+    config.num_epochs = 3
+  results = train.train_and_evaluate(config, str(tmp_path))
+  if name == 'population_tiny':
+    members = json.loads((tmp_path / 'population_results.json').read_text())['members']
+    return {'best_member': results['best_member'], 'test/precision@10': results['test/precision@10'],
+            'members': [{'seed': m['seed'], 'valid_history': m['valid_history'],
+                         'test/precision@10': m['test/precision@10']} for m in members]}
+  return {'codes': _digest(tmp_path), 'test/precision@10': results['test/precision@10'],
+          'train_loss_history': results['train_loss_history']}
+
+
+@pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
+def test_golden(name, tmp_path):
+  import jax
+  assert jax.device_count() == 8, 'the golden values were made on 8 CPU devices (tests/conftest.py)'
+  got = _run(name, tmp_path)
+  golden = json.loads(GOLDEN.read_text())
+  if os.environ.get('DTR_UPDATE_GOLDEN') == '1':
+    golden[name] = got
+    GOLDEN.write_text(json.dumps(golden, indent=1))
+  want = golden[name]
+  if 'codes' in want:
+    assert got['codes'] == want['codes']
+    # The epoch means are accumulated in float64 now (float32 before): equal to float32 rounding.
+    np.testing.assert_allclose(got['train_loss_history'], want['train_loss_history'], rtol=1e-6)
+  else:
+    assert got['best_member'] == want['best_member']
+    for g, w in zip(got['members'], want['members']):
+      assert g['seed'] == w['seed'] and g['valid_history'] == w['valid_history']
+      assert g['test/precision@10'] == w['test/precision@10']
+  assert got['test/precision@10'] == want['test/precision@10']

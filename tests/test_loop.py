@@ -1,0 +1,157 @@
+"""The one loop's pieces: batchers of every input kind, label budgets as members, evaluators from the config."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dtr import config_utils, train
+from dtr import input_pipeline as ip
+from dtr.data import Split
+from dtr.data.corpus import Tokens
+from dtr.evaluate import evaluators
+
+
+def _split(num_docs=53, vocab=40, seed=0, with_tokens=True):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, 30, num_docs)
+  seqs = [rng.integers(4, vocab, n) for n in lengths]
+  counts = sp.csr_matrix((num_docs, vocab), dtype=np.int32)
+  rows = np.repeat(np.arange(num_docs), lengths)
+  counts = sp.csr_matrix((np.ones(rows.size, np.int32), (rows, np.concatenate(seqs))), shape=(num_docs, vocab))
+  counts.sum_duplicates()
+  tfidf = sp.csr_matrix(counts, dtype=np.float32)
+  tfidf.data = tfidf.data / np.repeat(np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(1)).ravel()), np.diff(tfidf.indptr))
+  labels = np.eye(3, dtype=bool)[rng.integers(0, 3, num_docs)]
+  return Split(tfidf=tfidf, labels=labels, counts=counts, doc_ids=np.arange(num_docs),
+               tokens=Tokens.from_lists(seqs) if with_tokens else None)
+
+
+def _docs_of_bow_batch(batch, split):
+  """The document rows of a host bow batch [groups, T], recovered from its entries (unique rows per doc)."""
+  rows = []
+  for g in range(batch['ids'].shape[0]):
+    per = batch['mask'].shape[-1]
+    for slot in range(per):
+      entries = (batch['seg'][g] == slot) & (batch['vals'][g] > 0)
+      ids = np.sort(batch['ids'][g][entries])
+      match = [r for r in range(split.num_docs) if np.array_equal(split.tfidf[r].indices, ids)]
+      rows.append(match[0] if len(match) == 1 else -1)
+  return rows
+
+
+@pytest.mark.parametrize('kind', ['bow', 'tokens'])
+def test_every_document_appears_once_per_epoch_and_padding_is_masked(kind):
+  split = _split()
+  batch_size, per_call = 8, 3
+  order = ip.epoch_order(5, 2, split.num_docs)
+  seen = []
+  for step, k, batch in ip.train_chunks(kind, split, [order], per_member=False, batch_size=batch_size,
+                                        start_step=0, steps_per_call=per_call, sharded=True,
+                                        fields=('counts', 'label') if kind == 'bow' else ('label',)):
+    assert batch['valid'].tolist() == [True] * k + [False] * (per_call - k)
+    for t in range(k):
+      if kind == 'tokens':
+        tokens, lengths = batch['tokens'][t], batch['lengths'][t]
+        assert tokens.shape[1] in ip.TOKEN_WIDTHS and tokens.shape[1] > lengths.max()
+        for b in range(batch_size):
+          row = order[(step + t) * batch_size + b]
+          np.testing.assert_array_equal(tokens[b, :lengths[b]], split.tokens.row(row))
+          assert (tokens[b, lengths[b]:] == 0).all()  # padding is pad id, beyond the length
+          seen.append(row)
+        assert (batch['label'][t] == split.labels[order[(step + t) * batch_size:(step + t + 1) * batch_size]]
+                .argmax(1)).all()
+      else:
+        rows = _docs_of_bow_batch({key: v[t] for key, v in batch.items() if key != 'valid'}, split)
+        np.testing.assert_array_equal(rows, order[(step + t) * batch_size:(step + t + 1) * batch_size])
+        # counts sit at the TF-IDF entries' positions; padding has value 0 everywhere
+        assert ((batch['counts'][t] > 0) == (batch['vals'][t] > 0)).all()
+        seen.extend(rows)
+  full = split.num_docs // batch_size * batch_size
+  assert sorted(seen) == sorted(order[:full].tolist()) and len(set(seen)) == full
+
+
+@pytest.mark.parametrize('kind', ['bow', 'tokens'])
+def test_eval_batches_cover_the_split_once_with_padding_rows_masked(kind):
+  split = _split(num_docs=21)
+  masks, total = [], 0
+  for n, batch in ip.eval_batches(kind, split, 16):
+    mask = batch['mask'].reshape(-1)
+    assert mask.sum() == n and (mask[:n] == 1).all() and (mask[n:] == 0).all()
+    total += n
+    if kind == 'tokens':
+      for b in range(n):
+        row = total - n + b
+        np.testing.assert_array_equal(batch['tokens'][b, :batch['lengths'][b]], split.tokens.row(row))
+  assert total == split.num_docs
+
+
+def test_members_with_their_own_rows_see_only_those_rows():
+  split = _split(num_docs=60)
+  subsets = [np.sort(np.random.default_rng(i).choice(60, 16, replace=False)) for i in range(3)]
+  orders = [ip.member_order(rows, 10 + i, 0, 60) for i, rows in enumerate(subsets)]
+  for _, k, batch in ip.train_chunks('tokens', split, orders, per_member=True, batch_size=8, start_step=0,
+                                     steps_per_call=2, sharded=False):
+    assert batch['tokens'].shape[:3] == (3, 2, 8)
+    for m in range(3):
+      for t in range(k):
+        for b in range(8):
+          length = batch['lengths'][m, t, b]
+          row = [r for r in subsets[m] if np.array_equal(split.tokens.row(r), batch['tokens'][m, t, b, :length])]
+          assert row, 'a member saw a row outside its subsample'
+
+
+def test_token_width_buckets():
+  assert ip.token_width(0) == 8 and ip.token_width(7) == 8 and ip.token_width(8) == 16
+  with pytest.raises(ValueError, match='max_len'):
+    ip.token_width(10**6)
+
+
+def test_evaluators_from_the_config_and_their_errors():
+  names = [type(e).__name__ for e in evaluators.build(('precision@100', 'perplexity', 'accuracy', 'matching@10'))]
+  assert names == ['Retrieval', 'Perplexity', 'Accuracy', 'Matching']
+  with pytest.raises(ValueError, match='unknown evaluator'):
+    evaluators.build(('precision',))
+  with pytest.raises(ValueError, match='names no evaluator'):
+    evaluators.build(())
+  assert evaluators.parse_select(('valid/perplexity', 'min')) == ('perplexity', 'min')
+  with pytest.raises(ValueError, match='valid/<metric>'):
+    evaluators.parse_select(('test/accuracy', 'max'))
+  with pytest.raises(ValueError, match='valid/<metric>'):
+    evaluators.parse_select(('valid/accuracy', 'best'))
+
+
+def test_select_must_name_a_reported_metric(tmp_path):
+  config = config_utils.load_config_module('ammi').get_config('tiny')
+  config.select = ('valid/accuracy', 'max')
+  with pytest.raises(ValueError, match='no evaluator'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_a_sequence_method_on_a_tfidf_only_set_names_the_corpora_with_text(tmp_path):
+  config = config_utils.load_config_module('classify').get_config('method=cbow,dataset=ng20')
+  with pytest.raises(ValueError, match='dbpedia14'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_label_budget_larger_than_the_pool_is_refused(tmp_path):
+  config = config_utils.load_config_module('classify').get_config('method=cbow,tiny')
+  config.data.labels = '5000'
+  with pytest.raises(ValueError, match='5000'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_cbow_trains_one_member_per_label_subsample_and_reports_mean_and_std(tmp_path):
+  config = config_utils.load_config_module('classify').get_config('method=cbow,tiny')
+  config.num_epochs = 3
+  results = train.train_and_evaluate(config, str(tmp_path / 'cbow'))
+  assert results['members_reported'] == 5 and len(results['members']) == 5
+  accuracies = [m['test/accuracy'] for m in results['members']]
+  assert results['test/accuracy'] == pytest.approx(np.mean(accuracies))
+  assert results['test/accuracy_std'] == pytest.approx(np.std(accuracies, ddof=1))
+  assert len({m['train_rows'] for m in results['members']}) == 1 and results['members'][0]['train_rows'] == 64
+  assert results['test/accuracy'] > 50  # 4 balanced synthetic classes: chance is 25
+  # The probe on CBOW's frozen features (its mean embeddings) trains the same way.
+  probe = config_utils.load_config_module('classify').get_config(f'features={tmp_path / "cbow"},tiny')
+  probe.num_epochs = 3
+  out = train.train_and_evaluate(probe, str(tmp_path / 'probe'))
+  assert out['members_reported'] == 5 and 'test/accuracy_std' in out and out['test/accuracy'] > 50

@@ -1,0 +1,70 @@
+"""Resuming after a kill, at every checkpoint interval: the same codes and the same loss history.
+
+A run is interrupted (an exception out of the loop, as a kill leaves it: nothing saved after the last
+checkpoint) after a random number of chunks, then run again in the same workdir. For every
+`checkpoint_every_steps` from 1 to the steps of two epochs, the resumed run must end with the uninterrupted
+run's codes and its per-epoch training losses (the running sums of an interrupted epoch are checkpointed with
+the data position), and a rerun of a finished workdir must work too.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from dtr import config_utils, members, train
+
+STEPS_PER_EPOCH = 8
+
+
+def _config(every: int):
+  config = config_utils.load_config_module('ammi').get_config('tiny')
+  config.data.synthetic.update(num_train=STEPS_PER_EPOCH * 16, num_valid=48, num_test=48)
+  config.update(batch_size=16, num_epochs=2, patience=100, steps_per_call=2, checkpoint_every_steps=every)
+  return config
+
+
+class _Killed(Exception):
+  pass
+
+
+def _codes(workdir):
+  return {s: np.load(workdir / 'codes' / f'{s}_codes.npy') for s in ('train', 'test')}
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  results = train.train_and_evaluate(_config(10**6), str(workdir))
+  return results, _codes(workdir)
+
+
+def test_every_checkpoint_interval_resumes_to_the_same_run(reference, tmp_path, monkeypatch):
+  ref_results, ref_codes = reference
+  rng = np.random.default_rng(0)
+  chunks = 2 * STEPS_PER_EPOCH // 2
+  real_place = members.place_batch
+  for every in range(1, 2 * STEPS_PER_EPOCH + 1):
+    workdir = tmp_path / f'every{every}'
+    kill_after = int(rng.integers(1, chunks))  # chunks completed before the kill
+    calls = {'n': 0}
+
+    def place(*args, **kwargs):
+      if calls['n'] == kill_after:
+        raise _Killed()
+      calls['n'] += 1
+      return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(members, 'place_batch', place)
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(_config(every), str(workdir))
+    monkeypatch.setattr(members, 'place_batch', real_place)
+    resumed = train.train_and_evaluate(_config(every), str(workdir))
+    for split, codes in _codes(workdir).items():
+      np.testing.assert_array_equal(codes, ref_codes[split], err_msg=f'every={every}, killed after {kill_after}')
+    assert resumed['train_loss_history'] == ref_results['train_loss_history'], (every, kill_after)
+    assert resumed['valid_history'] == ref_results['valid_history']
+  # A finished workdir runs again (it resumes at its last checkpoint and finishes once more).
+  again = train.train_and_evaluate(_config(2 * STEPS_PER_EPOCH), str(workdir))
+  assert again['test/precision@10'] == ref_results['test/precision@10']
+  assert json.loads((workdir / 'results.json').read_text())['epochs_run'] == 2
