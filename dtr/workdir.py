@@ -106,7 +106,7 @@ def final_line(results: dict, data, method, config) -> str:
     if not key.startswith('test/') or key.endswith('_std') or not isinstance(value, float):
       continue
     name = key[len('test/'):]
-    if name in ('nll', 'kl', 'tokens'):
+    if name.startswith(('nll', 'kl', 'chance@')) or name == 'tokens':
       continue
     scale = 100.0 if name.startswith(('precision@', 'matching@')) else 1.0
     text = f'test {name}: {scale * value:.2f}'
