@@ -68,3 +68,32 @@ def mixture_prior_kl(q_logits_BxM: jax.Array, component_logits_BxC: jax.Array, p
   kl_c = jnp.sum(qc_BxC * (log_qc_BxC - log_pi_C), axis=-1)
   kl_z_BxC = jnp.sum(kl_bernoulli(q_logits_BxM[:, None, :], prior_logits_CxM[None, :, :]), axis=-1)
   return kl_c + jnp.sum(qc_BxC * kl_z_BxC, axis=-1)
+
+
+# --------------------------------------------------------------------------------- binary concrete relaxation
+# Binary concrete (Maddison et al. 2017; Jang et al. 2017's Gumbel-softmax with two classes): with logistic
+# noise L = log U - log(1 - U), U ~ U(0, 1), and temperature tau > 0,
+#   y = sigma((l + L) / tau)  in (0, 1),   P(y > 1/2) = P(l + L > 0) = sigma(l),
+# so the hard threshold 1[y > 1/2] is an exact Bern(sigma(l)) sample whatever tau; tau only shapes the
+# gradient of the straight-through version z = y + sg(1[y > 1/2] - y) (dz/dl := dy/dl).
+def logistic_noise(rng: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+  """L = log U - log(1 - U), U ~ U(0, 1): standard logistic noise (finite: U is kept inside (0, 1))."""
+  tiny = jnp.finfo(dtype).tiny
+  u = jax.random.uniform(rng, shape, dtype, minval=tiny, maxval=1.0)
+  return jnp.log(u) - jnp.log1p(-u)
+
+
+def binary_concrete(logits: jax.Array, noise: jax.Array, temperature: float) -> jax.Array:
+  """The relaxed sample y = sigma((logits + noise) / temperature) for given logistic noise."""
+  return jax.nn.sigmoid((logits + noise) / temperature)
+
+
+def sample_binary_concrete(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
+  """y ~ BinConcrete(sigma(logits), temperature), differentiable in the logits."""
+  return binary_concrete(logits, logistic_noise(rng, logits.shape, logits.dtype), temperature)
+
+
+def sample_hard_concrete(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
+  """Exact Bern(sigma(logits)) sample (float 0/1) with the gradient of the binary concrete relaxation."""
+  soft = sample_binary_concrete(logits, rng, temperature)
+  return straight_through(soft > 0.5, soft)

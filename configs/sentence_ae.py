@@ -1,0 +1,79 @@
+r"""Sentence autoencoders with binary and sparse codes: the GRU binary autoencoder (Baynazarov & Piontkovskaya
+2019) and its variants, a GRU language model, and the sparse VAEs HSVAE (Prokhorov et al. 2021), MAT-VAE and a
+Gaussian VAE with L1/L2 penalties.
+
+Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora):
+
+  python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,dataset=yahoo_lm --workdir=/tmp/bae
+  python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,word_dropout=0.5 --workdir=/tmp/bae_wd
+  python -m dtr.main --config=configs/sentence_ae.py:method=lm,dataset=yahoo_lm --workdir=/tmp/lm
+  python -m dtr.main --config=configs/sentence_ae.py:method=gumbel_ae --workdir=/tmp/gumbel
+  python -m dtr.main --config=configs/sentence_ae.py:method=binary_vae --workdir=/tmp/bvae   # KL to Bern(1/2)
+  python -m dtr.main --config=configs/sentence_ae.py:method=gaussian_vae,word_dropout=0.5 --workdir=/tmp/gvae
+  python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,alpha=30,beta=10 --workdir=/tmp/hs
+  python -m dtr.main --config=configs/sentence_ae.py:method=mat_vae,dataset=dbpedia14 --workdir=/tmp/mat
+  python -m dtr.main --config=configs/sentence_ae.py:method=gauss_vae,dataset=dbpedia14,l1=0.1 --workdir=/tmp/vl1
+  python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,tiny --workdir=/tmp/bae_tiny  # seconds
+
+Methods: binary_ae, binary_vae, bottleneck, gaussian_vae, gumbel_ae, gumbel_vae (`dtr.methods.sentence_ae`,
+the binary autoencoder's family: 50-d code, bidirectional GRU encoder, code -> decoder state), lm (the decoder
+alone), and hsvae, mat_vae, gauss_vae (`dtr.methods.sparse_vae`: code appended to every decoder input; gauss_vae
+takes l1 / l2 penalties on mu and sigma). Arguments: method, dataset (yahoo_lm, ptb, dbpedia14, yahoo10, ...),
+word_dropout, latent (code size), alpha, beta (HSVAE's Beta prior), l1, l2, tiny, runlocal.
+results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
+(where they apply), `test/nll`, `test/kl`, and for the sparse models `test/hoyer_sample`, `test/hoyer_mean`; every
+perplexity at corpus level, exp(total NLL / total tokens), end-of-sentence included. Early stopping on
+validation perplexity.
+"""
+
+import ml_collections
+
+from dtr import config_utils
+from dtr.configs import common
+from dtr.methods import sentence_ae, sparse_vae
+
+AUTOENCODERS = ('binary_ae', 'binary_vae', 'bottleneck', 'gaussian_vae', 'gumbel_ae', 'gumbel_vae')
+SPARSE = ('hsvae', 'mat_vae', 'gauss_vae')
+METHODS = AUTOENCODERS + ('lm',) + SPARSE
+
+
+def model_config(method: str) -> ml_collections.ConfigDict:
+  if method in AUTOENCODERS:
+    return sentence_ae.default_model_config('sentence_ae', 'binary' if method == 'binary_ae' else method)
+  if method == 'lm':
+    return sentence_ae.default_model_config('lm')
+  if method in SPARSE:
+    return sparse_vae.default_model_config(method)
+  raise ValueError(f'Unknown sentence method {method!r}; known: {METHODS}.')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=-1.0, latent=0,
+                               alpha=0.0, beta=0.0, l1=0.0, l2=0.0, tiny=False, runlocal=False)
+  config = common.get_config()
+  config.model = model_config(arg.method)
+  config.data.name = arg.dataset
+  evals = ['perplexity'] + (['hoyer'] if arg.method in SPARSE else [])
+  common.set_evals(config, evals, 'perplexity', 'min')
+  config.update(batch_size=64, num_epochs=30, patience=3, steps_per_call=16, eval_batch_size=256,
+                tensorboard=False)
+  if arg.word_dropout >= 0:
+    config.model.word_dropout = float(arg.word_dropout)
+  if arg.latent:
+    config.model.latent_size = int(arg.latent)
+  if arg.method == 'hsvae':
+    config.model.prior_alpha = arg.alpha or config.model.prior_alpha
+    config.model.prior_beta = arg.beta or config.model.prior_beta
+  if arg.method == 'gauss_vae':
+    config.model.update(l1_mu=arg.l1, l1_sigma=arg.l1, l2_mu=arg.l2, l2_sigma=arg.l2)
+  if arg.tiny:
+    common.tiny_synthetic(config, vocab_size=60, doc_length=12, num_train=256, num_valid=64, num_test=64)
+    config.update(batch_size=32, num_epochs=3, patience=100, eval_batch_size=64)
+    config.model.update(embed_size=16, hidden_size=32)
+    if 'latent_size' in config.model:
+      config.model.latent_size = 8 if not arg.latent else int(arg.latent)
+    if 'kl_anneal_sentences' in config.model:
+      config.model.kl_anneal_sentences = 1000
+  if arg.runlocal:
+    config.num_epochs = 1
+  return config

@@ -1,0 +1,406 @@
+r"""Sentence autoencoders with binary, bottleneck, Gaussian or Gumbel codes, and the GRU language model.
+
+Baynazarov & Piontkovskaya, "Binary Autoencoder for Text Modeling" (2019), reference code
+hocop/binary-autoencoder. A sentence of n words w_1..w_n (the 'tokens' layout of `dtr.methods.base`):
+
+  encoder   embeddings (300, shared with the decoder) -> bidirectional GRU (512 per direction, `dtr.nn.gru`)
+            h = [h_fw; h_bw], the two final states (each direction's state after the sentence's own last word)
+  code      model.code = 'binary'      l = W h + b (50), p = sigma(l);
+                                       training z = 1[u < p] + p - sg(p), u ~ U(0, 1) (straight-through);
+                                       evaluation z = 1[p > 1/2]
+                         'bottleneck'  z = W h + b (50), no noise
+                         'gaussian'    (mu, log sigma^2) = W h + b; z = mu + sigma eps; KL(q || N(0, I))
+                         'gumbel'      training z = sigma((l + L) / tau), L logistic, tau = 1 (binary concrete);
+                                       evaluation z = 1[p > 1/2]
+            model.kl = True adds KL(Bern(p) || Bern(1/2)) to binary / gumbel codes (binary VAE, Gumbel VAE)
+  decoder   initial state Dense(z) (512); GRU over bos w_1..w_n (embeddings, word dropout), softmax over the
+            vocabulary; targets w_1..w_n eos: n + 1 predicted tokens
+  loss      mean_b [ -log p(x_b | z_b) + kl_weight_t * KL_b ],
+            kl_weight_t = min(kl_start + sentences seen / kl_anneal_sentences, 1) (the reference: 0.01 -> 1 over
+            1e6 sentences; 0 sentences = no annealing)
+  LM        the same decoder from a zero initial state, no encoder (model.name = 'lm').
+
+Kept from the reference: 1-layer GRUs of 512, dropout 0.2 on the GRU inputs (its DropoutWrapper), word
+dropout that zeroes whole input embeddings (not rescaled), a softmax layer with no bias, Adam 1e-3.
+Departures: embeddings are learned (the reference loads fixed 300-d GloVe vectors), no residual layer-norm
+wrapper around the GRU cells, and a global-norm clip of 2.0 (the reference's config value; its train.py
+clips each tensor to norm 0.2). The Gumbel code uses one logit l for both the relaxation and the KL (the
+reference relaxes the two-class logits (l, -l), i.e. Bern(sigma(2 l)), but takes the KL at sigma(l)).
+
+Scores (`score`, per sentence, summed over its n + 1 tokens; 0 where batch['mask'] is 0):
+  'nll'         z sampled as in training (the LM: no code)    'nll_mean'  binary/gumbel z = p; gaussian z = mu
+  'nll_greedy'  binary/gumbel z = 1[p > 1/2]                  'kl'        KL_b (0 without model.kl)
+  'tokens'      n + 1
+'nll' is the reconstruction term only (the paper's perplexities); nll + kl is the negative ELBO of a VAE.
+Paper, Table 1 (Yahoo, 9.2M sentences): LM 120.7; binary AE perplexity_mean 26.3, _greedy 30.9, sampled 36.3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dtr.latent import bernoulli, gaussian
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, Method, clipped_adam
+from dtr.nn import gru
+from dtr.nn.gru import TextAutoencoder
+
+CODES = ('binary', 'bottleneck', 'gaussian', 'gumbel')
+PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
+assert (gru.PAD_ID, gru.BOS_ID, gru.EOS_ID) == (PAD_ID, BOS_ID, EOS_ID)  # the network's defaults are dtr's ids
+# variant -> (model.code, model.kl); a '_wd' suffix adds word dropout 0.5 (the paper's "+ WD" rows)
+VARIANTS = {'binary': ('binary', False), 'binary_vae': ('binary', True), 'bottleneck': ('bottleneck', False),
+            'gaussian_vae': ('gaussian', True), 'gumbel_ae': ('gumbel', False), 'gumbel_vae': ('gumbel', True)}
+
+
+def masked_mean(per_sentence_B: jax.Array, batch) -> jax.Array:
+  """Mean over the real sentences of the batch (mask 1)."""
+  mask_B = jnp.asarray(batch['mask']).astype(per_sentence_B.dtype)
+  return jnp.sum(per_sentence_B * mask_B) / jnp.maximum(jnp.sum(mask_B), 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _decode(method, params, codes, rng, max_len):
+  return method.decode_unjitted(params, codes, rng, max_len)
+
+
+# ------------------------------------------------------------------------------------------ method base
+def check_sizes(mc: ml_collections.ConfigDict, fields) -> None:
+  for field in fields:
+    if mc[field] <= 0:
+      raise ValueError(f'model.{field} must be a positive size, got {mc[field]}.')
+
+
+def check_common(mc: ml_collections.ConfigDict) -> None:
+  """Checks every sentence method shares: sizes, dropout rates, optimiser."""
+  check_sizes(mc, ('embed_size', 'hidden_size'))
+  if not 0 <= mc.word_dropout < 1:
+    raise ValueError(f'model.word_dropout must be in [0, 1), got {mc.word_dropout}.')
+  if not 0 <= mc.dropout < 1:
+    raise ValueError(f'model.dropout must be in [0, 1), got {mc.dropout}.')
+  if mc.learning_rate <= 0:
+    raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
+  if mc.clip < 0:
+    raise ValueError(f'model.clip must be >= 0 (0 = off), got {mc.clip}.')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class SentenceMethod(Method):
+  """What sentence methods share: token batches, a `TextAutoencoder`, training, scores and decoding.
+
+  Subclasses give the network (`_network`), the code (`_latent`), its training penalty (`_regulariser`),
+  `encode` / `features`, and how `decode` reads codes (`_codes_to_z`). State: {'params', 'opt_state',
+  'sentences' (real sentences seen, for KL annealing)}.
+  """
+
+  reads: ClassVar[str] = 'tokens'
+  validate = staticmethod(check_common)
+  score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.data.token_vocab_size <= EOS_ID + 1:
+      raise ValueError(f'model.name={self.config.name!r} reads token sequences: DataInfo.token_vocab_size must '
+                       f'count the words and the 4 special ids, got {self.data.token_vocab_size}.')
+
+  # --- pieces the subclasses give
+  def _network(self) -> TextAutoencoder:
+    raise NotImplementedError
+
+  def _latent(self, heads, rng, mode: str) -> tuple[jax.Array | None, dict]:
+    """(z [B, C] or None, parts) for mode 'sample' (as in training), 'mean' or 'greedy'."""
+    raise NotImplementedError
+
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng) -> tuple[jax.Array, dict]:
+    """The scalar training penalty on the code, and its metrics."""
+    del parts, z_BxC, batch, kl_weight, rng
+    return jnp.zeros(()), {}
+
+  def _kl(self, parts, lengths_B) -> jax.Array:
+    """Per-sentence KL of the sampled code [B] (0 where the model has none)."""
+    return parts.get('kl', jnp.zeros(lengths_B.shape, jnp.float32))
+
+  def _kl_weight(self, sentences_seen) -> jax.Array:
+    del sentences_seen
+    return jnp.ones(())
+
+  # --- shared
+  @property
+  def token_vocab_size(self) -> int:
+    return self.data.token_vocab_size
+
+  @property
+  def num_bits(self) -> int:
+    return self.config.get('latent_size', 0)
+
+  @property
+  def code_length(self) -> int:
+    return self.config.get('latent_size', 0)
+
+  def perplexities(self) -> dict[str, tuple[str, str]]:
+    names = {'nll': 'perplexity', 'nll_mean': 'perplexity_mean', 'nll_greedy': 'perplexity_greedy'}
+    return {names[key]: (key, 'corpus') for key in self.score_modes}
+
+  def optimizer(self) -> optax.GradientTransformation:
+    return clipped_adam(self.config.learning_rate, self.config.clip)
+
+  def _apply(self, params, *args, method, rng=None, **kwargs):
+    rngs = {'dropout': rng} if rng is not None else {}
+    return self._network().apply({'params': params}, *args, method=method, rngs=rngs, **kwargs)
+
+  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+    if not self._network().head_sizes:
+      return ()
+    tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
+    return self._apply(params, tokens, lengths, train, method=TextAutoencoder.encode, rng=rng)
+
+  def _nll(self, params, z_BxC, batch, train=False, rng=None) -> jax.Array:
+    tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
+    word_dropout = self.config.word_dropout if train else 0.0
+    logits, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
+                                        method=TextAutoencoder.reconstruct, rng=rng)
+    return gru.sequence_nll(logits, targets, mask)
+
+  def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
+    del hparams  # no population hyperparameters
+    tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
+    network = self._network()
+    z = jnp.zeros((tokens.shape[0], network.code_size), jnp.float32) if network.code_size else None
+    params = jax.jit(network.init)(rng, tokens, lengths, z)['params']  # one compile, not op-by-op scans
+    return {'params': params, 'opt_state': self.optimizer().init(params),
+            'sentences': jnp.zeros((), jnp.float32)}
+
+  def loss(self, params, batch, rng, kl_weight):
+    """Mean over sentences of the summed token NLL plus the code's penalty, and metrics."""
+    encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
+    heads = self._heads(params, batch, train=True, rng=encoder_rng)
+    z_BxC, parts = self._latent(heads, latent_rng, 'sample')
+    reconstruction = masked_mean(self._nll(params, z_BxC, batch, train=True, rng=decoder_rng), batch)
+    penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng)
+    return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
+
+  def train_step(self, state, batch, rng):
+    kl_weight = self._kl_weight(state['sentences'])
+    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight)
+    updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
+    new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
+                 'sentences': state['sentences'] + jnp.sum(jnp.asarray(batch['mask'], jnp.float32))}
+    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'kl_weight': kl_weight, **aux}
+
+  def score(self, params, batch, rng) -> dict[str, jax.Array]:
+    """Per-sentence sums over the n + 1 predicted tokens (see the module docstrings); no dropout."""
+    mask_B = jnp.asarray(batch['mask'], jnp.float32)
+    lengths_B = jnp.asarray(batch['lengths'], jnp.int32)
+    heads = self._heads(params, batch)
+    scores, sampled_parts = {}, {}
+    for key, mode in self.score_modes.items():
+      z_BxC, parts = self._latent(heads, rng, mode)
+      sampled_parts = parts if mode == 'sample' else sampled_parts
+      scores[key] = self._nll(params, z_BxC, batch) * mask_B
+    scores['kl'] = self._kl(sampled_parts, lengths_B) * mask_B
+    scores['tokens'] = (lengths_B + 1).astype(jnp.float32) * mask_B
+    return scores
+
+  def decode(self, params, codes, rng=None, max_len=None) -> jax.Array:
+    """Greedy (rng None) or sampled sentences int32 [B, max_len] from codes [B, ...] (`dtr.nn.gru.decode`).
+
+    max_len defaults to DataInfo.max_len + 1 (room for the eos). Rows are in the 'tokens' layout.
+    """
+    if max_len is None:
+      if self.data.max_len <= 0:
+        raise ValueError('decode needs max_len: pass it, or build the method with DataInfo.max_len > 0.')
+      max_len = self.data.max_len + 1
+    if max_len <= 0:
+      raise ValueError(f'decode needs max_len > 0, got {max_len}.')
+    return _decode(self, params, codes, rng, int(max_len))
+
+  def decode_unjitted(self, params, codes, rng, max_len):
+    z_BxC = self._codes_to_z(codes)
+    batch_size = codes.shape[0]
+    initial = self._apply(params, z_BxC, batch_size, method=TextAutoencoder.initial_state)
+
+    def step(h_BxH, token_B):
+      return self._apply(params, h_BxH, token_B, z_BxC, method=TextAutoencoder.decode_step)
+
+    return gru.decode(step, initial, batch_size, max_len, rng, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+
+  def _codes_to_z(self, codes):
+    return jnp.asarray(codes, jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------- the methods
+def validate_sentence_ae(mc: ml_collections.ConfigDict) -> None:
+  check_common(mc)
+  check_sizes(mc, ('latent_size',))
+  if mc.code not in CODES:
+    raise ValueError(f'model.code must be one of {CODES}, got {mc.code!r}.')
+  if mc.kl and mc.code == 'bottleneck':
+    raise ValueError("model.kl needs a prior: use code='binary', 'gumbel' or 'gaussian' (not 'bottleneck').")
+  if mc.temperature <= 0:
+    raise ValueError(f'model.temperature (tau of the binary concrete) must be > 0, got {mc.temperature}.')
+  if not 0 <= mc.kl_start <= 1:
+    raise ValueError(f'model.kl_start must be in [0, 1], got {mc.kl_start}.')
+  if mc.kl_anneal_sentences < 0:
+    raise ValueError(f'model.kl_anneal_sentences must be >= 0 (0 = no annealing), '
+                     f'got {mc.kl_anneal_sentences}.')
+  if mc.probe_features not in PROBE_FEATURES:
+    raise ValueError(f'model.probe_features must be one of {PROBE_FEATURES}, got {mc.probe_features!r}.')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SentenceAE(SentenceMethod):
+  """The binary autoencoder and its variants (model.code, model.kl): bits or dense codes of sentences."""
+
+  validate = staticmethod(validate_sentence_ae)
+
+  @property
+  def emits(self) -> str:
+    return 'bits' if self._binary else 'dense'
+
+  @property
+  def _binary(self) -> bool:
+    return self.config.code in ('binary', 'gumbel')
+
+  @property
+  def score_modes(self) -> dict[str, str]:
+    if self._binary:
+      return {'nll': 'sample', 'nll_mean': 'mean', 'nll_greedy': 'greedy'}
+    return {'nll': 'sample', 'nll_mean': 'mean'} if self.config.code == 'gaussian' else {'nll': 'sample'}
+
+  def _network(self) -> TextAutoencoder:
+    mc = self.config
+    heads = (mc.latent_size,) * (2 if mc.code == 'gaussian' else 1)
+    return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size, heads, bidirectional=True,
+                           code_size=mc.latent_size, code_to='state', dropout=mc.dropout,
+                           output_bias=mc.output_bias)
+
+  def _latent(self, heads, rng, mode):
+    mc = self.config
+    if mc.code == 'bottleneck':
+      return heads[0], {}
+    if mc.code == 'gaussian':
+      mu, logvar = heads
+      z = gaussian.sample(mu, logvar, rng) if mode == 'sample' else mu
+      return z, ({'kl': gaussian.kl_standard_normal(mu, logvar)} if mc.kl else {})
+    (logits,) = heads
+    if mode == 'greedy':
+      z = bernoulli.threshold(logits).astype(jnp.float32)
+    elif mode == 'mean':
+      z = jax.nn.sigmoid(logits)
+    elif mc.code == 'binary':
+      z = bernoulli.sample_straight_through(logits, rng)
+    else:
+      z = bernoulli.sample_binary_concrete(logits, rng, mc.temperature)
+    parts = {'bit_rate': jnp.mean(jax.nn.sigmoid(logits))}
+    if mc.kl:
+      parts['kl'] = bernoulli.kl_to_uniform(logits)
+    return z, parts
+
+  def _kl_weight(self, sentences_seen):
+    mc = self.config
+    if mc.kl_anneal_sentences <= 0:
+      return jnp.ones(())
+    return jnp.minimum(mc.kl_start + sentences_seen / mc.kl_anneal_sentences, 1.0)
+
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+    del z_BxC, rng
+    metrics = {k: v for k, v in parts.items() if k == 'bit_rate'}
+    if 'kl' not in parts:
+      return jnp.zeros(()), metrics
+    kl = masked_mean(parts['kl'], batch)
+    return kl_weight * kl, {'kl': kl, **metrics}
+
+  def encode(self, params, batch, rng=None) -> jax.Array:
+    """Bits int8 [B, m] (1[p > 1/2]; z ~ Bern(p) with an rng), or dense codes [B, d] (mu; with an rng a sample)."""
+    heads = self._heads(params, batch)
+    if self._binary:
+      if rng is None:
+        return bernoulli.threshold(heads[0])
+      return jax.random.bernoulli(rng, jax.nn.sigmoid(heads[0])).astype(jnp.int8)
+    if self.config.code == 'gaussian' and rng is not None:
+      return gaussian.sample(heads[0], heads[1], rng)
+    return heads[0]
+
+  def features(self, params, batch, kind: str | None = None) -> jax.Array:
+    """Float codes for probes: binary/gumbel codes as `kind` (default model.probe_features) in
+    'probabilities' (p), 'zeros_ones' (1[p > 1/2]) or 'logits'; dense codes: z (bottleneck) or mu."""
+    heads = self._heads(params, batch)
+    if not self._binary:
+      return heads[0]
+    kind = self.config.probe_features if kind is None else kind
+    if kind not in PROBE_FEATURES:
+      raise ValueError(f'features kind must be one of {PROBE_FEATURES}, got {kind!r}.')
+    logits = heads[0]
+    if kind == 'probabilities':
+      return jax.nn.sigmoid(logits)
+    return bernoulli.threshold(logits).astype(jnp.float32) if kind == 'zeros_ones' else logits
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LM(SentenceMethod):
+  """The GRU language model: the decoder of `SentenceAE` with no code (emits nothing; `decode` samples)."""
+
+  emits: ClassVar[str | None] = None
+
+  @property
+  def num_bits(self) -> int:
+    return 0
+
+  @property
+  def code_length(self) -> int:
+    return 0
+
+  def _network(self) -> TextAutoencoder:
+    mc = self.config
+    return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size, dropout=mc.dropout,
+                           output_bias=mc.output_bias)
+
+  def _latent(self, heads, rng, mode):
+    del heads, rng, mode
+    return None, {}
+
+  def _codes_to_z(self, codes):
+    del codes
+    return None
+
+  def decode(self, params, codes=None, rng=None, max_len=None, batch_size: int = 1) -> jax.Array:
+    """Sentences [B, max_len]; `codes` only gives B (any array [B, ...]; None: `batch_size`)."""
+    codes = jnp.zeros((batch_size, 0), jnp.float32) if codes is None else jnp.zeros((codes.shape[0], 0))
+    return super().decode(params, codes, rng, max_len)
+
+
+def default_model_config(name: str = 'sentence_ae', variant: str = 'binary') -> ml_collections.ConfigDict:
+  """`model` fields of the sentence autoencoder ('sentence_ae', one of `VARIANTS`, '_wd' for word dropout)
+  or the language model ('lm'); paper / reference defaults."""
+  config = ml_collections.ConfigDict(dict(
+      name=name,
+      embed_size=300,        # word embeddings, shared by encoder and decoder (the paper: GloVe 300)
+      hidden_size=512,       # GRU units: encoder (per direction) and decoder
+      dropout=0.2,           # dropout on the GRU inputs (embeddings), training only
+      word_dropout=0.0,      # P(a whole decoder input embedding is zeroed), training only; paper "+ WD": 0.5
+      output_bias=False,     # bias of the softmax layer (the reference has none)
+      learning_rate=1e-3,    # Adam
+      clip=2.0,              # global-norm gradient clip (0 = off)
+  ))
+  if name == 'lm':
+    return config
+  if name != 'sentence_ae':
+    raise ValueError(f"Unknown sentence model {name!r}: 'sentence_ae' or 'lm'.")
+  base = variant[:-3] if variant.endswith('_wd') else variant
+  if base not in VARIANTS:
+    raise ValueError(f'Unknown variant {variant!r}; known: {sorted(VARIANTS)} (each also with _wd).')
+  config.code, config.kl = VARIANTS[base]  # code kind ('binary', 'bottleneck', 'gaussian', 'gumbel'); KL on/off
+  config.latent_size = 50             # m bits or d dimensions
+  config.temperature = 1.0            # tau of the binary concrete ('gumbel' codes)
+  config.kl_start = 0.01              # KL weight at step 0; linear ramp to 1 ...
+  config.kl_anneal_sentences = 1_000_000  # ... over this many training sentences (0 = weight 1 throughout)
+  config.probe_features = 'probabilities'  # features() of bit codes: 'probabilities', 'zeros_ones', 'logits'
+  if variant.endswith('_wd'):
+    config.word_dropout = 0.5
+  return config

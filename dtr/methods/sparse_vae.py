@@ -1,0 +1,251 @@
+r"""Sparse sentence VAEs: HSVAE, MAT-VAE and a Gaussian VAE with L1/L2 penalties.
+
+Prokhorov, Li, Shareghi & Collier, "Learning Sparse Sentence Encoding without Supervision: An Exploration of
+Sparsity in Variational Autoencoders" (RepL4NLP 2021), reference code VictorProkhorov/HSVAE. Shared network
+(`dtr.nn.gru.TextAutoencoder`): embeddings (256) shared by encoder and decoder; a unidirectional
+GRU encoder (512) whose state after the last word, h, feeds linear heads of size d (32 or 768); a GRU decoder
+(512) from a zero state whose input at every step is [embedding(previous word); z]; teacher forcing
+(bos w_1..w_n -> w_1..w_n eos, n + 1 tokens), summed token NLL; Adam 8e-4. The reference uses no dropout and
+no word dropout (both are available). sigma = softplus(.) + 1e-5 (the floor keeps log sigma finite).
+
+HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma: spike probability per dim)
+           gamma ~ q(gamma|x) (implicit reparameterisation), c ~ Bern(gamma) by the hard binary concrete at
+           temperature tau (straight-through), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
+           KL_gamma = sum_i KL(Beta(a_q, b_q) || Beta(alpha, beta))                        (analytic)
+           KL_z = sum_i log SS(z_i; gamma_i, mu_i, sigma_i) - log SS(z_i; gamma_i, 0, 1)   (one sample)
+           loss = mean_b [rec + lambda KL_gamma + psi KL_z]     (lambda, psi < 1 against posterior collapse)
+MAT-VAE    (Mathieu et al., "Disentangling Disentanglement in VAEs", ICML 2019, as the reference trains it)
+           q = N(mu, sigma^2); fixed prior SS(gamma = 0.8, 0, 1); KL_MC = sum_i log q(z_i) - log p(z_i)
+           loss = mean_b [rec + beta KL_MC] + alpha MMD_IMQ({z_b}, {z'_b ~ p})   (`dtr.latent.mmd`)
+GaussVAE   q = N(mu, sigma^2), prior N(0, I), analytic KL;
+           loss = mean_b [rec + beta KL + l1_mu |mu|_1 + l2_mu |mu|^2 + l1_sigma |sigma|_1 + l2_sigma |sigma|^2]
+SS(z; gamma, mu, sigma) = gamma N(z; 0, 0.05^2) + (1 - gamma) N(z; mu, sigma^2) (`dtr.latent.spike_slab`).
+
+Representations. `encode(params, batch)` (no rng) and `features` give the "mean" representation: for HSVAE
+E[z|x] = (1 - E[gamma]) mu with the Beta mean E[gamma] = a_q / (a_q + b_q), not a sample (the reference's
+`get_zs(is_sp=True)` multiplies mu by (1 - gamma) for one gamma drawn from the Beta, so its "mean" is random;
+`model.probe_features = 'mu'` gives the slab mean mu, the reference's `is_sp=False`); for MAT-VAE and GaussVAE
+mu. With an rng, `encode` returns a sample z as drawn in training (the reference's `is_sample=True`), which is
+what the papers' Hoyer sparsity of samples is computed on (`dtr.evaluate.sparsity`).
+
+Scores: 'nll' (z sampled as in training), 'nll_mean' (z the mean representation), 'kl' (the sampled code's
+KL: HSVAE KL_gamma + KL_z, MAT-VAE KL_MC, GaussVAE KL; unweighted), 'tokens' (n + 1). A non-finite Beta sample
+(the reparameterisation can fail for extreme a_q, b_q) makes the loss non-finite; the train step's
+'nan_gamma' metric is the fraction of non-finite gamma entries, so the step that stopped the loop says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dtr.latent import gaussian, mmd, spike_slab
+from dtr.methods.sentence_ae import SentenceMethod, check_common, check_sizes, masked_mean
+from dtr.nn.gru import TextAutoencoder
+
+SIGMA_FLOOR = 1e-5  # sigma = softplus(.) + floor; also the reference's floor on a_q and b_q
+
+
+def _check_nonnegative(mc, fields):
+  for field in fields:
+    if mc[field] < 0:
+      raise ValueError(f'model.{field} must be >= 0, got {mc[field]}.')
+
+
+def _check_common_sparse(mc):
+  check_common(mc)
+  check_sizes(mc, ('latent_size',))
+  if mc.get('spike_scale', 1.0) <= 0:
+    raise ValueError(f'model.spike_scale must be > 0, got {mc.spike_scale}.')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+class _SparseFamily(SentenceMethod):
+  """Shared by the three: uni-GRU encoder, z appended to every decoder input, dense codes."""
+
+  emits: ClassVar[str] = 'dense'
+  score_modes: ClassVar[dict[str, str]] = {'nll': 'sample', 'nll_mean': 'mean'}
+  num_heads: ClassVar[int] = 2  # mu, sigma
+
+  def _network(self) -> TextAutoencoder:
+    mc = self.config
+    return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size,
+                           (mc.latent_size,) * self.num_heads, bidirectional=False, code_size=mc.latent_size,
+                           code_to='input', dropout=mc.dropout, output_bias=mc.output_bias)
+
+  @staticmethod
+  def _gaussian(heads):
+    """(mu, sigma) from the first two heads."""
+    return heads[0], jax.nn.softplus(heads[1]) + SIGMA_FLOOR
+
+  def _mean_code(self, heads) -> jax.Array:
+    return heads[0]
+
+  def encode(self, params, batch, rng=None) -> jax.Array:
+    """The mean representation [B, d] (see the module docstring); with an rng, a sample z as in training."""
+    heads = self._heads(params, batch)
+    return self._mean_code(heads) if rng is None else self._latent(heads, rng, 'sample')[0]
+
+  def features(self, params, batch) -> jax.Array:
+    """The mean representation [B, d] for probes (no dropout)."""
+    return self._mean_code(self._heads(params, batch))
+
+
+def validate_hsvae(mc: ml_collections.ConfigDict) -> None:
+  _check_common_sparse(mc)
+  for field in ('prior_alpha', 'prior_beta'):
+    if mc[field] <= 0:
+      raise ValueError(f'model.{field} (of the Beta prior over gamma) must be > 0, got {mc[field]}.')
+  if mc.temperature <= 0:
+    raise ValueError(f'model.temperature (tau of the binary concrete) must be > 0, got {mc.temperature}.')
+  _check_nonnegative(mc, ('gamma_kl_weight', 'z_kl_weight'))
+  if mc.probe_features not in ('mean', 'mu'):
+    raise ValueError(f"model.probe_features must be 'mean' or 'mu', got {mc.probe_features!r}.")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HSVAE(_SparseFamily):
+  """Hierarchical sparse VAE: Beta spike probabilities, spike-and-slab codes."""
+
+  validate = staticmethod(validate_hsvae)
+  num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
+
+  def _beta_params(self, heads):
+    return jax.nn.softplus(heads[2]) + SIGMA_FLOOR, jax.nn.softplus(heads[3]) + SIGMA_FLOOR
+
+  def _mean_code(self, heads):
+    if self.config.probe_features == 'mu':
+      return heads[0]
+    return spike_slab.mean(spike_slab.beta_mean(*self._beta_params(heads)), heads[0])
+
+  def _latent(self, heads, rng, mode):
+    if mode != 'sample':
+      return self._mean_code(heads), {}
+    mc = self.config
+    mu, sigma = self._gaussian(heads)
+    alpha_q, beta_q = self._beta_params(heads)
+    gamma_rng, z_rng = jax.random.split(rng)
+    gamma = spike_slab.sample_beta(gamma_rng, alpha_q, beta_q)
+    z, spikes = spike_slab.sample(z_rng, gamma, mu, sigma, mc.temperature, mc.spike_scale)
+    log_q = spike_slab.log_density(z, gamma, mu, sigma, mc.spike_scale)
+    log_p = spike_slab.log_density(z, gamma, jnp.zeros_like(mu), jnp.ones_like(sigma), mc.spike_scale)
+    kl_gamma = jnp.sum(spike_slab.kl_beta(alpha_q, beta_q, mc.prior_alpha, mc.prior_beta), axis=-1)
+    return z, {'kl_gamma': kl_gamma, 'kl_z': jnp.sum(log_q - log_p, axis=-1), 'gamma': gamma, 'spikes': spikes}
+
+  def _kl(self, parts, lengths_B):
+    return parts['kl_gamma'] + parts['kl_z']
+
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+    del z_BxC, kl_weight, rng
+    mc = self.config
+    kl_gamma, kl_z = masked_mean(parts['kl_gamma'], batch), masked_mean(parts['kl_z'], batch)
+    gamma = parts['gamma']
+    metrics = {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'nan_gamma': jnp.mean(~jnp.isfinite(gamma)),
+               'gamma_mean': jnp.mean(gamma), 'spike_rate': jnp.mean(parts['spikes'])}
+    return mc.gamma_kl_weight * kl_gamma + mc.z_kl_weight * kl_z, metrics
+
+
+def validate_mat_vae(mc: ml_collections.ConfigDict) -> None:
+  _check_common_sparse(mc)
+  if not 0 < mc.prior_gamma < 1:
+    raise ValueError(f'model.prior_gamma (the prior spike probability) must be in (0, 1), got {mc.prior_gamma}.')
+  _check_nonnegative(mc, ('kl_weight', 'mmd_weight'))
+  if not mc.mmd_scales or any(c <= 0 for c in mc.mmd_scales):
+    raise ValueError(f'model.mmd_scales must be positive IMQ scales, got {tuple(mc.mmd_scales)}.')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MATVAE(_SparseFamily):
+  """Gaussian posterior, fixed spike-and-slab prior, Monte Carlo KL plus an IMQ-MMD term."""
+
+  validate = staticmethod(validate_mat_vae)
+
+  def _log_prior(self, z):
+    mc = self.config
+    return jnp.sum(spike_slab.log_density(z, jnp.full_like(z, mc.prior_gamma), jnp.zeros_like(z),
+                                          jnp.ones_like(z), mc.spike_scale, eps=0.0), axis=-1)
+
+  def _latent(self, heads, rng, mode):
+    if mode != 'sample':
+      return heads[0], {}
+    mu, sigma = self._gaussian(heads)
+    logvar = 2.0 * jnp.log(sigma)
+    z = gaussian.sample(mu, logvar, rng)
+    return z, {'kl': gaussian.log_density(z, mu, logvar) - self._log_prior(z)}
+
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+    del kl_weight
+    mc = self.config
+    prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, mc.prior_gamma, mc.spike_scale, z_BxC.dtype)
+    kl = masked_mean(parts['kl'], batch)
+    discrepancy = mmd.mmd_imq(z_BxC, prior_BxC, jnp.asarray(batch['mask']), scales=tuple(mc.mmd_scales))
+    return mc.kl_weight * kl + mc.mmd_weight * discrepancy, {'kl': kl, 'mmd': discrepancy}
+
+
+def validate_gauss_vae(mc: ml_collections.ConfigDict) -> None:
+  _check_common_sparse(mc)
+  _check_nonnegative(mc, ('kl_weight', 'l1_mu', 'l2_mu', 'l1_sigma', 'l2_sigma'))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GaussVAE(_SparseFamily):
+  """Gaussian VAE with optional L1 / L2 penalties on mu and sigma (the sparsity baselines)."""
+
+  validate = staticmethod(validate_gauss_vae)
+
+  def _latent(self, heads, rng, mode):
+    if mode != 'sample':
+      return heads[0], {}
+    mu, sigma = self._gaussian(heads)
+    logvar = 2.0 * jnp.log(sigma)
+    mc = self.config
+    penalty = (mc.l1_mu * jnp.sum(jnp.abs(mu), -1) + mc.l2_mu * jnp.sum(jnp.square(mu), -1)
+               + mc.l1_sigma * jnp.sum(sigma, -1) + mc.l2_sigma * jnp.sum(jnp.square(sigma), -1))
+    return gaussian.sample(mu, logvar, rng), {'kl': gaussian.kl_standard_normal(mu, logvar), 'penalty': penalty}
+
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+    del z_BxC, kl_weight, rng
+    kl, penalty = masked_mean(parts['kl'], batch), masked_mean(parts['penalty'], batch)
+    return self.config.kl_weight * kl + penalty, {'kl': kl, 'penalty': penalty}
+
+
+def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
+  """`model` fields of 'hsvae', 'mat_vae' or 'gauss_vae' (the HSVAE reference's defaults)."""
+  config = ml_collections.ConfigDict(dict(
+      name=name,
+      embed_size=256,      # word embeddings, shared by encoder and decoder
+      hidden_size=512,     # GRU units of the encoder and the decoder
+      latent_size=32,      # d, the heads' width (the paper: 32 or 768)
+      dropout=0.0,         # dropout on the GRU inputs, training only (the reference: none)
+      word_dropout=0.0,    # P(a decoder input embedding is zeroed; z is kept), training only
+      output_bias=True,    # bias of the softmax layer (Keras Dense in the reference)
+      learning_rate=8e-4,  # Adam
+      clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
+  ))
+  if name == 'hsvae':
+    config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
+    config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both
+    config.temperature = 0.5       # tau of the binary concrete indicator (the reference's default)
+    config.gamma_kl_weight = 0.5   # lambda on KL_gamma (< 1 against collapse; sweep per the paper)
+    config.z_kl_weight = 0.5       # psi on KL_z (likewise)
+    config.spike_scale = spike_slab.SPIKE_SCALE  # standard deviation of the spike
+    config.probe_features = 'mean'  # encode()/features(): 'mean' (1 - E[gamma]) mu, or 'mu'
+  elif name == 'mat_vae':
+    config.prior_gamma = 0.8       # spike probability of the fixed prior
+    config.spike_scale = spike_slab.SPIKE_SCALE
+    config.kl_weight = 1.0         # beta on the Monte Carlo KL
+    config.mmd_weight = 1.0        # alpha on the IMQ-MMD
+    config.mmd_scales = mmd.IMQ_SCALES  # IMQ kernel scales c (C = 2c per dimension)
+  elif name == 'gauss_vae':
+    config.kl_weight = 1.0         # beta on the analytic KL
+    config.l1_mu = 0.0             # weights of the L1 / L2 penalties on mu and sigma (0 = plain VAE)
+    config.l2_mu = 0.0
+    config.l1_sigma = 0.0
+    config.l2_sigma = 0.0
+  else:
+    raise ValueError(f"Unknown sparse VAE {name!r}: 'hsvae', 'mat_vae' or 'gauss_vae'.")
+  return config

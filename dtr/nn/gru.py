@@ -1,0 +1,252 @@
+r"""Gated recurrent units over padded batches, a teacher-forced decoder, and greedy / sampled decoding.
+
+GRU (Cho et al., "Learning Phrase Representations using RNN Encoder-Decoder", 2014), in the form cuDNN, PyTorch
+and Keras (`reset_after=True`) use, for input x_t and state h_{t-1}:
+
+  r_t = sigma(W_r x_t + b_r + U_r h_{t-1} + c_r)           reset gate
+  u_t = sigma(W_u x_t + b_u + U_u h_{t-1} + c_u)           update gate
+  n_t = tanh(W_n x_t + b_n + r_t * (U_n h_{t-1} + c_n))    candidate
+  h_t = (1 - u_t) * n_t + u_t * h_{t-1}
+
+The parameters are W = input_kernel [D, 3H], b = input_bias [3H], U = recurrent_kernel [H, 3H] and
+c = recurrent_bias [3H], the three blocks in the order (r, u, n). The input projections W x_t + b of all steps
+are one matrix product before the scan; only U h_{t-1} runs inside it.
+
+Padded batches: step t of sequence b is real iff t < lengths[b]. Past its length a sequence's state is carried
+unchanged (and its output is 0), so the final state is the state after the sequence's own last token whatever
+the padded width. The backward direction scans t = L-1, ..., 0 under the same mask, so it starts from the
+initial state at each sequence's own last token.
+
+Sequence-to-sequence helpers (teacher forcing, Sutskever et al. 2014; word dropout, Bowman et al. 2016), the
+decoding loop and `TextAutoencoder` (the network of the sentence methods: shared embeddings, a GRU encoder with
+linear heads, a GRU decoder fed a code z) take the special token ids as arguments, with the defaults
+`dtr.methods.base` fixes (pad 0, bos 2, eos 3).
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # the ids `dtr.methods.base` reserves; passed explicitly by the methods
+
+
+def gru_update(params, h_BxH: jax.Array, x_proj_Bx3H: jax.Array) -> jax.Array:
+  """One GRU step from the projected input W x_t + b (see the module docstring)."""
+  h_proj_Bx3H = h_BxH @ params['recurrent_kernel'] + params['recurrent_bias']
+  xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
+  hr, hu, hn = jnp.split(h_proj_Bx3H, 3, axis=-1)
+  reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
+  candidate = jnp.tanh(xn + reset * hn)
+  return (1.0 - update) * candidate + update * h_BxH
+
+
+def gru_cell(params, h_BxH: jax.Array, x_BxD: jax.Array) -> jax.Array:
+  """One GRU step h_t = GRU(h_{t-1}, x_t)."""
+  return gru_update(params, h_BxH, x_BxD @ params['input_kernel'] + params['input_bias'])
+
+
+def gru_scan(params, x_BxLxD: jax.Array, lengths_B: jax.Array, initial_BxH: jax.Array,
+             reverse: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Masked GRU over a padded batch: (outputs [B, L, H], 0 past each length; final states [B, H])."""
+  x_proj_LxBx3H = jnp.swapaxes(x_BxLxD @ params['input_kernel'] + params['input_bias'], 0, 1)
+  steps_L = jnp.arange(x_BxLxD.shape[1])
+
+  def step(h_BxH, inputs):
+    t, x_proj_Bx3H = inputs
+    real_Bx1 = (t < lengths_B)[:, None]
+    h_new = jnp.where(real_Bx1, gru_update(params, h_BxH, x_proj_Bx3H), h_BxH)
+    return h_new, jnp.where(real_Bx1, h_new, 0.0)
+
+  final_BxH, outputs_LxBxH = jax.lax.scan(step, initial_BxH, (steps_L, x_proj_LxBx3H), reverse=reverse)
+  return jnp.swapaxes(outputs_LxBxH, 0, 1), final_BxH
+
+
+class GRU(nn.Module):
+  """One direction of a GRU layer over a padded batch (`gru_scan`); `reverse` reads each sequence backwards."""
+
+  hidden: int
+  reverse: bool = False
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  recurrent_init: Callable = nn.initializers.orthogonal()
+
+  @nn.compact
+  def __call__(self, x_BxLxD, lengths_B, initial_BxH=None) -> tuple[jax.Array, jax.Array]:
+    dim = x_BxLxD.shape[-1]
+    params = {
+        'input_kernel': self.param('input_kernel', self.kernel_init, (dim, 3 * self.hidden)),
+        'input_bias': self.param('input_bias', nn.initializers.zeros, (3 * self.hidden,)),
+        'recurrent_kernel': self.param('recurrent_kernel', self.recurrent_init, (self.hidden, 3 * self.hidden)),
+        'recurrent_bias': self.param('recurrent_bias', nn.initializers.zeros, (3 * self.hidden,)),
+    }
+    if initial_BxH is None:
+      initial_BxH = jnp.zeros((x_BxLxD.shape[0], self.hidden), x_BxLxD.dtype)
+    return gru_scan(params, x_BxLxD, lengths_B, initial_BxH, self.reverse)
+
+
+class BiGRU(nn.Module):
+  """Bidirectional GRU: outputs [B, L, 2H] and final states [B, 2H], forward then backward, concatenated."""
+
+  hidden: int
+
+  @nn.compact
+  def __call__(self, x_BxLxD, lengths_B) -> tuple[jax.Array, jax.Array]:
+    out_fw, final_fw = GRU(self.hidden, name='forward')(x_BxLxD, lengths_B)
+    out_bw, final_bw = GRU(self.hidden, reverse=True, name='backward')(x_BxLxD, lengths_B)
+    return jnp.concatenate([out_fw, out_bw], -1), jnp.concatenate([final_fw, final_bw], -1)
+
+
+class GRUDecoder(nn.Module):
+  """GRU then a softmax layer over the vocabulary: logits [B, L, V] and the final state [B, H].
+
+  A single decoding step is the same call on a length-1 sequence.
+  """
+
+  vocab_size: int
+  hidden: int
+  output_bias: bool = True
+
+  @nn.compact
+  def __call__(self, inputs_BxLxE, initial_BxH, lengths_B=None) -> tuple[jax.Array, jax.Array]:
+    if lengths_B is None:
+      lengths_B = jnp.full(inputs_BxLxE.shape[:1], inputs_BxLxE.shape[1], jnp.int32)
+    outputs_BxLxH, final_BxH = GRU(self.hidden, name='gru')(inputs_BxLxE, lengths_B, initial_BxH)
+    logits_BxLxV = nn.Dense(self.vocab_size, use_bias=self.output_bias, name='output')(outputs_BxLxH)
+    return logits_BxLxV, final_BxH
+
+
+# ------------------------------------------------------------------------------------------- teacher forcing
+def teacher_forcing(tokens_BxL: jax.Array, lengths_B: jax.Array, bos_id: int = BOS_ID, eos_id: int = EOS_ID):
+  """Decoder (inputs, targets, target mask), all [B, L], from words padded to L > every length.
+
+  inputs = bos w_1 ... w_n, targets = w_1 ... w_n eos: n + 1 predicted tokens, end of sentence included.
+  The last column of `tokens` is padding (L > n), so dropping it from the inputs loses nothing.
+  """
+  tokens_BxL = jnp.asarray(tokens_BxL, jnp.int32)
+  positions_BxL = jnp.arange(tokens_BxL.shape[1])[None, :]
+  lengths_Bx1 = jnp.asarray(lengths_B, jnp.int32)[:, None]
+  bos_Bx1 = jnp.full((tokens_BxL.shape[0], 1), bos_id, jnp.int32)
+  inputs_BxL = jnp.concatenate([bos_Bx1, tokens_BxL[:, :-1]], axis=1)
+  targets_BxL = jnp.where(positions_BxL == lengths_Bx1, eos_id, tokens_BxL)
+  return inputs_BxL, targets_BxL, (positions_BxL <= lengths_Bx1).astype(jnp.float32)
+
+
+def sequence_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array) -> jax.Array:
+  """-sum_t mask_t log softmax(logits_t)[target_t] per sequence [B]."""
+  log_probs = jax.nn.log_softmax(logits_BxLxV, axis=-1)
+  target_log_probs = jnp.take_along_axis(log_probs, targets_BxL[..., None], axis=-1)[..., 0]
+  return -jnp.sum(target_log_probs * mask_BxL, axis=-1)
+
+
+def word_dropout(embedded_BxLxE: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Zeroes the whole embedding of each decoder input token with probability `rate` (Bowman et al. 2016).
+
+  Not rescaled: the decoder sees a missing word, not a louder one (as in the binary-autoencoder reference).
+  """
+  if rate <= 0:
+    return embedded_BxLxE
+  keep_BxL = jax.random.bernoulli(rng, 1.0 - rate, embedded_BxLxE.shape[:2])
+  return embedded_BxLxE * keep_BxL[..., None].astype(embedded_BxLxE.dtype)
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def decode(step_fn: Callable[[Any, jax.Array], tuple[Any, jax.Array]], initial_state: Any, batch_size: int,
+           max_len: int, rng: jax.Array | None = None, *, pad_id: int = PAD_ID, bos_id: int = BOS_ID,
+           eos_id: int = EOS_ID) -> jax.Array:
+  """Greedy (rng None) or ancestral-sampled decoding: word ids int32 [B, max_len], pad from the eos on.
+
+  `step_fn(state, previous_token_B) -> (state, logits_BxV)`; the first previous token is bos. Step t picks
+  argmax_v logits or v ~ softmax(logits) (with `fold_in(rng, t)`), never pad or bos (they are never targets).
+  A row stops at its first eos, which is not written: rows are in the 'tokens' layout (no bos/eos, pad 0),
+  and a row with no eos ran into `max_len`. A `lax.while_loop` that ends once every row has stopped.
+  """
+
+  def cond(carry):
+    t, _, _, done_B, _ = carry
+    return (t < max_len) & ~jnp.all(done_B)
+
+  def body(carry):
+    t, state, previous_B, done_B, out_BxL = carry
+    state, logits_BxV = step_fn(state, previous_B)
+    logits_BxV = logits_BxV.at[:, jnp.array([pad_id, bos_id])].set(-jnp.inf)
+    if rng is None:
+      token_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    else:
+      token_B = jax.random.categorical(jax.random.fold_in(rng, t), logits_BxV, axis=-1).astype(jnp.int32)
+    done_B = done_B | (token_B == eos_id)
+    out_BxL = out_BxL.at[:, t].set(jnp.where(done_B, pad_id, token_B))
+    return t + 1, state, token_B, done_B, out_BxL
+
+  carry = (jnp.int32(0), initial_state, jnp.full((batch_size,), bos_id, jnp.int32),
+           jnp.zeros((batch_size,), bool), jnp.full((batch_size, max_len), pad_id, jnp.int32))
+  return jax.lax.while_loop(cond, body, carry)[-1]
+
+
+# ------------------------------------------------------------------------------------ sentence autoencoder
+class TextAutoencoder(nn.Module):
+  """Embeddings (shared), a GRU encoder with linear heads, and a teacher-forced GRU decoder fed the code z.
+
+  head_sizes: widths of the linear heads on the encoder's final state (empty: no encoder, a language model);
+  code_to: 'state' (the decoder starts from Dense(z)) or 'input' (z is appended to every decoder input).
+  """
+
+  vocab_size: int
+  embed_size: int
+  hidden_size: int
+  head_sizes: tuple = ()
+  bidirectional: bool = True
+  code_size: int = 0
+  code_to: str = 'state'
+  dropout: float = 0.0
+  output_bias: bool = False
+  bos_id: int = BOS_ID
+  eos_id: int = EOS_ID
+
+  def setup(self):
+    self.embed = nn.Embed(self.vocab_size, self.embed_size)
+    self.drop = nn.Dropout(self.dropout)
+    if self.head_sizes:
+      self.encoder = BiGRU(self.hidden_size) if self.bidirectional else GRU(self.hidden_size)
+      self.heads = [nn.Dense(size) for size in self.head_sizes]
+    if self.code_size and self.code_to == 'state':
+      self.bridge = nn.Dense(self.hidden_size)
+    self.decoder = GRUDecoder(self.vocab_size, self.hidden_size, self.output_bias)
+
+  def encode(self, tokens_BxL, lengths_B, train: bool = False) -> tuple:
+    """The heads on the encoder's final state (each [B, size])."""
+    embedded = self.drop(self.embed(tokens_BxL), deterministic=not train)
+    _, final_BxH = self.encoder(embedded, lengths_B)
+    return tuple(head(final_BxH) for head in self.heads)
+
+  def initial_state(self, z_BxC, batch_size: int):
+    if self.code_size and self.code_to == 'state':
+      return self.bridge(z_BxC)
+    return jnp.zeros((batch_size, self.hidden_size), jnp.float32)
+
+  def _with_code(self, embedded_BxLxE, z_BxC):
+    if self.code_size and self.code_to == 'input':
+      z_BxLxC = jnp.broadcast_to(z_BxC[:, None, :], embedded_BxLxE.shape[:2] + z_BxC.shape[-1:])
+      return jnp.concatenate([embedded_BxLxE, z_BxLxC.astype(embedded_BxLxE.dtype)], axis=-1)
+    return embedded_BxLxE
+
+  def reconstruct(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
+    """Teacher-forced decoder: (logits [B, L, V], targets [B, L], target mask [B, L])."""
+    inputs_BxL, targets_BxL, mask_BxL = teacher_forcing(tokens_BxL, lengths_B, self.bos_id, self.eos_id)
+    embedded = self.embed(inputs_BxL)
+    if train and word_dropout_rate > 0:
+      embedded = word_dropout(embedded, word_dropout_rate, self.make_rng('dropout'))
+    embedded = self.drop(embedded, deterministic=not train)
+    initial_BxH = self.initial_state(z_BxC, tokens_BxL.shape[0])
+    logits_BxLxV, _ = self.decoder(self._with_code(embedded, z_BxC), initial_BxH, lengths_B + 1)
+    return logits_BxLxV, targets_BxL, mask_BxL
+
+  def decode_step(self, h_BxH, token_B, z_BxC):
+    """One decoder step from the previous token: (state, logits [B, V])."""
+    embedded = self._with_code(self.embed(token_B[:, None]), z_BxC)
+    logits_Bx1xV, h_BxH = self.decoder(embedded, h_BxH)
+    return h_BxH, logits_Bx1xV[:, 0]
+
+  def __call__(self, tokens_BxL, lengths_B, z_BxC):
+    heads = self.encode(tokens_BxL, lengths_B) if self.head_sizes else ()
+    return heads, self.reconstruct(z_BxC, tokens_BxL, lengths_B)

@@ -1,0 +1,194 @@
+"""The sentence autoencoders and the LM: training, scores against a hand loop, decoding, codes, bad inputs."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dtr.methods import sentence_ae
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, DataInfo
+from dtr.methods.sentence_ae import LM, SentenceAE, TextAutoencoder
+
+V, B, L = 18, 4, 7
+INFO = DataInfo(token_vocab_size=V, max_len=L - 1)
+LENGTHS = np.array([5, 3, 6, 2], np.int32)
+
+
+def make_batch(width=L, mask=(1, 1, 1, 1)):
+  rng = np.random.default_rng(0)
+  tokens = np.zeros((B, width), np.int32)
+  for b, n in enumerate(LENGTHS):
+    tokens[b, :n] = rng.integers(4, V, n)
+  return {'tokens': tokens, 'lengths': LENGTHS, 'mask': np.asarray(mask, np.float32)}
+
+
+def tiny(name='sentence_ae', variant='binary', **overrides):
+  mc = sentence_ae.default_model_config(name, variant)
+  small = {'embed_size': 8, 'hidden_size': 12, 'learning_rate': 1e-2}
+  if name == 'sentence_ae':
+    small.update(latent_size=6, kl_anneal_sentences=40)  # KL weight 1 within the test's 30 steps of 4 sentences
+  mc.update({**small, **overrides})
+  return mc
+
+
+def build(name='sentence_ae', variant='binary', **overrides):
+  return (LM if name == 'lm' else SentenceAE)(tiny(name, variant, **overrides), 0, INFO)
+
+
+@functools.lru_cache(maxsize=None)
+def trained(variant):
+  """(method, state after 30 steps on one repeated batch, losses)."""
+  if variant == 'lm':
+    method = build('lm')
+  else:
+    method = build(variant=variant, dropout=0.2 if variant == 'binary' else 0.0)
+  batch = make_batch()
+  state = method.init(jax.random.key(0), batch)
+  step = jax.jit(method.train_step)
+  losses = []
+  for i in range(30):
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics['loss']))
+  return method, state, losses
+
+
+@pytest.mark.parametrize('variant', ['binary', 'gumbel_vae_wd', 'gaussian_vae', 'lm'])
+def test_loss_finite_and_decreasing(variant):
+  _, _, losses = trained(variant)
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
+
+
+@functools.lru_cache(maxsize=None)
+def stepper(method):
+  """Jitted (initial state, one decoder step) of a method's network, for the hand loops."""
+  initial = jax.jit(lambda params, z: method._apply(params, z, 1, method=TextAutoencoder.initial_state))
+  step = jax.jit(lambda params, h, token, z: method._apply(params, h, token, z,
+                                                           method=TextAutoencoder.decode_step))
+  return initial, step
+
+
+def _hand_nll(method, params, z_1xC, words):
+  """-log p(words eos | z), one decoder step at a time."""
+  initial, step = stepper(method)
+  h = initial(params, z_1xC)
+  previous, total = BOS_ID, 0.0
+  for target in list(words) + [EOS_ID]:
+    h, logits = step(params, h, jnp.array([previous]), z_1xC)
+    total -= float(jax.nn.log_softmax(logits[0])[target])
+    previous = target
+  return total
+
+
+@pytest.mark.parametrize('variant', ['binary', 'lm'])
+def test_score_matches_a_hand_loop(variant):
+  method, state, _ = trained(variant)
+  params, batch = state['params'], make_batch(mask=(1, 1, 1, 0))
+  scores = jax.jit(method.score)(params, batch, jax.random.key(0))
+  np.testing.assert_array_equal(scores['tokens'], [6, 4, 7, 0])  # n + 1, eos included; 0 off the mask
+  if variant == 'lm':
+    assert set(scores) == {'nll', 'kl', 'tokens'}
+    expected = [_hand_nll(method, params, None, batch['tokens'][b, :LENGTHS[b]]) for b in range(3)]
+    np.testing.assert_allclose(scores['nll'][:3], expected, rtol=1e-4)
+    return
+  assert set(scores) == {'nll', 'nll_mean', 'nll_greedy', 'kl', 'tokens'}
+  logits = method._heads(params, batch)[0]
+  for key, z in (('nll_greedy', (logits > 0).astype(jnp.float32)), ('nll_mean', jax.nn.sigmoid(logits))):
+    expected = [_hand_nll(method, params, z[b:b + 1], batch['tokens'][b, :LENGTHS[b]]) for b in range(3)]
+    np.testing.assert_allclose(scores[key][:3], expected, rtol=1e-4)
+    assert scores[key][3] == 0
+  np.testing.assert_array_equal(scores['kl'], 0)  # no prior in the plain binary autoencoder
+
+
+def test_greedy_decoding_equals_stepwise_argmax():
+  method, state, _ = trained('binary')
+  params = state['params']
+  bits = method.encode(params, make_batch())
+  decoded = np.asarray(method.decode(params, bits, max_len=8))
+  assert decoded.shape == (B, 8)
+  for b in range(B):
+    z = jnp.asarray(bits[b:b + 1], jnp.float32)
+    initial, step = stepper(method)
+    h = initial(params, z)
+    token, row = BOS_ID, []
+    for _ in range(8):
+      h, logits = step(params, h, jnp.array([token]), z)
+      logits = np.array(logits[0])
+      logits[[PAD_ID, BOS_ID]] = -np.inf
+      token = int(np.argmax(logits))
+      if token == EOS_ID:
+        break
+      row.append(token)
+    np.testing.assert_array_equal(decoded[b], row + [PAD_ID] * (8 - len(row)))
+  sampled = np.asarray(method.decode(params, bits, jax.random.key(3)))
+  assert sampled.shape == (B, INFO.max_len + 1) and not np.isin(sampled, [BOS_ID, EOS_ID]).any()
+
+
+def test_codes_features_and_padding_invariance():
+  method, state, _ = trained('binary')
+  params = state['params']
+  assert (method.emits, method.num_bits, method.code_length, method.num_values) == ('bits', 6, 6, 2)
+  narrow, wide = make_batch(L), make_batch(L + 5)
+  encode = jax.jit(method.encode)
+  features = jax.jit(method.features, static_argnums=2)
+  bits = encode(params, narrow)
+  assert bits.dtype == jnp.int8 and bits.shape == (B, 6) and set(np.unique(bits)) <= {0, 1}
+  np.testing.assert_array_equal(encode(params, wide), bits)  # padding never changes a code
+  probabilities = features(params, narrow, None)
+  np.testing.assert_allclose(features(params, wide, None), probabilities, rtol=1e-6)
+  np.testing.assert_array_equal(features(params, narrow, 'zeros_ones'), bits)
+  np.testing.assert_allclose(jax.nn.sigmoid(features(params, narrow, 'logits')), probabilities, rtol=1e-6)
+  sampled = encode(params, narrow, jax.random.key(0))
+  assert sampled.dtype == jnp.int8 and sampled.shape == (B, 6)
+  assert method.perplexities() == {'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus'),
+                                   'perplexity_greedy': ('nll_greedy', 'corpus')}
+
+
+def test_dense_variants_and_the_lm():
+  gaussian, state, _ = trained('gaussian_vae')
+  assert gaussian.emits == 'dense' and set(gaussian.perplexities()) == {'perplexity', 'perplexity_mean'}
+  mu = gaussian.encode(state['params'], make_batch())
+  assert mu.dtype == jnp.float32 and mu.shape == (B, 6)
+  np.testing.assert_allclose(gaussian.features(state['params'], make_batch()), mu)
+  assert build(variant='bottleneck').emits == 'dense'
+  assert set(build(variant='bottleneck').perplexities()) == {'perplexity'}
+  lm, lm_state, _ = trained('lm')
+  assert lm.emits is None and lm.perplexities() == {'perplexity': ('nll', 'corpus')}
+  assert lm.decode(lm_state['params'], batch_size=3).shape == (3, INFO.max_len + 1)
+
+
+def test_kl_annealing_is_linear_from_kl_start():
+  method = build(variant='gaussian_vae', kl_anneal_sentences=1000)
+  weights = [float(method._kl_weight(jnp.float32(n))) for n in (0, 490, 5000)]
+  np.testing.assert_allclose(weights, [0.01, 0.5, 1.0], rtol=1e-6)
+  assert float(build(variant='gaussian_vae', kl_anneal_sentences=0)._kl_weight(jnp.float32(0))) == 1.0
+
+
+def test_variants_set_code_kl_and_word_dropout():
+  mc = sentence_ae.default_model_config('sentence_ae', 'gumbel_vae_wd')
+  assert (mc.code, mc.kl, mc.word_dropout, mc.latent_size, mc.hidden_size) == ('gumbel', True, 0.5, 50, 512)
+  assert sentence_ae.default_model_config('sentence_ae', 'binary').word_dropout == 0.0
+  with pytest.raises(ValueError, match='variant'):
+    sentence_ae.default_model_config('sentence_ae', 'ternary')
+
+
+@pytest.mark.parametrize('field,value', [
+    ('latent_size', 0), ('embed_size', 0), ('hidden_size', -1), ('word_dropout', 1.0), ('word_dropout', -0.1),
+    ('dropout', 1.0), ('temperature', 0.0), ('temperature', -1.0), ('code', 'ternary'), ('learning_rate', 0.0),
+    ('kl_start', 2.0), ('kl_anneal_sentences', -1), ('clip', -1.0), ('probe_features', 'bits')])
+def test_bad_settings_name_the_field(field, value):
+  mc = tiny()
+  mc[field] = value
+  with pytest.raises(ValueError, match=f'model.{field}'):
+    SentenceAE(mc, 0, INFO)
+
+
+def test_bad_combinations_and_data():
+  with pytest.raises(ValueError, match='model.kl'):
+    SentenceAE(tiny(variant='bottleneck', kl=True), 0, INFO)
+  with pytest.raises(ValueError, match='model.hidden_size'):
+    LM(tiny('lm', hidden_size=0), 0, INFO)
+  with pytest.raises(ValueError, match='token_vocab_size'):
+    SentenceAE(tiny(), 50, DataInfo(vocab_size=50))

@@ -1,0 +1,239 @@
+"""Binary concrete, Beta KL, spike-and-slab and IMQ-MMD against closed forms, scipy and NumPy twins;
+the sparse sentence VAEs (HSVAE, MAT-VAE, GaussVAE) train, encode and reject bad settings."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from dtr.latent import bernoulli, mmd, spike_slab
+from dtr.methods import sparse_vae
+from dtr.methods.base import DataInfo
+
+
+# ------------------------------------------------------------------------------ straight-through layers
+def test_straight_through_passes_the_probability_gradient_exactly():
+  probs = jnp.array([0.1, 0.5, 0.8, 0.97])
+  weights = jnp.array([1.0, -2.0, 3.0, 0.5])
+  hard = jnp.array([0.0, 1.0, 1.0, 0.0])
+  value, grad = jax.value_and_grad(lambda p: jnp.sum(weights * bernoulli.straight_through(hard, p)))(probs)
+  assert value == pytest.approx(float(jnp.sum(weights * hard)))
+  np.testing.assert_array_equal(grad, weights)  # d z / d p = 1: the identity, exactly
+
+
+def test_sample_straight_through_gradient_is_the_sigmoid_derivative():
+  logits = jnp.linspace(-3.0, 3.0, 7)
+  weights = jnp.arange(1.0, 8.0)
+  f = lambda l: jnp.sum(weights * bernoulli.sample_straight_through(l, jax.random.key(0)))
+  p = jax.nn.sigmoid(logits)
+  np.testing.assert_allclose(jax.grad(f)(logits), weights * p * (1 - p), rtol=1e-6)
+  z = bernoulli.sample_straight_through(logits, jax.random.key(0))
+  assert set(np.unique(z)) <= {0.0, 1.0}
+
+
+def test_binary_concrete_closed_form_and_hard_gradient():
+  logits, noise, tau = jnp.array([-1.0, 0.3, 2.0]), jnp.array([0.5, -2.0, 0.1]), 0.7
+  soft = 1 / (1 + np.exp(-(np.asarray(logits) + np.asarray(noise)) / tau))
+  np.testing.assert_allclose(bernoulli.binary_concrete(logits, noise, tau), soft, rtol=1e-6)
+  key = jax.random.key(3)
+  s = bernoulli.sample_binary_concrete(logits, key, tau)
+  hard = bernoulli.sample_hard_concrete(logits, key, tau)
+  np.testing.assert_array_equal(hard, (np.asarray(s) > 0.5).astype(np.float32))
+  grad = jax.grad(lambda l: jnp.sum(bernoulli.sample_hard_concrete(l, key, tau)))(logits)
+  np.testing.assert_allclose(grad, np.asarray(s) * (1 - np.asarray(s)) / tau, rtol=1e-5)
+
+
+def test_hard_concrete_is_an_exact_bernoulli_and_noise_is_logistic():
+  logits = jnp.full((200_000,), 0.8)
+  for tau in (0.3, 2.0):  # the temperature never changes the hard sample's law
+    frequency = float(jnp.mean(bernoulli.sample_hard_concrete(logits, jax.random.key(1), tau)))
+    assert frequency == pytest.approx(1 / (1 + np.exp(-0.8)), abs=4e-3)
+  noise = np.asarray(bernoulli.logistic_noise(jax.random.key(2), (20_000,)))
+  assert np.isfinite(noise).all()
+  assert stats.kstest(noise, stats.logistic.cdf).pvalue > 1e-3
+
+
+# ----------------------------------------------------------------------------------- Beta, spike-and-slab
+@pytest.mark.parametrize('a1,b1,a2,b2', [(2.0, 3.0, 30.0, 10.0), (0.7, 0.4, 1.0, 1.0), (5.0, 1.5, 2.0, 8.0)])
+def test_kl_beta_matches_numerical_integral(a1, b1, a2, b2):
+  q, p = stats.beta(a1, b1), stats.beta(a2, b2)
+  expected, _ = integrate.quad(lambda g: q.pdf(g) * (q.logpdf(g) - p.logpdf(g)), 0, 1, limit=200)
+  assert float(spike_slab.kl_beta(a1, b1, a2, b2)) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+  assert float(spike_slab.beta_mean(a1, b1)) == pytest.approx(q.mean(), rel=1e-6)
+
+
+def test_beta_samples_are_reparameterised_in_alpha_and_beta():
+  a, b = 2.0, 5.0
+  n = 20_000
+
+  def mean_sample(params):
+    return jnp.mean(spike_slab.sample_beta(jax.random.key(0), jnp.full(n, params[0]), jnp.full(n, params[1])))
+
+  grad = jax.jit(jax.grad(mean_sample))(jnp.array([a, b]))
+  # d E[gamma] / d(a, b) = (b, -a) / (a + b)^2
+  np.testing.assert_allclose(grad, np.array([b, -a]) / (a + b) ** 2, rtol=0.05)
+
+
+def test_spike_slab_log_density_matches_scipy():
+  rng = np.random.default_rng(0)
+  z, gamma = rng.normal(size=50), rng.uniform(0.05, 0.95, 50)
+  mu, sigma = rng.normal(size=50), rng.uniform(0.3, 2.0, 50)
+  expected = np.log(gamma * stats.norm.pdf(z, 0, 0.05) + (1 - gamma) * stats.norm.pdf(z, mu, sigma))
+  got = spike_slab.log_density(*(jnp.asarray(v, jnp.float32) for v in (z, gamma, mu, sigma)), eps=0.0)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_spike_slab_samples_have_the_mixture_moments():
+  n, gamma, mu, sigma = 200_000, 0.3, 1.5, 0.5
+  z, c = spike_slab.sample(jax.random.key(5), jnp.full(n, gamma), jnp.full(n, mu), jnp.full(n, sigma), 0.5)
+  assert float(jnp.mean(c)) == pytest.approx(gamma, abs=5e-3)
+  assert float(jnp.mean(z)) == pytest.approx(float(spike_slab.mean(gamma, mu)), abs=1e-2)
+  variance = gamma * 0.05**2 + (1 - gamma) * (sigma**2 + mu**2) - ((1 - gamma) * mu) ** 2
+  assert float(jnp.var(z)) == pytest.approx(variance, rel=2e-2)
+  prior = spike_slab.sample_prior(jax.random.key(6), (n,), 0.8)
+  expected = 0.8 + 0.2 * (2 * stats.norm.cdf(0.2) - 1)  # the whole spike, the slab's mass in (-0.2, 0.2)
+  assert float(jnp.mean(jnp.abs(prior) < 0.2)) == pytest.approx(expected, abs=5e-3)
+
+
+# ----------------------------------------------------------------------------------------------------- MMD
+def numpy_mmd(x, y, wx, wy, scales=mmd.IMQ_SCALES):
+  def k(a, b):
+    return sum(np.sum(2 * c / (2 * c + (a - b) ** 2)) for c in scales)
+  n, m = len(x), len(y)
+  num = den = 0.0
+  for i in range(n):
+    for j in range(n):
+      if i != j:
+        num, den = num + wx[i] * wx[j] * k(x[i], x[j]), den + wx[i] * wx[j]
+  xx = num / den
+  num = den = 0.0
+  for i in range(m):
+    for j in range(m):
+      if i != j:
+        num, den = num + wy[i] * wy[j] * k(y[i], y[j]), den + wy[i] * wy[j]
+  yy = num / den
+  xy = sum(wx[i] * wy[j] * k(x[i], y[j]) for i in range(n) for j in range(m)) / (np.sum(wx) * np.sum(wy))
+  return xx + yy - 2 * xy
+
+
+def test_mmd_matches_numpy_twin():
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(6, 4)), rng.normal(1.0, 2.0, size=(5, 4))
+  ones_x, ones_y = np.ones(6), np.ones(5)
+  wx = np.array([1, 1, 0, 1, 1, 0], np.float32)
+  estimate = jax.jit(mmd.mmd_imq)
+  xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+  assert float(estimate(xj, yj)) == pytest.approx(numpy_mmd(x, y, ones_x, ones_y), rel=1e-5)
+  weighted = float(estimate(xj, yj, jnp.asarray(wx)))
+  assert weighted == pytest.approx(numpy_mmd(x, y, wx, ones_y), rel=1e-5)
+  assert weighted == pytest.approx(float(estimate(xj[wx > 0], yj)), rel=1e-5)  # weight 0 = left out
+
+
+# ------------------------------------------------------------------------------------------- the methods
+V, B, L = 16, 4, 7
+
+
+def tiny(name, **overrides):
+  mc = sparse_vae.default_model_config(name)
+  mc.update({'embed_size': 8, 'hidden_size': 12, 'latent_size': 5, 'learning_rate': 1e-2, **overrides})
+  return mc
+
+
+CLASSES = {'hsvae': sparse_vae.HSVAE, 'mat_vae': sparse_vae.MATVAE, 'gauss_vae': sparse_vae.GaussVAE}
+INFO = DataInfo(token_vocab_size=V, max_len=L - 1)
+
+
+def make_batch():
+  rng = np.random.default_rng(0)
+  lengths = np.array([5, 3, 6, 2], np.int32)
+  tokens = np.zeros((B, L), np.int32)
+  for b, n in enumerate(lengths):
+    tokens[b, :n] = rng.integers(4, V, n)
+  return {'tokens': tokens, 'lengths': lengths, 'mask': np.ones(B, np.float32)}
+
+
+@functools.lru_cache(maxsize=None)
+def trained(name):
+  """(method, jitted train step, state after 30 steps on one repeated batch, losses, reconstructions)."""
+  overrides = {'l1_mu': 0.01, 'l2_sigma': 0.01} if name == 'gauss_vae' else {}
+  method = CLASSES[name](tiny(name, **overrides), 0, INFO)
+  batch = make_batch()
+  state = method.init(jax.random.key(0), batch)
+  step = jax.jit(method.train_step)
+  losses, reconstructions = [], []
+  for i in range(30):
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics['loss']))
+    reconstructions.append(float(metrics['reconstruction']))
+  return method, step, state, metrics, losses, reconstructions
+
+
+@pytest.mark.parametrize('name', ['hsvae', 'mat_vae', 'gauss_vae'])
+def test_loss_finite_and_decreasing(name):
+  method, _, state, metrics, losses, reconstructions = trained(name)
+  assert method.reads == 'tokens' and method.emits == 'dense' and method.code_length == 5
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < np.mean(losses[:3])  # MAT-VAE's MMD of 4 samples is noisy
+  assert np.mean(reconstructions[-5:]) < 0.8 * np.mean(reconstructions[:3])
+  if name == 'hsvae':
+    assert float(metrics['nan_gamma']) == 0.0
+
+
+@pytest.mark.parametrize('name', ['hsvae', 'mat_vae'])
+def test_scores_codes_and_decoding(name):
+  method, _, state, _, _, _ = trained(name)
+  params, batch = state['params'], make_batch()
+
+  @jax.jit
+  def evaluate(params):  # one compile for everything the evaluators call
+    return (method.score(params, batch, jax.random.key(0)), method.encode(params, batch),
+            method.encode(params, batch, jax.random.key(1)), method.features(params, batch))
+
+  scores, mean, sample, features = evaluate(params)
+  assert set(scores) == {'nll', 'nll_mean', 'kl', 'tokens'}
+  np.testing.assert_array_equal(scores['tokens'], batch['lengths'] + 1)
+  assert np.all(np.asarray(scores['nll']) > 0) and np.all(np.isfinite(scores['kl']))
+  assert method.perplexities() == {'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus')}
+  assert mean.shape == sample.shape == (B, 5) and not np.allclose(mean, sample)
+  np.testing.assert_allclose(features, mean, rtol=1e-6)
+  assert method.decode(params, mean).shape == (B, L)
+
+
+def test_hsvae_mean_representation_uses_the_beta_mean():
+  method, _, state, _, _, _ = trained('hsvae')
+  params, batch = state['params'], make_batch()
+  mu, _, a_raw, b_raw = method._heads(params, batch)
+  a, b = jax.nn.softplus(a_raw) + 1e-5, jax.nn.softplus(b_raw) + 1e-5
+  np.testing.assert_allclose(method.encode(params, batch), (1 - a / (a + b)) * mu, rtol=1e-5, atol=1e-6)
+  mu_method = sparse_vae.HSVAE(tiny('hsvae', probe_features='mu'), 0, INFO)
+  np.testing.assert_allclose(mu_method.features(params, batch), mu, rtol=1e-6)
+
+
+def test_hsvae_reports_a_failed_beta_sample():
+  _, step, state, _, _, _ = trained('hsvae')
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, a: a * jnp.nan if 'heads_2' in jax.tree_util.keystr(path) else a, state['params'])
+  _, metrics = step({**state, 'params': params}, make_batch(), jax.random.key(0))
+  assert float(metrics['nan_gamma']) == 1.0
+  assert not np.isfinite(float(metrics['loss']))
+
+
+@pytest.mark.parametrize('name,field,value', [
+    ('hsvae', 'prior_alpha', 0.0), ('hsvae', 'prior_beta', -1.0), ('hsvae', 'temperature', 0.0),
+    ('hsvae', 'word_dropout', 1.0), ('hsvae', 'latent_size', 0), ('hsvae', 'hidden_size', 0),
+    ('hsvae', 'gamma_kl_weight', -0.1), ('hsvae', 'probe_features', 'sample'),
+    ('mat_vae', 'prior_gamma', 1.0), ('mat_vae', 'mmd_scales', (0.1, -1.0)), ('mat_vae', 'dropout', -0.1),
+    ('gauss_vae', 'l1_mu', -1.0), ('gauss_vae', 'embed_size', 0), ('gauss_vae', 'learning_rate', 0.0)])
+def test_bad_settings_name_the_field(name, field, value):
+  mc = tiny(name)
+  mc[field] = value
+  with pytest.raises(ValueError, match=f'model.{field}'):
+    CLASSES[name](mc, 0, INFO)
+
+
+def test_needs_a_token_vocabulary():
+  with pytest.raises(ValueError, match='token_vocab_size'):
+    sparse_vae.HSVAE(tiny('hsvae'), 100, DataInfo(vocab_size=100))
