@@ -69,3 +69,39 @@ def ema_update(ema: dict, h_BxMxD: jax.Array, idx_BxM: jax.Array, weight_B: jax.
   total_Mx1 = jnp.sum(count_MxK, axis=1, keepdims=True)
   smoothed_MxK = (count_MxK + epsilon) / (total_Mx1 + num_codes * epsilon) * total_Mx1
   return {'count': count_MxK, 'sum': sum_MxKxD}, sum_MxKxD / smoothed_MxK[..., None]
+
+
+# --- any leading shape ([B, M, D] per document, [B, L, M, D] per token): the discrete VAEs of Jin et al. 2020
+def squared_distances(h_xMxD: jax.Array, codebook_MxKxD: jax.Array) -> jax.Array:
+  """[..., M, K]: ||h_i - e_ik||^2 as ||h||^2 - 2 h.e + ||e||^2 (no [.., M, K, D] difference tensor)."""
+  cross_xMxK = jnp.einsum('...md,mkd->...mk', h_xMxD, codebook_MxKxD)
+  return (jnp.sum(jnp.square(h_xMxD), axis=-1, keepdims=True) - 2 * cross_xMxK
+          + jnp.sum(jnp.square(codebook_MxKxD), axis=-1))
+
+
+def lookup(codebook_MxKxD: jax.Array, idx_xM: jax.Array) -> jax.Array:
+  """[..., M, D]: e_{i, k_i} for every slot i."""
+  return jax.vmap(lambda book_KxD, idx: book_KxD[idx], in_axes=(0, -1), out_axes=-2)(codebook_MxKxD, idx_xM)
+
+
+def weighted_lookup(weights_xMxK: jax.Array, codebook_MxKxD: jax.Array) -> jax.Array:
+  """[..., M, D]: sum_k w_ik e_ik (one-hot weights pick entries; softmax weights mix them)."""
+  return jnp.einsum('...mk,mkd->...md', weights_xMxK, codebook_MxKxD)
+
+
+def quantise(h_xMxD: jax.Array, codebook_MxKxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`nearest` for any leading shape: (indices int32 [..., M], quantised vectors [..., M, D])."""
+  idx_xM = jnp.argmin(squared_distances(h_xMxD, codebook_MxKxD), axis=-1).astype(jnp.int32)
+  return idx_xM, lookup(codebook_MxKxD, idx_xM)
+
+
+def ema_update_masked(ema: dict, h_xMxD: jax.Array, idx_xM: jax.Array, weight_x: jax.Array, decay: float,
+                      epsilon: float) -> tuple[dict, jax.Array]:
+  """`ema_update` over vectors with any leading shape, each weighted by `weight_x` (that leading shape).
+
+  For latents per token, weight_BxL = document mask x (position < length), so padding positions never move
+  the code books: n_ik and s_ik of the module docstring sum over the real positions only.
+  """
+  m, d = h_xMxD.shape[-2:]
+  weight_N = weight_x.reshape(-1).astype(h_xMxD.dtype)
+  return ema_update(ema, h_xMxD.reshape(-1, m, d), idx_xM.reshape(-1, m), weight_N, decay, epsilon)

@@ -1,0 +1,56 @@
+r"""Discrete VAEs for low-resource text classification (Jin, Wiseman, Stratos & Livescu, ACL 2020): Hard EM,
+categorical VAE and VQ-VAE over a one-layer Transformer, with global or local latents.
+
+Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora):
+
+  # pretrain (early stopping on validation perplexity)
+  python -m dtr.main --config=configs/discrete_vae.py:method=hard_em,level=global,M=4,K=256,dataset=dbpedia14 --workdir=/tmp/hem
+  python -m dtr.main --config=configs/discrete_vae.py:method=cat_vae,level=local,M=1,K=4096,dataset=dbpedia14 --workdir=/tmp/cat
+  python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,level=global,M=4,K=256,commitment=0.001 --workdir=/tmp/vq
+  # then classify from the frozen codes with 200 labels x 5 subsamples (configs/classify.py)
+  python -m dtr.main --config=configs/classify.py:features=/tmp/hem,labels=200 --workdir=/tmp/hem200
+  python -m dtr.main --config=configs/classify.py:features=/tmp/hem,labels=200,reembed=True --workdir=/tmp/hem200r
+  # tiny: synthetic sentences, seconds (the tests)
+  python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,tiny --workdir=/tmp/vq_tiny
+
+Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, dataset (dbpedia14, yahoo10,
+raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), em_iter, alternating, tiny, runlocal.
+results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
+per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
+symbol-Hamming retrieval (database train, queries test).
+"""
+
+import ml_collections
+
+from dtr import config_utils
+from dtr.configs import common
+from dtr.methods import discrete_vae
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
+                               commitment=-1.0, em_iter=0, alternating=False, tiny=False, runlocal=False)
+  config = common.get_config()
+  config.model = discrete_vae.default_model_config(arg.method, arg.level)
+  config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
+  if arg.commitment >= 0:
+    config.model.commitment = float(arg.commitment)
+  if arg.em_iter:
+    config.model.em_iter = int(arg.em_iter)
+  if arg.alternating:
+    config.model.alternating = True
+  config.data.name = arg.dataset
+  config.data.max_len = 400
+  evals = ['perplexity', 'codebook'] + (['precision@100'] if arg.level == 'global' else [])
+  common.set_evals(config, evals, 'perplexity', 'min')
+  config.update(batch_size=64, num_epochs=30, patience=3, steps_per_call=16, eval_batch_size=256,
+                tensorboard=False)
+  if arg.tiny:
+    common.tiny_synthetic(config, vocab_size=60, doc_length=12, num_train=256, num_valid=64, num_test=64)
+    config.update(batch_size=32, num_epochs=3, patience=100, eval_batch_size=64)
+    config.model.update(num_values=min(int(arg.K), 16), model_dim=16, ff_dim=32, num_heads=2, noam=False)
+    evals = ['perplexity', 'codebook'] + (['precision@10'] if arg.level == 'global' else [])
+    common.set_evals(config, evals, 'perplexity', 'min')
+  if arg.runlocal:
+    config.num_epochs = 1
+  return config

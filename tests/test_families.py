@@ -1,0 +1,35 @@
+"""Every family's tiny config trains through the one loop and writes its contract keys to results.json."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dtr import config_utils, train
+
+CASES = [
+    ('bow_vae', 'tiny', ['test/perp_0', 'test/perp_f', 'test/perp_is', 'test/perplexity']),
+    ('bow_vae', 'nvdm,tiny', ['test/perp_0', 'test/perp_f', 'test/perp_is', 'test/perplexity']),
+    ('sentence_ae', 'method=binary_ae,tiny', ['test/perplexity', 'test/perplexity_mean', 'test/perplexity_greedy',
+                                             'test/nll', 'test/kl']),
+    ('sentence_ae', 'method=lm,tiny', ['test/perplexity', 'test/nll']),
+    ('sentence_ae', 'method=hsvae,tiny', ['test/perplexity', 'test/nll', 'test/kl', 'test/hoyer_sample',
+                                         'test/hoyer_mean']),
+    ('discrete_vae', 'method=vq_vae,tiny', ['test/perplexity', 'test/codes_used', 'test/code_perplexity',
+                                           'test/precision@10']),
+    ('discrete_vae', 'method=hard_em,level=local,M=2,tiny', ['test/perplexity', 'test/codes_used']),
+]
+
+
+@pytest.mark.parametrize('name,arg,keys', CASES, ids=[f'{n}:{a}' for n, a, _ in CASES])
+def test_tiny_config_writes_its_keys(name, arg, keys, tmp_path):
+  config = config_utils.load_config_module(name).get_config(arg)
+  config.num_epochs = 2
+  results = train.train_and_evaluate(config, str(tmp_path))
+  on_disk = json.loads((tmp_path / 'results.json').read_text())
+  for key in keys:
+    assert np.isfinite(on_disk[key]) and on_disk[key] == pytest.approx(results[key]), key
+  for key in keys:
+    if 'perp' in key:
+      assert 1 < results[key] < 1e4, (key, results[key])
+  assert len(results['train_loss_history']) == 2 and np.all(np.isfinite(results['train_loss_history']))
