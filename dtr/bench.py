@@ -196,7 +196,16 @@ def _set(config, dotted, value):
   config_utils.set_dotted(config, dotted, value if isinstance(current, str) else type(current)(json.loads(value)))
 
 
+# Family benchmarks and study tables: python -m dtr.bench NAME ... runs dtr.benches.NAME.main(argv).
+FAMILY_BENCHES = ('bow', 'sentences', 'classification', 'startup', 'tokens')
+
+
 def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv and argv[0] in FAMILY_BENCHES:
+    import importlib  # pylint: disable=g-import-not-at-top
+    importlib.import_module(f'dtr.benches.{argv[0]}').main(argv[1:])
+    return
   parser = argparse.ArgumentParser(prog='python -m dtr.bench')
   sub = parser.add_subparsers(dest='cmd', required=True)
   sp = sub.add_parser('speed')
