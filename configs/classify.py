@@ -13,7 +13,9 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
 
 Arguments: method (cbow; probe when `features` is given), dataset, labels (200, 500, 2500 or all: N random
 labelled training examples per subsample, `data.labels`), seeds (subsamples, `data.label_seeds`, 5),
-features (a pretraining workdir), reembed, hidden (probe MLP widths, e.g. 32-32), tiny, runlocal.
+features (a pretraining workdir), reembed, kind (features, codes or samples: the mean of `samples` sampled
+codes), overrides (fields of the pretrained model's config, ';'-separated, e.g. probe_features=zeros_ones),
+hidden (probe MLP widths, e.g. 32-32), activation (relu, leaky_relu, tanh), tiny, runlocal.
 results.json: `test/accuracy` (mean over the subsamples, %) and `test/accuracy_std`; early stopping on each
 member's validation accuracy (the corpus' valid split).
 
@@ -32,7 +34,8 @@ BUDGETS = {'200': (8, 10, 100), '500': (16, 10, 100), '2500': (32, 5, 60), 'all'
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='cbow', dataset='dbpedia14', labels='200', seeds=5, features='',
-                               reembed=False, hidden='', tiny=False, runlocal=False)
+                               reembed=False, kind='', samples=5, overrides='', hidden='', activation='',
+                               tiny=False, runlocal=False)
   from dtr import methods  # pylint: disable=g-import-not-at-top
   config = common.get_config()
   common.set_evals(config, ['accuracy'], 'accuracy')
@@ -42,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.reembed = bool(arg.reembed)
     config.data.name = 'features'
     config.data.path = arg.features
-    config.data.feature_kind = 'codes' if arg.reembed else 'features'
+    config.data.feature_kind = arg.kind or ('codes' if arg.reembed else 'features')
+    config.data.feature_samples = int(arg.samples)
+    config.data.feature_overrides = arg.overrides.replace(';', ',')
   else:
     if arg.method != 'cbow':
       raise ValueError(f'method={arg.method!r}: configs/classify.py trains cbow, or a probe with features=WORKDIR '
@@ -51,6 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = arg.dataset
   if arg.hidden:
     config.model.hidden = tuple(int(h) for h in arg.hidden.split('-'))
+  if arg.activation:
+    config.model.activation = arg.activation
   budget = arg.labels if arg.labels == 'all' else str(int(arg.labels))
   batch, patience, epochs = BUDGETS.get(budget, (32, 5, 60))
   config.update(batch_size=batch, patience=patience, num_epochs=epochs)

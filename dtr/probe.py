@@ -11,6 +11,11 @@ computes once, with dropout off, every split's features:
   data.feature_kind='codes'     `method.encode(params, batch)`: the discrete codes themselves (symbols
                                 int32 [N, M] or [N, L, M] with -1 padding, bits int8 [N, m]), for a probe
                                 that re-embeds them (`model.reembed`)
+  data.feature_kind='samples'   the mean of `data.feature_samples` sampled codes, `method.encode(params, batch,
+                                rng)` (Monte-Carlo features of a stochastic encoder, e.g. HSVAE's 5 samples)
+
+`data.feature_overrides` ('field=value,...') changes fields of the pretrained model's config before its
+features are computed, e.g. 'probe_features=zeros_ones' for a binary autoencoder's 0/1 codes.
 
 The classifier (`dtr.methods.probe`) then trains through the one loop like any method: the label budget's
 subsamples (`data.labels`, `data.label_seeds`) are members of one compiled program, each early-stopped on
@@ -64,6 +69,25 @@ class FeatureCorpus:
   token_vocab: object = None
 
 
+def _with_overrides(model, overrides: str):
+  """The model with `field=value,...` applied to its `model` config (values parsed as JSON, else strings)."""
+  import dataclasses as dc  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from dtr import methods  # pylint: disable=g-import-not-at-top
+  config = model.config.copy_and_resolve_references()
+  for item in filter(None, overrides.split(',')):
+    key, _, value = item.partition('=')
+    if key not in config.model:
+      raise ValueError(f'data.feature_overrides: the pretrained model has no field {key!r}; its fields: '
+                       f'{sorted(config.model.keys())}.')
+    try:
+      config.model[key] = json.loads(value)
+    except json.JSONDecodeError:
+      config.model[key] = value
+  method = methods.get_method(config.model, model.method.data)
+  return dc.replace(model, config=config, method=method)
+
+
 def load_features(data_config) -> FeatureCorpus:
   """Features of every split of the workdir `data_config.path` (see the module docstring)."""
   from dtr import encode  # pylint: disable=g-import-not-at-top
@@ -74,10 +98,13 @@ def load_features(data_config) -> FeatureCorpus:
     raise ValueError('the probe reads the features of a finished workdir: set data.path (configs/classify.py:'
                      'features=WORKDIR).')
   kind = data_config.get('feature_kind', 'features')
-  if kind not in ('features', 'codes'):
-    raise ValueError(f"data.feature_kind={kind!r}: use 'features' (method.features) or 'codes' (the codes, "
-                     'for a re-embedding probe).')
+  if kind not in ('features', 'codes', 'samples'):
+    raise ValueError(f"data.feature_kind={kind!r}: use 'features' (method.features), 'codes' (the codes, for a "
+                     "re-embedding probe) or 'samples' (the mean of sampled codes).")
   model = encode.load_model(workdir)
+  overrides = data_config.get('feature_overrides', '')
+  if overrides:
+    model = _with_overrides(model, overrides)
   method = model.method
   if kind == 'features' and not hasattr(method, 'features'):
     raise ValueError(f'{workdir}: method {model.config.model.name!r} has no features function; use '
@@ -88,9 +115,17 @@ def load_features(data_config) -> FeatureCorpus:
   params = jax.tree.map(lambda x: x[None], model.params)
   out = evaluators.Outputs(method, params, dict(corpus.splits), model.mesh,
                            model.config.get('eval_batch_size', 1024))
+  samples = int(data_config.get('feature_samples', 5))
   splits = {}
   for name, split in corpus.splits.items():
-    values = out.features(name)[0] if kind == 'features' else out.codes(name)[0]
+    if kind == 'features':
+      values = out.features(name)[0]
+    elif kind == 'codes':
+      values = out.codes(name)[0]
+    else:
+      values = np.mean([evaluators.Outputs(method, params, dict(corpus.splits), model.mesh,
+                                           model.config.get('eval_batch_size', 1024), seed=s).codes(name, True)[0]
+                        for s in range(samples)], axis=0).astype(np.float32)
     splits[name] = FeatureSplit(np.asarray(values), split.labels, split.doc_ids)
   return FeatureCorpus(name=f'{corpus.name}:{kind}:{model.config.model.name}', splits=splits,
                        label_names=list(corpus.label_names), synthetic=corpus.synthetic, source=workdir,

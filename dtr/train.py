@@ -160,6 +160,8 @@ def check_inputs(method, data) -> None:
   if method.reads == 'bow' and 'counts' in method.batch_fields and data.splits['train'].counts is None:
     raise ValueError(f'method {method.config.name!r} reads term counts, but {data.name} has none (e.g. a .mat '
                      'hashing set); use the .npz hashing sets, 20news_clean, raw text or a csv.')
+  if hasattr(method, 'check_data'):  # a method's own checks of the corpus (e.g. integer counts)
+    method.check_data(data)
 
 
 # ------------------------------------------------------------------------------------------------ the run
