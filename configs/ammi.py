@@ -9,6 +9,9 @@ Runs (from the repository root):
   # tiny: the synthetic corpus, a few epochs; seconds on a laptop (used by the tests)
   python -m dtr.main --config=configs/ammi.py:tiny --workdir=/tmp/tiny
   # any field: --config.model.entropy_weight=2.5 --config.batch_size=64 --config.seed=1
+  # your own corpus: a CSV (text and label columns; headerless files: --config.data.csv_header=False and column
+  # numbers) or a folder of .txt files (label = subfolder), with generic settings
+  python -m dtr.main --config=configs/ammi.py:dataset=csv,path=my.csv,text=text,label=label,bits=32 --workdir=/tmp/mine
 
   # random search: 100 settings of one cell in one compiled program, best member on validation
   python -m dtr.main --config=configs/ammi.py:dataset=ng20,bits=16,population=100 --workdir=/tmp/ng16_search
@@ -26,7 +29,9 @@ exact brute-force entropy instead of the adversarial prior; bits <= 16), views (
 cross entropy to a view of the document with words dropped at rate d, see dtr.methods.ammi; a population
 then also searches d), population (number of settings
 trained at once; `population_search` says what they draw), search (full: every member to its own early
-stop; halving: successive halving with a 1000-query validation, see dtr.population).
+stop; halving: successive halving with a 1000-query validation, see dtr.population), path, text, label (your
+own corpus: data.path, data.text_column, data.label_column; 'none' for an unlabelled corpus). A dataset/bits
+without a tuned cell gets GENERIC settings; the run prints which settings it uses.
 """
 
 import ml_collections
@@ -52,6 +57,10 @@ TUNED = {
                 128: (24, 1, 16, 0.03, 0.1, 5, 36782, 2, True, 2.5)},
 }
 
+
+# For a corpus without a tuned cell (the user's own csv or folder): the setting the reference tuned for both
+# ng20/64 and tmc/64, a batch large enough for corpora of any size.
+GENERIC = (20, 0, 128, 0.03, 0.5, 5, 0, 2, False, 3.5)
 
 # Changes to TUNED that dtr found on the shared files, each chosen on validation precision only and
 # measured on test over 3 seeds; how each was found, and what lost: docs/results/ammi.md.
@@ -89,24 +98,39 @@ def common_config() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, dataset='reuters', bits=64, settings='published', tiny=False,
-                               runlocal=False, bmmi=False, population=0, search='full', views=0.0)
+                               runlocal=False, bmmi=False, population=0, search='full', views=0.0, path='',
+                               text='', label='')
   if arg.settings not in ('published', 'dtr'):
     raise ValueError(f'settings={arg.settings!r}: use published (the reference tuning) or dtr (RETUNED).')
   config = common_config()
   config.data.name = arg.dataset
   config.model.bits = arg.bits
   config.model.bmmi = arg.bmmi
-  if arg.dataset in TUNED and arg.bits in TUNED[arg.dataset]:
-    (h, layers, batch, lr, init, clip, seed, g, raw, beta) = TUNED[arg.dataset][arg.bits]
-    config.model.update(prior_hidden=h, prior_layers=layers, learning_rate=lr, init_scale=init, clip=float(clip),
-                        prior_steps=g, prior_raw=raw, entropy_weight=beta)
-    config.update(batch_size=batch, seed=seed)
-    if arg.settings == 'dtr':
-      for dotted, value in RETUNED.get((arg.dataset, arg.bits), {}).items():
-        config_utils.set_dotted(config, dotted, value)
+  if arg.path:
+    config.data.path = arg.path
+  if arg.text:
+    config.data.text_column = arg.text
+  if arg.label:
+    config.data.label_column = '' if arg.label == 'none' else arg.label
+  cell = TUNED.get(arg.dataset, {}).get(arg.bits)
+  tuned_for = arg.dataset
+  if cell is None:  # a corpus of the user's own (csv, folder, ...) or an untuned length
+    cell, tuned_for = GENERIC, ''
+  (h, layers, batch, lr, init, clip, seed, g, raw, beta) = cell
+  config.model.update(prior_hidden=h, prior_layers=layers, learning_rate=lr, init_scale=init, clip=float(clip),
+                      prior_steps=g, prior_raw=raw, entropy_weight=beta)
+  config.update(batch_size=batch, seed=seed)
+  retuned = RETUNED.get((arg.dataset, arg.bits), {}) if arg.settings == 'dtr' else {}
+  for dotted, value in retuned.items():
+    config_utils.set_dotted(config, dotted, value)
+  config.settings = (f'{"dtr" if retuned else "published"} settings of the {arg.dataset}/{arg.bits} cell'
+                     if tuned_for else f'generic settings for a corpus of your own (no tuned {arg.dataset}/'
+                     f'{arg.bits} cell): the reference\'s ng20/64 = tmc/64 setting')
+  config.tuned_for = tuned_for
   if arg.tiny:
     common.tiny_synthetic(config)
     common.set_evals(config, ['precision@10'], 'precision@10')
+    config.settings, config.tuned_for = 'the tiny test settings (synthetic corpus)', 'synthetic'
     config.model.update(bits=16 if arg.bits == 64 else arg.bits, prior_steps=2, learning_rate=0.03,
                         init_scale=0.1, entropy_weight=2.0)
   if arg.views:  # view-consistent AMMI (dtr.methods.ammi): the search also draws the view's dropout rate

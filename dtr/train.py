@@ -86,6 +86,16 @@ def announce_data(data) -> None:
                ' (SYNTHETIC)' if data.synthetic else '')
 
 
+def announce_settings(config, data) -> None:
+  """Says which tuned settings a run uses, and warns when they were tuned for another corpus."""
+  settings, tuned_for = config.get('settings', ''), config.get('tuned_for', '')
+  if settings and jax.process_index() == 0:
+    print(f'Settings: {settings}', flush=True)
+  if tuned_for and tuned_for != data.name and not data.synthetic:
+    logging.warning('These settings were tuned for %s, but the data is %s: for a corpus of your own use the '
+                    'generic settings, e.g. --config=configs/ammi.py:dataset=csv,path=FILE.', tuned_for, data.name)
+
+
 def make_members(config, method, data, subsets) -> tuple[list[members_lib.Member], object]:
   """The stack to train, and the search policy (None unless `config.population`)."""
   size = int(config.get('population', 0) or 0)
@@ -125,6 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   # --- data, method and members
   data = corpus if corpus is not None else load_data(config)
   announce_data(data)
+  announce_settings(config, data)
   cls = methods.method_class(config.model.name)
   subsets = label_budget(config, cls, data)
   train_size = len(subsets[0]) if subsets is not None else ip.num_examples(data.splits['train'])
