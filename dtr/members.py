@@ -100,8 +100,9 @@ def init_states(method, members: list[Member], sample_batch: dict) -> dict:
   """The stacked states [P, ...] of all members (one jitted vmap over seeds and hyperparameters)."""
   seeds = jnp.asarray([m.seed for m in members], jnp.uint32)
   if members[0].hparams is None:
-    if len(members) == 1:
-      return jax.tree.map(lambda x: x[None], init_state(method, members[0].seed, sample_batch))
+    if len(members) == 1:  # one compiled program instead of one per initialiser (the same values, tested)
+      seed = members[0].seed
+      return jax.jit(lambda batch: jax.tree.map(lambda x: x[None], init_state(method, seed, batch)))(sample_batch)
     return jax.jit(jax.vmap(lambda seed: init_state(method, seed, sample_batch)))(seeds)
   hparams = {k: jnp.asarray([m.hparams[k] for m in members], jnp.float32) for k in members[0].hparams}
   return jax.jit(jax.vmap(lambda seed, hp: init_state(method, seed, sample_batch, hp)))(seeds, hparams)
@@ -178,10 +179,17 @@ def put(tree, rows, sub, count: int):
   return jax.tree.map(lambda x, y: x.at[rows].set(y[:count]), tree, sub)
 
 
+@jax.jit
 def where_members(mask, new, old):
-  """Per member: `new` where mask[i], else `old` (pytrees [P, ...])."""
+  """Per member: `new` where mask[i], else `old` (pytrees [P, ...]; one compiled program for all leaves)."""
   mask = jnp.asarray(mask)
   return jax.tree.map(lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+@jax.jit
+def copy(tree):
+  """A copy of a pytree of arrays (one compiled program)."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def num_members(tree) -> int:

@@ -246,7 +246,7 @@ class Run:
     num_docs = ip.num_examples(split)
     states = members_lib.place_state(members_lib.init_states(self.method, self.members, self._sample_batch()),
                                      self.mesh)
-    best_params = jax.tree.map(jnp.copy, states['method']['params'])
+    best_params = members_lib.copy(states['method']['params'])
 
     # --- checkpoint
     ckpt_dir = os.path.join(self.workdir, 'checkpoints')
@@ -328,7 +328,7 @@ class Run:
         if meta['bad_epochs'][i] >= config.patience:
           meta['done'][i], meta['stopped'][i] = True, f'early stop at epoch {epoch}'
       if any(improved):
-        best_params = members_lib.where_members(improved, params, best_params)
+        best_params = members_lib.where_members(np.asarray(improved), params, best_params)
       pruned = self.search.after_epoch(meta, epoch + 1) if self.search is not None else 0
       scalars = self._epoch_scalars(result, active, train_time, k_docs=steps_per_epoch * config.batch_size)
       meta['history'].append({'epoch': epoch, 'train': {k: v for k, v in scalars.items() if k.startswith('train/')},
