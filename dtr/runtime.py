@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
+import time
+
+_IMPORTED = time.time()
 
 _DONE = False
+_COMPILE_SECONDS = [0.0]
+_COMPILE_EVENTS = ('/jax/core/compile/backend_compile_duration', '/jax/core/compile/jaxpr_trace_duration',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration')
 # absl INFO lines that say nothing to a dtr user on every run.
 _NOISE = ('Unable to initialize backend', 'Downloading and preparing dataset', 'Dataset dtr_corpus',
           'Constructing tf.data', 'Reusing dataset', 'Load dataset info from', 'Fields info.',
@@ -48,6 +54,33 @@ def setup() -> None:
     except OSError:
       pass  # an unwritable home: run without the cache
   quiet_logs()
+  try:
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+  except AttributeError:  # an older JAX without monitoring: compile time is reported as 0
+    pass
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+  del kwargs
+  if event in _COMPILE_EVENTS:
+    _COMPILE_SECONDS[0] += duration
+
+
+def compile_seconds() -> float:
+  """Seconds this process spent tracing, lowering and compiling JAX programs (cache hits cost ~0)."""
+  return _COMPILE_SECONDS[0]
+
+
+def process_seconds() -> float:
+  """Seconds since this process started (Linux: /proc; elsewhere since dtr.runtime was imported)."""
+  try:
+    with open('/proc/self/stat') as f:
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, IndexError):
+    return time.time() - _IMPORTED
 
 
 class _Filter(py_logging.Filter):

@@ -126,6 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   """Trains (or fits) `config.model` on `config.data`, keeps the best model on validation, writes codes and
   results; returns the results dict (also written to `workdir/results.json`)."""
   runtime.setup()
+  timings = {'imports_s': runtime.process_seconds(), 'compile_before_s': runtime.compile_seconds()}
   maybe_initialize_distributed(config)
   os.makedirs(workdir, exist_ok=True)
   t_start = time.time()
@@ -134,6 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
 
   # --- data, method and members
   data = corpus if corpus is not None else load_data(config)
+  timings['data_s'] = time.time() - t_start
   announce_data(data)
   announce_settings(config, data)
   cls = methods.method_class(config.model.name)
@@ -156,10 +158,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   logging.info('Mesh: %d devices (%s) over %d processes; %d member%s', jax.device_count(),
                jax.devices()[0].platform, jax.process_count(), len(stack), 's' if len(stack) > 1 else '')
   run = Run(config, workdir, data, method, stack, search, evaluators, select, mesh)
+  t_train = time.time()
   if method.fitted:
     run.fit()
   else:
     run.train()
+  timings['train_s'] = time.time() - t_train
+  run.timings = dict(timings, t_start=t_start)
   return run.finish(time.time() - t_start)
 
 
@@ -430,6 +435,7 @@ class Run:
     results.update(extra)
     results['wall_time_s'] = round(seconds, 1)
 
+
     codes = {}
     if self.method.emits is not None:
       if self.method.reads == 'pairs':
@@ -440,6 +446,11 @@ class Run:
         results['distinct_train_codes'] = int(len(np.unique(codes['train'].reshape(len(codes['train']), -1), axis=0)))
     first = jax.tree.map(lambda x: x[0], params)
     checkpoint.save_params(os.path.join(self.workdir, 'best_params'), first)  # every process: orbax is collective
+    timings = getattr(self, 'timings', None)
+    if timings:  # where the run's time went: before the loop (imports), data, compilation, training, finish
+      timings['finish_s'] = time.time() - timings.pop('t_start') - timings['data_s'] - timings['train_s']
+      timings['compile_s'] = runtime.compile_seconds() - timings.pop('compile_before_s')
+      results['timings'] = {k: round(v, 3) for k, v in timings.items()}
     if self.is_main:
       workdir_lib.write_outputs(self.workdir, config, self.data, self.method, codes, results)
       print(workdir_lib.final_line(results, self.data, self.method, config), flush=True)

@@ -241,7 +241,7 @@ class AMMI(Method):
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
     return new_state, metrics
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     """Most probable code z* = argmax_z p_psi(z|y) by Viterbi; int8 [B, m]."""
     return self.codes_from_logits(self.encoder_logits(params['encoder'], batch))
 

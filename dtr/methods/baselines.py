@@ -118,7 +118,7 @@ class LSH(Method):
     del rng, batch
     return {'params': {'kernel': jnp.zeros((self.vocab_size, self.num_bits)), 'bias': jnp.zeros(self.num_bits)}}
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     """1[x kernel + bias > 0]; int8 [B, m]."""
     out = SparseLinear(self.vocab_size, self.num_bits).apply({'params': params}, batch)
     return (out > 0).astype(jnp.int8)
@@ -150,7 +150,7 @@ class BOW(Method):
     del rng, batch
     return {'params': {'threshold': jnp.zeros(())}}
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     """int8 [B, V]: 1 where the word occurs in the document."""
     return (bow_decoder.dense_rows(batch, self.vocab_size) > params['threshold']).astype(jnp.int8)
 

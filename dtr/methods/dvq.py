@@ -116,7 +116,7 @@ class DVQ(Method):
     new_state['params'] = new_params
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     """Bit i = index of segment i's nearest code-book entry; int8 [B, m]."""
     idx_BxM, _ = vq.nearest(self.segments(params, batch), params['codebook'])
     return idx_BxM.astype(jnp.int8)

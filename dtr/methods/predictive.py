@@ -55,7 +55,7 @@ class Side:
   def num_bits(self) -> int:
     return self.method.num_bits
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     return self.method.encode_x(params, batch) if self.side == 'x' else self.method.encode_y(params, batch)
 
 
@@ -138,11 +138,11 @@ class PredictiveAMMI(_Sides, ammi.AMMI):
                  'opt_state': {'encoders': enc_opt, 'prior': prior_opt}, 'hparams': hp}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
-  def encode_y(self, params, batch) -> jax.Array:
+  def encode_y(self, params, batch, rng=None) -> jax.Array:
     """argmax_z p_psi(z|Y) by Viterbi; int8 [B, m]."""
     return self.encode(params, batch)
 
-  def encode_x(self, params, batch) -> jax.Array:
+  def encode_x(self, params, batch, rng=None) -> jax.Array:
     """argmax_z q_phi(z|X) by Viterbi; int8 [B, m]."""
     z_BxM, _ = markov.viterbi(self.x_encoder_logits(params['x_encoder'], batch))
     return z_BxM.astype(jnp.int8)
@@ -158,10 +158,10 @@ class _ConditionalOnY(_Sides):
   def _target(self, batch):
     return batch['x']
 
-  def encode_y(self, params, batch) -> jax.Array:
+  def encode_y(self, params, batch, rng=None) -> jax.Array:
     return self.encode(params, batch)
 
-  def encode_x(self, params, batch) -> jax.Array:
+  def encode_x(self, params, batch, rng=None) -> jax.Array:
     return self.encode(params, batch)
 
 

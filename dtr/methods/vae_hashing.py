@@ -119,7 +119,7 @@ class NASH(Method):
     new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
-  def encode(self, params, batch) -> jax.Array:
+  def encode(self, params, batch, rng=None) -> jax.Array:
     """The deterministic code 1[sigma(l) > 1/2]; int8 [B, m]."""
     return bernoulli.threshold(self.encoder_outputs(params, batch)[0])
 
