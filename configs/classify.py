@@ -13,7 +13,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
 
 Arguments: method (cbow; probe when `features` is given), dataset, labels (200, 500, 2500 or all: N random
 labelled training examples per subsample, `data.labels`), seeds (subsamples, `data.label_seeds`, 5),
-features (a pretraining workdir), reembed, kind (features, codes or samples: the mean of `samples` sampled
+features (a pretraining workdir), reembed, normalize (none, example: standardise each feature vector,
+`dtr.methods.probe`), kind (features, codes or samples: the mean of `samples` sampled
 codes), overrides (fields of the pretrained model's config, ';'-separated, e.g. probe_features=zeros_ones),
 hidden (probe MLP widths, e.g. 32-32), activation (relu, leaky_relu, tanh), tiny, runlocal.
 results.json: `test/accuracy` (mean over the subsamples, %) and `test/accuracy_std`; early stopping on each
@@ -29,12 +30,12 @@ import ml_collections
 from dtr import config_utils
 from dtr.configs import common
 
-BUDGETS = {'200': (8, 10, 100), '500': (16, 10, 100), '2500': (32, 5, 60), 'all': (64, 5, 30)}  # batch, patience, epochs
+BUDGETS = {'200': (8, 10, 1000), '500': (16, 10, 1000), '2500': (32, 5, 500), 'all': (64, 5, 200)}  # batch, patience, epoch cap
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='cbow', dataset='dbpedia14', labels='200', seeds=5, features='',
-                               reembed=False, kind='', samples=5, overrides='', hidden='', activation='',
+                               reembed=False, normalize='', kind='', samples=5, overrides='', hidden='', activation='',
                                tiny=False, runlocal=False)
   from dtr import methods  # pylint: disable=g-import-not-at-top
   config = common.get_config()
@@ -43,6 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.features:
     config.model = methods.default_model_config('probe')
     config.model.reembed = bool(arg.reembed)
+    if arg.normalize:
+      config.model.normalize = arg.normalize
     config.data.name = 'features'
     config.data.path = arg.features
     config.data.feature_kind = arg.kind or ('codes' if arg.reembed else 'features')

@@ -13,8 +13,7 @@ import os
 import pathlib
 import sys
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, KeyError, NotImplementedError,
-               FloatingPointError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, NotImplementedError, FloatingPointError)
 
 
 def _is_user_error(error: BaseException) -> bool:

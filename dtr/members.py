@@ -151,21 +151,24 @@ def place_batch(host_batch: dict, mesh, size: int, shared: bool) -> dict:
 
 
 def bucket_rows(active: list[int], size: int, devices: int = 1) -> np.ndarray:
-  """Member rows trained (or evaluated) together: `active` padded with other members up to a bucket size.
+  """Member rows trained (or evaluated) together: `active` first, padded with other members up to a bucket size.
 
   Bucket sizes are size, size/2, size/4, ... (rounded up to whole devices): the smallest that holds the
   active members. At most log2(size) distinct sizes, so few compilations, while stopped members stop
-  costing compute.
+  costing compute. The first len(active) rows are always the active members, in order.
   """
   whole_devices = lambda n: -(-n // devices) * devices
   bucket = size
   while len(active) <= whole_devices(-(-bucket // 2)) < bucket:
     bucket = whole_devices(-(-bucket // 2))
-  if bucket == size:
-    return np.arange(size)
   running = set(active)
   others = [i for i in range(size) if i not in running]
   return np.asarray(list(active) + others[:bucket - len(active)])
+
+
+def is_identity(rows, size: int) -> bool:
+  """True when `rows` are all members in their own order (no gather needed)."""
+  return len(rows) == size and bool(np.all(np.asarray(rows) == np.arange(size)))
 
 
 def take(tree, rows):

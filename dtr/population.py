@@ -170,7 +170,9 @@ class Search:
     leading = sorted(means, key=lambda j: (-means[j], j))[:self.opts['rescore']]
     scored = [i for i, m in enumerate(self.settings) if m['setting'] in leading]
     rows = members_lib.bucket_rows(scored, len(self.settings))
-    out = evaluators_lib.Outputs(run.method, members_lib.take(run.best_params, rows), splits, run.mesh,
+    params = run.best_params if members_lib.is_identity(rows, len(self.settings)) else members_lib.take(
+        run.best_params, rows)
+    out = evaluators_lib.Outputs(run.method, params, splits, run.mesh,
                                  config.eval_batch_size, seed=int(config.seed))
     position = {int(m): j for j, m in enumerate(rows)}
     name = run.select_name

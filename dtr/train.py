@@ -283,7 +283,8 @@ class Run:
       epoch, t0 = meta['epoch'], time.time()
       active = [i for i in range(size) if not meta['done'][i]]
       rows = members_lib.bucket_rows(active, size, jax.device_count()) if size > 1 else np.arange(1)
-      sub = states if len(rows) == size else members_lib.place_state(members_lib.take(states, rows), self.mesh)
+      whole = members_lib.is_identity(rows, size)
+      sub = states if whole else members_lib.place_state(members_lib.take(states, rows), self.mesh)
       stack = [self.members[i] for i in rows]
       orders = [ip.member_order(m.rows, m.order_seed, epoch, num_docs) for m in stack[:1 if self.shared else None]]
       train_chunk = members_lib.train_chunk_fn(self.method, self.mesh, len(rows), self.shared)
@@ -303,10 +304,10 @@ class Run:
         step = int(np.max(np.asarray(jax.device_get(sub['step']))))
         # The epoch's end saves anyway (after validation): a step checkpoint there would be the same step.
         if meta['step_in_epoch'] < steps_per_epoch and step - (last_saved or 0) >= config.checkpoint_every_steps:
-          full = sub if len(rows) == size else members_lib.put(states, rows, sub, len(active))
+          full = sub if whole else members_lib.put(states, rows, sub, len(active))
           save({'train': full, 'best_params': best_params})
       bar.close()
-      states = sub if len(rows) == size else members_lib.put(states, rows, sub, len(active))
+      states = sub if whole else members_lib.put(states, rows, sub, len(active))
       train_time = time.time() - t0
 
       # --- validation, early stopping, best model
@@ -316,8 +317,8 @@ class Run:
       if active:
         # Buckets again, so that validation compiles for few stack sizes; only the active rows are kept.
         eval_rows = members_lib.bucket_rows(active, size) if size > 1 else np.arange(1)
-        result, _ = self._evaluate(members_lib.take(params, eval_rows) if len(eval_rows) < size else params,
-                                   valid_splits, 'valid')
+        result, _ = self._evaluate(params if members_lib.is_identity(eval_rows, size)
+                                   else members_lib.take(params, eval_rows), valid_splits, 'valid')
         result = {k: {int(i): float(x) for i, x in zip(eval_rows[:len(active)], np.asarray(v)[:len(active)])}
                   for k, v in result.items()}
       improved = [False] * size

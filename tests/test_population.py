@@ -199,3 +199,37 @@ def test_replicas_share_a_setting_and_settings_are_ranked_and_pruned_by_their_me
   assert population.prune(meta, members, 1, opts) == 0 and not any(meta['done'])
   assert population.prune(meta, members, 2, opts) == 4
   assert meta['done'] == [True, True, True, True, False, False] and meta['pruned_at'][:4] == [2] * 4
+
+
+_STOP_ONE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from tests.test_population import load_config
+from dtr import population, train
+out = {}
+original = population.Search.after_epoch
+for name in ('all', 'one_stopped'):
+  if name == 'one_stopped':  # member 1 stops after the first epoch; the other 4 keep the whole bucket
+    def after_epoch(self, meta, epochs_done):
+      if epochs_done == 1:
+        meta['done'][1], meta['stopped'][1] = True, 'stopped by the test'
+      return original(self, meta, epochs_done)
+    population.Search.after_epoch = after_epoch
+  config = load_config('tiny,population=5')
+  config.num_epochs = 3
+  config.model.clip = 0.0
+  config.population_search.clip = 'choice(0)'
+  train.train_and_evaluate(config, sys.argv[2] + '/' + name)
+  out[name] = json.load(open(sys.argv[2] + '/' + name + '/population_results.json'))['members']
+print('RESULT' + json.dumps(out))
+"""
+
+
+def test_a_member_stopped_in_the_middle_of_a_full_bucket_leaves_the_others_unchanged(tmp_path):
+  # 4 of 5 running members still fill the 5-member program; their rows must map back to the right members.
+  res = _run_on_one_device(_STOP_ONE, tmp_path)
+  for i, (a, b) in enumerate(zip(res['all'], res['one_stopped'])):
+    if i == 1:
+      assert len(b['valid_history']) == 1 and b['valid_history'][0] == pytest.approx(a['valid_history'][0])
+    else:
+      np.testing.assert_allclose(b['valid_history'], a['valid_history'], atol=1e-6)
