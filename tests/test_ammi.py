@@ -175,6 +175,9 @@ def test_every_config_loads():
       assert node[leaf] == value
       original, _ = node_of(published, dotted)
       node[leaf] = original[leaf]
+    # The printed description of the settings names which ones were applied.
+    assert published.pop('settings').startswith('published')
+    assert retuned.pop('settings').startswith('dtr')
     assert retuned == published
   with pytest.raises(ValueError, match='settings'):
     mod.get_config('settings=best')
