@@ -10,7 +10,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
   python -m dtr.main --config=configs/sentence_ae.py:method=gumbel_ae --workdir=/tmp/gumbel
   python -m dtr.main --config=configs/sentence_ae.py:method=binary_vae --workdir=/tmp/bvae   # KL to Bern(1/2)
   python -m dtr.main --config=configs/sentence_ae.py:method=gaussian_vae,word_dropout=0.5 --workdir=/tmp/gvae
-  python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,alpha=30,beta=10 --workdir=/tmp/hs
+  python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,alpha=30,beta=10 \
+      --workdir=/tmp/hs
   python -m dtr.main --config=configs/sentence_ae.py:method=mat_vae,dataset=dbpedia14 --workdir=/tmp/mat
   python -m dtr.main --config=configs/sentence_ae.py:method=gauss_vae,dataset=dbpedia14,l1=0.1 --workdir=/tmp/vl1
   python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,tiny --workdir=/tmp/bae_tiny  # seconds
@@ -19,11 +20,15 @@ Methods: binary_ae, binary_vae, bottleneck, gaussian_vae, gumbel_ae, gumbel_vae 
 the binary autoencoder's family: 50-d code, bidirectional GRU encoder, code -> decoder state), lm (the decoder
 alone), and hsvae, mat_vae, gauss_vae (`dtr.methods.sparse_vae`: code appended to every decoder input; gauss_vae
 takes l1 / l2 penalties on mu and sigma). Arguments: method, dataset (yahoo_lm, ptb, dbpedia14, yahoo10, ...),
-word_dropout, latent (code size), alpha, beta (HSVAE's Beta prior), l1, l2, tiny, runlocal.
+word_dropout, latent (code size), alpha, beta (HSVAE's Beta prior over the spike probability gamma, both > 0;
+E[gamma] = alpha / (alpha + beta), so a larger alpha / (alpha + beta) asks for sparser codes), l1, l2, tiny,
+runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
+fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
-(where they apply), `test/nll`, `test/kl`, and for the sparse models `test/hoyer_sample`, `test/hoyer_mean`; every
-perplexity at corpus level, exp(total NLL / total tokens), end-of-sentence included. Early stopping on
-validation perplexity.
+(where they apply), `test/nll`, `test/kl`, and for the sparse models `test/hoyer_sample`, `test/hoyer_mean`
+(Average Hoyer after standardising each dimension; `dtr.analyze bits` also gives it without); every
+perplexity at corpus level, exp(total NLL / total tokens), end-of-sentence included, and each also as the
+per-sentence average, `test/perplexity_per_sentence` etc. Early stopping on validation perplexity.
 """
 
 import ml_collections
@@ -49,7 +54,7 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=-1.0, latent=0,
-                               alpha=0.0, beta=0.0, l1=0.0, l2=0.0, tiny=False, runlocal=False)
+                               alpha=None, beta=None, l1=0.0, l2=0.0, tiny=False, runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
@@ -62,8 +67,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.latent:
     config.model.latent_size = int(arg.latent)
   if arg.method == 'hsvae':
-    config.model.prior_alpha = arg.alpha or config.model.prior_alpha
-    config.model.prior_beta = arg.beta or config.model.prior_beta
+    # Given values are taken as they are (alpha=0 is an error of the method's validation, not the default).
+    if arg.alpha is not None:
+      config.model.prior_alpha = float(arg.alpha)
+    if arg.beta is not None:
+      config.model.prior_beta = float(arg.beta)
+  elif arg.alpha is not None or arg.beta is not None:
+    raise ValueError(f'alpha and beta set the Beta prior of method=hsvae, not method={arg.method}.')
   if arg.method == 'gauss_vae':
     config.model.update(l1_mu=arg.l1, l1_sigma=arg.l1, l2_mu=arg.l2, l2_sigma=arg.l2)
   if arg.tiny:

@@ -142,20 +142,25 @@ def test_codes_features_and_padding_invariance():
   np.testing.assert_allclose(jax.nn.sigmoid(features(params, narrow, 'logits')), probabilities, rtol=1e-6)
   sampled = encode(params, narrow, jax.random.key(0))
   assert sampled.dtype == jnp.int8 and sampled.shape == (B, 6)
-  assert method.perplexities() == {'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus'),
-                                   'perplexity_greedy': ('nll_greedy', 'corpus')}
+  assert method.perplexities() == {
+      'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus'),
+      'perplexity_greedy': ('nll_greedy', 'corpus'), 'perplexity_per_sentence': ('nll', 'document'),
+      'perplexity_mean_per_sentence': ('nll_mean', 'document'),
+      'perplexity_greedy_per_sentence': ('nll_greedy', 'document')}
 
 
 def test_dense_variants_and_the_lm():
   gaussian, state, _ = trained('gaussian_vae')
-  assert gaussian.emits == 'dense' and set(gaussian.perplexities()) == {'perplexity', 'perplexity_mean'}
+  assert gaussian.emits == 'dense' and set(gaussian.perplexities()) == {
+      'perplexity', 'perplexity_mean', 'perplexity_per_sentence', 'perplexity_mean_per_sentence'}
   mu = gaussian.encode(state['params'], make_batch())
   assert mu.dtype == jnp.float32 and mu.shape == (B, 6)
   np.testing.assert_allclose(gaussian.features(state['params'], make_batch()), mu)
   assert build(variant='bottleneck').emits == 'dense'
-  assert set(build(variant='bottleneck').perplexities()) == {'perplexity'}
+  assert set(build(variant='bottleneck').perplexities()) == {'perplexity', 'perplexity_per_sentence'}
   lm, lm_state, _ = trained('lm')
-  assert lm.emits is None and lm.perplexities() == {'perplexity': ('nll', 'corpus')}
+  assert lm.emits is None and lm.perplexities() == {'perplexity': ('nll', 'corpus'),
+                                                     'perplexity_per_sentence': ('nll', 'document')}
   assert lm.decode(lm_state['params'], batch_size=3).shape == (3, INFO.max_len + 1)
 
 
@@ -192,3 +197,73 @@ def test_bad_combinations_and_data():
     LM(tiny('lm', hidden_size=0), 0, INFO)
   with pytest.raises(ValueError, match='token_vocab_size'):
     SentenceAE(tiny(), 50, DataInfo(vocab_size=50))
+
+
+def test_per_sentence_perplexity_is_the_mean_of_sentence_perplexities():
+  import types
+  from dtr.evaluate import evaluators
+  method, state, _ = trained('binary')
+  scores = jax.jit(method.score)(state['params'], make_batch(), jax.random.key(0))
+  nll, tokens = np.asarray(scores['nll_greedy'], np.float64), np.asarray(scores['tokens'], np.float64)
+  out = types.SimpleNamespace(method=method, size=1,
+                              scores=lambda split: {k: np.asarray(v)[None] for k, v in scores.items()})
+  result = evaluators.Perplexity()(out, 'test')
+  assert result['perplexity_greedy'][0] == pytest.approx(np.exp(nll.sum() / tokens.sum()), rel=1e-6)
+  assert result['perplexity_greedy_per_sentence'][0] == pytest.approx(np.exp(np.mean(nll / tokens)), rel=1e-6)
+  assert result['perplexity_greedy_per_sentence'][0] != pytest.approx(result['perplexity_greedy'][0], rel=1e-4)
+
+
+def test_empty_sentence_is_eos_only_and_encodes_from_the_zero_state():
+  method, state, _ = trained('binary')
+  params = state['params']
+  batch = {'tokens': np.zeros((2, L), np.int32), 'lengths': np.array([0, 0], np.int32),
+           'mask': np.ones(2, np.float32)}
+  batch['tokens'][1, :3] = [5, 6, 7]  # words past the length are never read
+  scores = jax.jit(method.score)(params, batch, jax.random.key(0))
+  np.testing.assert_array_equal(scores['tokens'], [1, 1])
+  assert scores['nll_greedy'][0] == pytest.approx(float(scores['nll_greedy'][1]))
+  bits = np.asarray(method.encode(params, batch))
+  np.testing.assert_array_equal(bits[0], bits[1])
+  expected = _hand_nll(method, params, jnp.asarray(bits[:1], jnp.float32), [])
+  assert float(scores['nll_greedy'][0]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_check_data_rejects_ids_outside_the_vocabulary_and_padding():
+  import types
+  import scipy.sparse as sp
+  from dtr.data import Split
+  from dtr.data.corpus import Tokens
+  method = build()
+
+  def corpus(sequences):
+    n = len(sequences)
+    split = Split(tfidf=sp.csr_matrix((n, 1), dtype=np.float32), labels=np.zeros((n, 0), bool),
+                  tokens=Tokens.from_lists(sequences))
+    return types.SimpleNamespace(splits={'train': split})
+
+  method.check_data(corpus([[4, 5], [1, 6]]))  # the unknown-word id 1 is a word like any other
+  with pytest.raises(ValueError, match=f'token id {V} is outside'):
+    method.check_data(corpus([[4, V]]))
+  with pytest.raises(ValueError, match='padding id 0'):
+    method.check_data(corpus([[4, 0, 5]]))
+
+
+def test_unknown_and_too_long_sentences_through_a_workdir(tmp_path):
+  """encode_texts: unknown words become the unknown-word id, a sentence longer than data.max_len keeps its
+  first max_len words (the tokeniser's documented behaviour), an empty text gets the zero-state code."""
+  from dtr import config_utils, encode, train
+  from dtr.data.tokenize import Vocabulary
+  config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny')
+  config.num_epochs = 1
+  train.train_and_evaluate(config, str(tmp_path))
+  model = encode.load_model(str(tmp_path))
+  # the synthetic corpus ignores data.max_len: the workdir's tokeniser with a limit of 6, as a text corpus saves it
+  model.tokenizer = Vocabulary(model.tokenizer.words, tokenizer=model.tokenizer.tokenizer, max_len=6)
+  words = model.tokenizer.words[:8]
+  long_text = ' '.join(words)
+  tokens = model.tokenizer.encode([long_text, 'qqqzzz ' + words[0], ''])
+  assert tokens.lengths().tolist() == [6, 2, 0]
+  assert tokens.row(1)[0] == 1  # UNK_ID
+  codes = encode.encode_texts(model, [long_text, ' '.join(words[:6]), 'qqqzzz ' + words[0], ''])
+  np.testing.assert_array_equal(codes[0], codes[1])  # cut to its first max_len words
+  assert codes.shape == (4, model.method.num_bits)

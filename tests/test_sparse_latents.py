@@ -196,7 +196,9 @@ def test_scores_codes_and_decoding(name):
   assert set(scores) == {'nll', 'nll_mean', 'kl', 'tokens'}
   np.testing.assert_array_equal(scores['tokens'], batch['lengths'] + 1)
   assert np.all(np.asarray(scores['nll']) > 0) and np.all(np.isfinite(scores['kl']))
-  assert method.perplexities() == {'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus')}
+  assert method.perplexities() == {'perplexity': ('nll', 'corpus'), 'perplexity_mean': ('nll_mean', 'corpus'),
+                                   'perplexity_per_sentence': ('nll', 'document'),
+                                   'perplexity_mean_per_sentence': ('nll_mean', 'document')}
   assert mean.shape == sample.shape == (B, 5) and not np.allclose(mean, sample)
   np.testing.assert_allclose(features, mean, rtol=1e-6)
   assert method.decode(params, mean).shape == (B, L)
@@ -237,3 +239,70 @@ def test_bad_settings_name_the_field(name, field, value):
 def test_needs_a_token_vocabulary():
   with pytest.raises(ValueError, match='token_vocab_size'):
     sparse_vae.HSVAE(tiny('hsvae'), 100, DataInfo(vocab_size=100))
+
+
+def test_a_nan_beta_sample_stops_the_loop_naming_the_step(monkeypatch, tmp_path):
+  """The Beta reparameterisation returns NaN from the third step on: the loop raises at step 2."""
+  from dtr import config_utils, train
+  original = spike_slab.sample_beta
+  failing = {'now': False}
+
+  def sample_beta(key, alpha, beta):
+    return jnp.where(failing['now'], jnp.nan, original(key, alpha, beta))
+
+  class FailingHSVAE(sparse_vae.HSVAE):
+    def train_step(self, state, batch, rng):
+      failing['now'] = state['sentences'] >= 64  # traced: true from the third step of 32 sentences
+      try:
+        return super().train_step(state, batch, rng)
+      finally:
+        failing['now'] = False
+
+  monkeypatch.setattr(spike_slab, 'sample_beta', sample_beta)
+  monkeypatch.setattr(sparse_vae, 'HSVAE', FailingHSVAE)
+  config = config_utils.load_config_module('sentence_ae').get_config('method=hsvae,tiny')
+  assert config.batch_size == 32
+  with pytest.raises(FloatingPointError, match='Non-finite loss at step 2 '):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_nan_gamma_reaches_the_loss_even_on_masked_rows():
+  method, step, state, _, _, _ = trained('hsvae')
+  batch = make_batch()
+  parts = {'kl_gamma': jnp.zeros(B), 'kl_z': jnp.zeros(B), 'spikes': jnp.zeros((B, 1)),
+           'gamma': jnp.array([[0.5], [jnp.nan], [0.5], [0.5]])}
+  masked = {**batch, 'mask': np.array([1, 0, 1, 1], np.float32)}
+  penalty, metrics = method._regulariser(parts, None, masked, 1.0, None)
+  assert not np.isfinite(float(penalty))  # the NaN sits on a padding row, and still stops the run
+  assert float(metrics['nan_gamma']) == 0.25
+  finite, _ = method._regulariser({**parts, 'gamma': jnp.full((B, 1), 0.5)}, None, masked, 1.0, None)
+  assert np.isfinite(float(finite))
+
+
+def test_a_non_finite_gradient_makes_the_step_loss_nan():
+  class InfiniteGradient(sparse_vae.GaussVAE):
+    def loss(self, params, batch, rng, kl_weight):
+      leaf = jax.tree.leaves(params)[0]
+      return jnp.sqrt(jnp.sum(leaf * 0.0)), {}  # value 0, gradient inf * 0 = NaN
+
+  method = InfiniteGradient(tiny('gauss_vae'), 0, INFO)
+  state = method.init(jax.random.key(0), make_batch())
+  _, metrics = jax.jit(method.train_step)(state, make_batch(), jax.random.key(0))
+  assert not np.isfinite(float(metrics['grad_norm'])) and np.isnan(float(metrics['loss']))
+
+
+@pytest.mark.parametrize('arg,field', [('alpha=0', 'prior_alpha'), ('beta=-2', 'prior_beta'),
+                                       ('alpha=0.0,beta=1', 'prior_alpha')])
+def test_config_alpha_beta_are_taken_as_given(arg, field):
+  from dtr import config_utils, methods
+  config = config_utils.load_config_module('sentence_ae').get_config(f'method=hsvae,tiny,{arg}')
+  with pytest.raises(ValueError, match=f'model.{field}'):
+    methods.get_method(config.model, DataInfo(token_vocab_size=V))
+
+
+def test_config_alpha_beta_only_for_hsvae():
+  from dtr import config_utils
+  config = config_utils.load_config_module('sentence_ae').get_config('method=hsvae,alpha=5,beta=2')
+  assert (config.model.prior_alpha, config.model.prior_beta) == (5.0, 2.0)
+  with pytest.raises(ValueError, match='method=hsvae'):
+    config_utils.load_config_module('sentence_ae').get_config('method=gauss_vae,alpha=5')

@@ -32,6 +32,16 @@ Scores (`score`, per sentence, summed over its n + 1 tokens; 0 where batch['mask
   'nll_greedy'  binary/gumbel z = 1[p > 1/2]                  'kl'        KL_b (0 without model.kl)
   'tokens'      n + 1
 'nll' is the reconstruction term only (the paper's perplexities); nll + kl is the negative ELBO of a VAE.
+`perplexities()`: corpus level exp(sum NLL / sum tokens) as perplexity, perplexity_mean, perplexity_greedy,
+and each also as the per-sentence average exp(mean_s NLL_s / N_s), `<name>_per_sentence`.
+
+Inputs (documented behaviour): unknown words are the unknown-word id (1) from the tokeniser, a word like any
+other, decoded as '<unk>'; a sentence longer than data.max_len keeps its first max_len words (the tokeniser
+logs how many were cut; 0 = no limit); an empty sentence (0 words: a corpus drops them, data.empty_docs='drop',
+or rejects them, 'error'; `dtr.encode.encode_texts([''])` makes one) is one predicted token (eos), and its
+code is read from the encoder's zero state. `check_data` rejects ids
+outside the token vocabulary and padding ids inside sentences before training. A non-finite gradient makes
+the step's loss NaN, so the loop stops naming that step.
 Paper, Table 1 (Yahoo, 9.2M sentences): LM 120.7; binary AE perplexity_mean 26.3, _greedy 30.9, sampled 36.3.
 """
 
@@ -44,10 +54,11 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from dtr.latent import bernoulli, gaussian
-from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, Method, clipped_adam
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method, clipped_adam
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
 
@@ -144,8 +155,28 @@ class SentenceMethod(Method):
     return self.config.get('latent_size', 0)
 
   def perplexities(self) -> dict[str, tuple[str, str]]:
+    """Corpus-level perplexities (exp of total NLL over total tokens, eos included) of every code mode, and
+    the same as a per-sentence average exp(mean_s NLL_s / N_s), named `<name>_per_sentence`."""
     names = {'nll': 'perplexity', 'nll_mean': 'perplexity_mean', 'nll_greedy': 'perplexity_greedy'}
-    return {names[key]: (key, 'corpus') for key in self.score_modes}
+    out = {names[key]: (key, 'corpus') for key in self.score_modes}
+    out.update({f'{names[key]}_per_sentence': (key, 'document') for key in self.score_modes})
+    return out
+
+  def check_data(self, data) -> None:
+    """Host checks of a token corpus before training: every id inside the token vocabulary (an id past the
+    embedding table would read NaN rows silently), no padding id inside a sentence."""
+    for name, split in data.splits.items():
+      tokens = getattr(split, 'tokens', None)
+      if tokens is None or not tokens.ids.size:
+        continue
+      ids = np.asarray(tokens.ids)
+      bad = (ids < 0) | (ids >= self.token_vocab_size)
+      if bad.any():
+        raise ValueError(f'{name} split: token id {int(ids[bad][0])} is outside [0, {self.token_vocab_size}) '
+                         '(the token vocabulary the model was built for); tokenise with the corpus vocabulary.')
+      if (ids == PAD_ID).any():
+        raise ValueError(f'{name} split: the padding id {PAD_ID} occurs inside a sentence; unknown words must '
+                         f'map to the unknown-word id {UNK_ID} (dtr.data.tokenize does this).')
 
   def optimizer(self) -> optax.GradientTransformation:
     return clipped_adam(self.config.learning_rate, self.config.clip)
@@ -186,12 +217,16 @@ class SentenceMethod(Method):
     return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
 
   def train_step(self, state, batch, rng):
+    """One Adam step. A non-finite gradient makes the reported loss NaN, so the loop stops at the step that
+    produced it (not one step later, when the NaN parameters first give a NaN loss)."""
     kl_weight = self._kl_weight(state['sentences'])
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight)
     updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
     new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
                  'sentences': state['sentences'] + jnp.sum(jnp.asarray(batch['mask'], jnp.float32))}
-    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'kl_weight': kl_weight, **aux}
+    grad_norm = optax.tree.norm(grads)
+    loss = jnp.where(jnp.isfinite(grad_norm), loss, jnp.nan)
+    return new_state, {'loss': loss, 'grad_norm': grad_norm, 'kl_weight': kl_weight, **aux}
 
   def score(self, params, batch, rng) -> dict[str, jax.Array]:
     """Per-sentence sums over the n + 1 predicted tokens (see the module docstrings); no dropout."""

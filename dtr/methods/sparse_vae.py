@@ -117,6 +117,10 @@ class HSVAE(_SparseFamily):
   def _beta_params(self, heads):
     return jax.nn.softplus(heads[2]) + SIGMA_FLOOR, jax.nn.softplus(heads[3]) + SIGMA_FLOOR
 
+  def spike_probabilities(self, params, batch) -> jax.Array:
+    """E[gamma | x] = a_q / (a_q + b_q) [B, d]: each dimension's posterior mean spike probability."""
+    return spike_slab.beta_mean(*self._beta_params(self._heads(params, batch)))
+
   def _mean_code(self, heads):
     if self.config.probe_features == 'mu':
       return heads[0]
@@ -144,9 +148,12 @@ class HSVAE(_SparseFamily):
     mc = self.config
     kl_gamma, kl_z = masked_mean(parts['kl_gamma'], batch), masked_mean(parts['kl_z'], batch)
     gamma = parts['gamma']
+    # A non-finite Beta sample anywhere in the batch makes the loss NaN even where a mask or a zero weight
+    # would hide it, so the loop's non-finite-loss stop names the step (its 'nan_gamma' metric says why).
+    guard = jnp.where(jnp.all(jnp.isfinite(gamma)), 0.0, jnp.nan)
     metrics = {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'nan_gamma': jnp.mean(~jnp.isfinite(gamma)),
                'gamma_mean': jnp.mean(gamma), 'spike_rate': jnp.mean(parts['spikes'])}
-    return mc.gamma_kl_weight * kl_gamma + mc.z_kl_weight * kl_z, metrics
+    return mc.gamma_kl_weight * kl_gamma + mc.z_kl_weight * kl_z + guard, metrics
 
 
 def validate_mat_vae(mc: ml_collections.ConfigDict) -> None:

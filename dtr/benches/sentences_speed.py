@@ -1,0 +1,313 @@
+r"""Training and decoding speed of dtr's binary autoencoder against a PyTorch `nn.GRU` one of the same size.
+
+  python -m dtr.bench sentences speed --dataset=yahoo_lm --steps=128     # the paper's sizes (E 300, H 512)
+  python -m dtr.bench sentences speed --tiny --steps=8                    # a smoke run on synthetic data
+
+One command measures both, side by side, each in its own child process (so that each one's peak memory is
+its own): the parent builds the training batches once with dtr's input pipeline (batch 64, a seeded
+order, each chunk of `--steps_per_call` steps padded to one of dtr's length buckets, `TOKEN_WIDTHS`) and
+both children train on exactly those arrays:
+
+  dtr      `SentenceAE` (configs/sentence_ae.py:method=binary_ae; embeddings, bidirectional GRU encoder,
+           50-bit straight-through code, GRU decoder from Dense(z), softmax without bias, Adam with a
+           global-norm clip), K steps fused per call as the training loop runs them
+           (`dtr.members.train_chunk_fn`)
+  torch    the same network in PyTorch: `nn.Embedding`, `nn.GRU(bidirectional=True)` over
+           `pack_padded_sequence` (final states at each sentence's own length), a 50-bit straight-through
+           code, `nn.GRU` decoder from Linear(z), masked cross entropy, `torch.optim.Adam` after
+           `clip_grad_norm_`; one optimizer step per batch
+
+Each child runs every batch once untimed (dtr compiles one program per bucket width; PyTorch warms its
+allocator), then times the same batches again. Reported: training tokens/s (predicted tokens, n + 1 per
+sentence with eos, over wall-clock), sentences/s, peak resident memory of the child (ru_maxrss; and peak
+device memory where the platform reports it), greedy decoding sentences/s of `--decode_batch` random codes
+up to max_len + 1 tokens (both stop when every row has emitted eos; the mean number of decoder steps is
+shown, since untrained models of different initialisations stop at different steps), and dtr / PyTorch.
+Threads: JAX and PyTorch use all cores by default (`--threads` sets torch's intra-op threads).
+Quiet machine only: timings on a shared machine are meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+PAD, BOS, EOS = 0, 2, 3
+
+
+def add_arguments(parser) -> None:
+  parser.add_argument('--dataset', default='yahoo_lm')
+  parser.add_argument('--size', default='paper', help="'paper' (E 300, H 512, 50 bits, 20000 ids) or 'small'")
+  parser.add_argument('--steps', type=int, default=128, help='timed training steps per framework')
+  parser.add_argument('--steps_per_call', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--decode_batch', type=int, default=64)
+  parser.add_argument('--decode_repeats', type=int, default=5)
+  parser.add_argument('--max_len', type=int, default=-1, help='data.max_len (-1: the size preset\'s)')
+  parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: its default)')
+  parser.add_argument('--tiny', action='store_true', help='synthetic tiny sizes (a smoke run)')
+  parser.add_argument('--which', default='both', choices=('both', 'dtr', 'torch'))
+  parser.add_argument('--batches', default='', help='(internal) the batch file a child reads')
+
+
+# ------------------------------------------------------------------------------------------------ parent
+def make_batches(args, path: str) -> dict:
+  """Writes the chunks both frameworks train on to `path` (npz); returns the network's sizes."""
+  from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+  from dtr.benches import sentences  # pylint: disable=g-import-not-at-top
+  config = sentences.sentence_config('binary_ae', args.dataset, 0, args.size, tiny=args.tiny)
+  if args.max_len >= 0:
+    config.data.max_len = args.max_len
+  corpus = sentences.Corpora(args.tiny)(config)
+  split = corpus.splits['train']
+  if ip.steps_per_epoch(split.num_docs, args.batch_size) < args.steps_per_call:
+    raise ValueError(f'an epoch of {split.num_docs} sentences has fewer than --steps_per_call='
+                     f'{args.steps_per_call} steps of batch {args.batch_size}; lower --steps_per_call.')
+  chunks, steps, epoch = {}, 0, 0
+  while steps < args.steps:
+    order = ip.epoch_order(0, epoch, split.num_docs)
+    for _, k, host in ip.train_chunks('tokens', split, [order], per_member=False, batch_size=args.batch_size,
+                                      start_step=0, steps_per_call=args.steps_per_call, sharded=True):
+      if k < args.steps_per_call:
+        continue  # whole chunks only: one program shape per width
+      i = len(chunks) // 2
+      chunks[f'tokens_{i}'], chunks[f'lengths_{i}'] = host['tokens'], host['lengths']
+      steps += k
+      if steps >= args.steps:
+        break
+    epoch += 1
+  np.savez(path, **chunks)
+  mc = config.model
+  max_len = max(int(np.diff(s.tokens.offsets).max(initial=0)) for s in corpus.splits.values())
+  return {'vocab': len(corpus.token_vocab), 'embed': int(mc.embed_size), 'hidden': int(mc.hidden_size),
+          'bits': int(mc.latent_size), 'dropout': float(mc.dropout), 'learning_rate': float(mc.learning_rate),
+          'clip': float(mc.clip), 'max_len': max_len, 'chunks': len(chunks) // 2, 'steps': steps,
+          'model': mc.to_dict(), 'dataset': corpus.name + (' (SYNTHETIC)' if corpus.synthetic else '')}
+
+
+def run(args) -> None:
+  if args.which != 'both':
+    sizes = json.loads(os.environ['DTR_SPEED_SIZES'])
+    result = (run_dtr if args.which == 'dtr' else run_torch)(args, sizes)
+    print('RESULT ' + json.dumps(result), flush=True)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, 'batches.npz')
+    sizes = make_batches(args, path)
+    print(f'{sizes["dataset"]}: {sizes["steps"]} steps of batch {args.batch_size} in chunks of '
+          f'{args.steps_per_call}; vocab {sizes["vocab"]}, embed {sizes["embed"]}, hidden {sizes["hidden"]}, '
+          f'{sizes["bits"]} bits, max_len {sizes["max_len"]}; {os.cpu_count()} CPUs', flush=True)
+    results = {}
+    for which in ('dtr', 'torch'):
+      command = [sys.executable, '-m', 'dtr.bench', 'sentences', 'speed', f'--which={which}', f'--batches={path}',
+                 f'--decode_batch={args.decode_batch}', f'--decode_repeats={args.decode_repeats}',
+                 f'--threads={args.threads}', f'--batch_size={args.batch_size}',
+                 f'--steps_per_call={args.steps_per_call}']
+      env = dict(os.environ, DTR_SPEED_SIZES=json.dumps(sizes))
+      done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+      lines = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')]
+      if done.returncode or not lines:
+        tail = (done.stderr or done.stdout)[-3000:]
+        if which == 'torch' and 'No module named \'torch\'' in tail:
+          print('torch is not installed: pip install torch (the `bench` extra); dtr measured alone.', flush=True)
+          continue
+        raise SystemExit(f'the {which} child failed:\n{tail}')
+      results[which] = json.loads(lines[-1][len('RESULT '):])
+  print(table(results))
+
+
+def table(results: dict) -> str:
+  lines = ['| framework | train tokens/s | train sentences/s | ms/step | peak RSS (MiB) | peak device (MiB) '
+           '| decode sentences/s | decode steps |', '|---|---|---|---|---|---|---|---|']
+  for which, r in results.items():
+    device = f'{r["peak_device_mib"]:,.0f}' if r.get('peak_device_mib') else '-'
+    lines.append(f'| {r["framework"]} | {r["tokens_per_s"]:,.0f} | {r["sentences_per_s"]:,.0f} | '
+                 f'{r["ms_per_step"]:.1f} | {r["peak_rss_mib"]:,.0f} | {device} | '
+                 f'{r["decode_sentences_per_s"]:,.0f} '
+                 f'| {r["decode_steps"]:.1f} |')
+    del which
+  if 'dtr' in results and 'torch' in results:
+    d, t = results['dtr'], results['torch']
+    lines.append(f'\ndtr / PyTorch: training tokens/s x{d["tokens_per_s"] / t["tokens_per_s"]:.2f}, decoding '
+                 f'sentences/s x{d["decode_sentences_per_s"] / t["decode_sentences_per_s"]:.2f}, peak RSS '
+                 f'x{d["peak_rss_mib"] / t["peak_rss_mib"]:.2f}')
+  return '\n'.join(lines)
+
+
+def _load_chunks(path: str):
+  data = np.load(path)
+  count = len([k for k in data.files if k.startswith('tokens_')])
+  return [(data[f'tokens_{i}'], data[f'lengths_{i}']) for i in range(count)]
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------------ dtr child
+def run_dtr(args, sizes: dict) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from dtr import input_pipeline as ip, members  # pylint: disable=g-import-not-at-top
+  from dtr.methods.base import DataInfo  # pylint: disable=g-import-not-at-top
+  from dtr.methods.sentence_ae import SentenceAE  # pylint: disable=g-import-not-at-top
+  chunks = _load_chunks(args.batches)
+  method = SentenceAE(ml_collections.ConfigDict(sizes['model']), 0,
+                      DataInfo(token_vocab_size=sizes['vocab'], max_len=sizes['max_len']))
+  mesh = ip.make_mesh()
+  host = lambda tokens, lengths: {'tokens': tokens, 'lengths': lengths, 'mask': np.ones(lengths.shape, np.float32),
+                                  'valid': np.ones(tokens.shape[0], bool)}
+  sample = {'tokens': chunks[0][0][0], 'lengths': chunks[0][1][0],
+            'mask': np.ones(chunks[0][1].shape[1:], np.float32)}
+  state = members.place_state(members.init_states(method, [members.Member(seed=0, order_seed=0)], sample), mesh)
+  train_chunk = members.train_chunk_fn(method, mesh, 1, True)
+
+  def epoch(state):
+    metrics = None
+    for tokens, lengths in chunks:
+      state, metrics = train_chunk(state, members.place_batch(host(tokens, lengths), mesh, 1, True))
+    jax.block_until_ready(metrics)
+    return state
+
+  state = epoch(state)  # compiles every bucket width
+  t0 = time.perf_counter()
+  state = epoch(state)
+  seconds = time.perf_counter() - t0
+  params = jax.tree.map(lambda x: x[0], state['method']['params'])
+  codes = jax.random.bernoulli(jax.random.key(1), 0.5, (args.decode_batch, sizes['bits'])).astype(np.int8)
+  max_len = sizes['max_len'] + 1
+  decoded = jax.block_until_ready(method.decode(params, codes, max_len=max_len))  # compiles
+  t0 = time.perf_counter()
+  for _ in range(args.decode_repeats):
+    decoded = jax.block_until_ready(method.decode(params, codes, max_len=max_len))
+  decode_seconds = time.perf_counter() - t0
+  steps = _decode_steps(np.asarray(decoded), max_len)
+  stats = jax.devices()[0].memory_stats() or {}
+  return _result('dtr (JAX ' + jax.__version__ + f', {jax.devices()[0].platform})', chunks, seconds,
+                 args.decode_batch * args.decode_repeats / decode_seconds, steps,
+                 stats.get('peak_bytes_in_use', 0) / 2**20)
+
+
+def _decode_steps(decoded: np.ndarray, max_len: int) -> float:
+  """Decoder steps the batch ran: until its longest row's eos (max_len when a row never stopped)."""
+  lengths = (decoded != PAD).sum(axis=1)
+  return float(min(lengths.max(initial=0) + 1, max_len))
+
+
+def _result(framework, chunks, seconds, decode_rate, decode_steps, peak_device_mib) -> dict:
+  tokens = sum(float((lengths + 1).sum()) for _, lengths in chunks)
+  sentences = sum(float(lengths.size) for _, lengths in chunks)
+  steps = sum(lengths.shape[0] for _, lengths in chunks)
+  return {'framework': framework, 'tokens_per_s': tokens / seconds, 'sentences_per_s': sentences / seconds,
+          'ms_per_step': 1000 * seconds / steps, 'peak_rss_mib': _peak_rss_mib(),
+          'peak_device_mib': peak_device_mib, 'decode_sentences_per_s': decode_rate, 'decode_steps': decode_steps}
+
+
+# ------------------------------------------------------------------------------------------------ torch child
+def torch_model(sizes: dict):
+  """The PyTorch twin of dtr's binary autoencoder (see the module docstring)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  from torch.nn.utils.rnn import pack_padded_sequence  # pylint: disable=g-import-not-at-top
+
+  class BinaryAutoencoder(nn.Module):
+    def __init__(self, vocab, embed, hidden, bits, dropout):
+      super().__init__()
+      self.embed = nn.Embedding(vocab, embed)
+      self.drop = nn.Dropout(dropout)
+      self.encoder = nn.GRU(embed, hidden, batch_first=True, bidirectional=True)
+      self.head = nn.Linear(2 * hidden, bits)
+      self.bridge = nn.Linear(bits, hidden)
+      self.decoder = nn.GRU(embed, hidden, batch_first=True)
+      self.output = nn.Linear(hidden, vocab, bias=False)
+
+    def loss(self, tokens, lengths):
+      batch, width = tokens.shape
+      embedded = self.drop(self.embed(tokens))
+      packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+      _, final = self.encoder(packed)                       # [2, B, H]
+      probs = torch.sigmoid(self.head(torch.cat([final[0], final[1]], dim=-1)))
+      z = (torch.rand_like(probs) < probs).float() + probs - probs.detach()  # straight-through
+      bos = torch.full((batch, 1), BOS, dtype=tokens.dtype, device=tokens.device)
+      inputs = torch.cat([bos, tokens[:, :-1]], dim=1)
+      positions = torch.arange(width, device=tokens.device)[None, :]
+      targets = torch.where(positions == lengths[:, None], torch.full_like(tokens, EOS), tokens)
+      mask = (positions <= lengths[:, None]).float()
+      outputs, _ = self.decoder(self.drop(self.embed(inputs)), self.bridge(z)[None])
+      logits = self.output(outputs)
+      nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                        reduction='none').view(batch, width)
+      return (nll * mask).sum(dim=1).mean()
+
+    @torch.no_grad()
+    def decode(self, codes, max_len):
+      batch = codes.shape[0]
+      state = self.bridge(codes.float())[None]
+      token = torch.full((batch,), BOS, dtype=torch.long, device=codes.device)
+      done = torch.zeros(batch, dtype=torch.bool, device=codes.device)
+      out = torch.full((batch, max_len), PAD, dtype=torch.long, device=codes.device)
+      for t in range(max_len):
+        output, state = self.decoder(self.embed(token)[:, None], state)
+        logits = self.output(output[:, 0])
+        logits[:, [PAD, BOS]] = -float('inf')
+        token = logits.argmax(dim=-1)
+        done = done | (token == EOS)
+        out[:, t] = torch.where(done, torch.full_like(token, PAD), token)
+        if bool(done.all()):
+          break
+      return out
+
+  return BinaryAutoencoder(sizes['vocab'], sizes['embed'], sizes['hidden'], sizes['bits'], sizes['dropout'])
+
+
+def run_torch(args, sizes: dict) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  if args.threads:
+    torch.set_num_threads(args.threads)
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  torch.manual_seed(0)
+  chunks = _load_chunks(args.batches)
+  model = torch_model(sizes).to(device)
+  optimizer = torch.optim.Adam(model.parameters(), lr=sizes['learning_rate'])
+  batches = [(torch.as_tensor(tokens[i], dtype=torch.long, device=device),
+              torch.as_tensor(lengths[i], dtype=torch.long, device=device))
+             for tokens, lengths in chunks for i in range(tokens.shape[0])]
+
+  def epoch():
+    model.train()
+    for tokens, lengths in batches:
+      optimizer.zero_grad(set_to_none=True)
+      loss = model.loss(tokens, lengths)
+      loss.backward()
+      if sizes['clip'] > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), sizes['clip'])
+      optimizer.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+
+  epoch()  # warm-up
+  t0 = time.perf_counter()
+  epoch()
+  seconds = time.perf_counter() - t0
+  model.eval()
+  generator = torch.Generator().manual_seed(1)
+  codes = (torch.rand((args.decode_batch, sizes['bits']), generator=generator) < 0.5).to(device)
+  max_len = sizes['max_len'] + 1
+  decoded = model.decode(codes, max_len)
+  t0 = time.perf_counter()
+  for _ in range(args.decode_repeats):
+    decoded = model.decode(codes, max_len)
+  if device == 'cuda':
+    torch.cuda.synchronize()
+  decode_seconds = time.perf_counter() - t0
+  peak_device = torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda' else 0.0
+  return _result(f'PyTorch {torch.__version__} ({device}, {torch.get_num_threads()} threads)', chunks, seconds,
+                 args.decode_batch * args.decode_repeats / decode_seconds,
+                 _decode_steps(decoded.cpu().numpy(), max_len), peak_device)

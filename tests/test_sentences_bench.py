@@ -1,0 +1,97 @@
+"""The sentence benchmark tables (`dtr.benches.sentences`) on one tiny cell each; cached cells are read back."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dtr import train
+from dtr.benches import sentences
+
+
+def _no_training(*args, **kwargs):
+  raise AssertionError('a cached cell was trained again')
+
+
+def test_lm_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
+  lines = []
+  text, cells = sentences.lm_table('yahoo_lm', ['binary_ae'], 1, str(tmp_path), tiny=True, log=lines.append)
+  results = cells['binary_ae'][0]
+  workdir = tmp_path / 'lm' / 'tiny' / 'small' / 'binary_ae' / 'seed0'
+  assert json.loads((workdir / 'results.json').read_text()) == results
+  assert not (workdir / 'checkpoints').exists() and (workdir / 'best_params').exists()
+  row = next(line for line in text.splitlines() if line.startswith('| binary AE |'))
+  cells_shown = [c.strip() for c in row.strip('|').split('|')]
+  assert cells_shown[1:4] == [f'{results[k]:.1f}' for k in ('test/perplexity', 'test/perplexity_mean',
+                                                           'test/perplexity_greedy')]
+  assert cells_shown[4] == f'{results["test/perplexity_per_sentence"]:.1f}' and cells_shown[-1] == '1'
+  monkeypatch.setattr(train, 'train_and_evaluate', _no_training)
+  again, cached = sentences.lm_table('yahoo_lm', ['binary_ae'], 1, str(tmp_path), tiny=True, log=lines.append)
+  assert again == text and cached['binary_ae'][0] == results
+
+
+def test_sparse_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
+  lines = []
+  text, cells = sentences.sparse_table('dbpedia14', [4], '3:1', [], 1, 2, str(tmp_path), tiny=True,
+                                       log=lines.append)
+  (cell,) = cells[(4, 'hsvae_a3_b1')]
+  assert cell['pretrain']['test/hoyer_sample'] == pytest.approx(cell['hoyer']['hoyer_sample'])
+  assert 0 <= cell['hoyer']['hoyer_mean_raw'] <= 1
+  assert cell['probe']['members_reported'] == 2 and 0 <= cell['probe']['test/accuracy'] <= 100
+  assert 'test/accuracy' in cells['cbow']
+  row = next(line for line in text.splitlines() if line.startswith('| HSVAE (alpha=3, beta=1) | 4 |'))
+  assert f'{cell["probe"]["test/accuracy"]:.2f} ±' in row and f'{cell["hoyer"]["hoyer_sample_raw"]:.3f}' in row
+  assert any(line.startswith('| CBOW') for line in text.splitlines())
+  monkeypatch.setattr(train, 'train_and_evaluate', _no_training)
+  again, _ = sentences.sparse_table('dbpedia14', [4], '3:1', [], 1, 2, str(tmp_path), tiny=True, log=lines.append)
+  assert again == text
+
+
+def test_write_block_replaces_only_its_own_block(tmp_path):
+  path = str(tmp_path / 'results.md')
+  sentences.write_block(path, 'lm yahoo_lm', 'cmd 1', '| a |')
+  with open(path, 'a') as f:
+    f.write('\nProse the bench never touches.\n')
+  sentences.write_block(path, 'sparse dbpedia14', 'cmd 2', '| b |')
+  sentences.write_block(path, 'lm yahoo_lm', 'cmd 3', '| c |')
+  text = open(path).read()
+  assert '| a |' not in text and '| c |' in text and '| b |' in text and 'Prose the bench never touches.' in text
+  assert text.index('| c |') < text.index('Prose') < text.index('| b |')
+
+
+def test_fmt_and_mean_std():
+  assert sentences.fmt([2.0, 4.0], 1) == '3.0 ± 1.4'
+  assert sentences.fmt([5.0], 2, runs=3) == '5.00 (1 run)'
+  assert sentences.fmt([], 1) == '-'
+  assert sentences.fmt([2e5, 4e5], 1).startswith('3.0e+05 ±')
+  mean, std, n = sentences.mean_std([1.0, None, 3.0])
+  assert (mean, n) == (2.0, 2) and std == pytest.approx(np.sqrt(2.0))
+
+
+def test_small_sizes_and_bad_arguments():
+  config = sentences.sentence_config('binary_ae', 'yahoo_lm', 2, 'small')
+  assert (config.data.max_len, config.data.token_vocab_size, config.model.hidden_size, config.seed) == (15, 3000,
+                                                                                                        128, 2)
+  assert sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'paper').model.hidden_size == 512
+  with pytest.raises(ValueError, match='--size'):
+    sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'huge')
+  with pytest.raises(SystemExit):
+    sentences.main(['lm', '--rows=ternary_ae', '--tiny'])
+
+
+def test_speed_batches_and_the_dtr_side_on_tiny_sizes(tmp_path):
+  """The speed command's batch file and its dtr measurement, on tiny sizes (no timing is checked)."""
+  import argparse
+  from dtr.benches import sentences_speed
+  parser = argparse.ArgumentParser()
+  sentences_speed.add_arguments(parser)
+  args = parser.parse_args(['--tiny', '--steps=4', '--steps_per_call=2', '--decode_batch=4', '--decode_repeats=1'])
+  path = str(tmp_path / 'batches.npz')
+  sizes = sentences_speed.make_batches(args, path)
+  chunks = sentences_speed._load_chunks(path)
+  assert sizes['steps'] == 4 and len(chunks) == 2 and chunks[0][0].shape[:2] == (2, 64)
+  args.batches = path
+  result = sentences_speed.run_dtr(args, json.loads(json.dumps(sizes)))
+  assert result['tokens_per_s'] > 0 and result['decode_sentences_per_s'] > 0
+  assert result['peak_rss_mib'] > 0 and 1 <= result['decode_steps'] <= sizes['max_len'] + 1
+  assert 'dtr' in sentences_speed.table({'dtr': result})
