@@ -14,7 +14,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
   python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,tiny --workdir=/tmp/vq_tiny
 
 Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, dataset (dbpedia14, yahoo10,
-raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), em_iter, alternating, tiny, runlocal.
+raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), em_iter, alternating, word_dropout (decoder
+inputs -> <unk> with this probability in training; none by default), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
 symbol-Hamming retrieval (database train, queries test).
@@ -29,7 +30,8 @@ from dtr.methods import discrete_vae
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
-                               commitment=-1.0, em_iter=0, alternating=False, tiny=False, runlocal=False)
+                               commitment=-1.0, em_iter=0, alternating=False, word_dropout=0.0, tiny=False,
+                               runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
@@ -39,6 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.em_iter = int(arg.em_iter)
   if arg.alternating:
     config.model.alternating = True
+  if arg.word_dropout > 0:  # only when asked: the reference has none (dtr.methods.discrete_vae)
+    config.model.word_dropout = float(arg.word_dropout)
   config.data.name = arg.dataset
   config.data.max_len = 400
   evals = ['perplexity', 'codebook'] + (['precision@100'] if arg.level == 'global' else [])

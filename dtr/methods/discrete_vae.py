@@ -29,6 +29,11 @@ predicts x + eos (n + 1 tokens; its input embeddings are the encoder's). Per doc
            (softmax-weighted) codes, a `lax.fori_loop` inside the jitted step; then one M-step on the
            decoder and code books of -log p(x | e_z) with z_i = argmax_k l_ik.
 
+Word dropout (Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016; dtr's addition, off
+unless `model.word_dropout` is set): in training, each decoder input after bos becomes <unk> with
+probability p, so that the decoder cannot model the text from its own prefix alone and must read the codes
+(a strong autoregressive decoder otherwise learns to ignore a global code: posterior collapse).
+
 Losses are summed over a document's tokens and latents and averaged over documents. `alternating=True`
 trains VQ-VAE and CatVAE the same way (the paper's Table 6): `em_iter` steps on the encoder with the
 method's own loss, then one on the decoder and code books (their own samples, not argmax codes). As in the
@@ -58,7 +63,7 @@ import numpy as np
 import optax
 
 from dtr.latent import gumbel, vq
-from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, Method
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method
 from dtr.nn import transformer
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
 
@@ -86,6 +91,10 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(mc.learning_rate > 0, f'model.learning_rate must be > 0, got {mc.learning_rate}.')
   need(mc.clip >= 0, f'model.clip must be >= 0 (0 = no clipping), got {mc.clip}.')
   need(mc.noam_warmup >= 1, f'model.noam_warmup must be >= 1, got {mc.noam_warmup}.')
+  need(0 <= mc.get('pack_targets', 0.0) <= 1,
+       f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
+  need(0 <= mc.get('word_dropout', 0.0) < 1,
+       f"model.word_dropout must be in [0, 1), got {mc.get('word_dropout')}.")
   need(mc.em_iter >= 1, f'model.em_iter (E-steps per batch) must be >= 1, got {mc.em_iter}.')
   need(mc.global_features in ('mean', 'concat'),
        f"model.global_features must be 'mean' or 'concat', got {mc.global_features!r}.")
@@ -137,6 +146,40 @@ def codebook_usage(codes, num_values: int, mask=None) -> dict[str, np.ndarray]:
     used.append(int(np.count_nonzero(counts)))
     perplexity.append(float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))))
   return {'used': np.asarray(used, np.int32), 'perplexity': np.asarray(perplexity)}
+
+
+def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
+  """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
+
+  The output layer (d x V, the step's largest cost) is applied only where it is needed. With `pack` in (0, 1]
+  the valid positions are gathered first into a buffer of C = ceil(pack B T) rows (rounded up to 8), so a
+  batch padded to width T pays for C rows instead of B T; a batch with more valid positions than C takes the
+  full [B, T] path instead (`lax.cond`; under `vmap` both run). Either path gives the same numbers and
+  gradients. pack = 0: the full path always.
+  """
+  batch, length = targets_BxT.shape
+  n = batch * length
+
+  def full(_):
+    logits_BxTxV = project(states_BxTxD)
+    nll_BxT = (jax.nn.logsumexp(logits_BxTxV, axis=-1)
+               - jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], -1)[..., 0])
+    return jnp.sum(jnp.where(valid_BxT, nll_BxT, 0.0), axis=1)
+
+  capacity = min(n, -(-int(math.ceil(pack * n)) // 8) * 8) if pack > 0 else n
+  if capacity >= n:
+    return full(None)
+
+  def packed(_):
+    flat_valid = valid_BxT.reshape(-1)
+    (index_C,) = jnp.nonzero(flat_valid, size=capacity, fill_value=0)
+    real_C = jnp.arange(capacity) < jnp.sum(flat_valid)
+    logits_CxV = project(states_BxTxD.reshape(n, -1)[index_C])
+    target_C = targets_BxT.reshape(-1)[index_C]
+    nll_C = jax.nn.logsumexp(logits_CxV, axis=-1) - jnp.take_along_axis(logits_CxV, target_C[:, None], -1)[:, 0]
+    return jax.ops.segment_sum(jnp.where(real_C, nll_C, 0.0), index_C // length, num_segments=batch)
+
+  return jax.lax.cond(jnp.sum(valid_BxT) <= capacity, packed, full, None)
 
 
 def noam_schedule(model_dim: int, warmup: int, factor: float = 1.0):
@@ -247,29 +290,42 @@ class DiscreteVAE(Method):
     return state
 
   # --- forward
+  def _latents(self, params, batch, rng=None, mode='hard', step=0):
+    """(layout, latent outputs, network variables, decoder rng) of the encoder and latent layer; rng None = no
+    dropout."""
+    mc, net = self.config, self._network()
+    layout = token_layout(batch)
+    enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
+    variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
+    inputs_BxLxF = net.apply(variables, layout['tokens'], layout['valid'], rng is None,
+                             method=TransformerAutoencoder.encode,
+                             rngs=None if rng is None else {'dropout': enc_rng})
+    inputs_BxLxMxF = inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1)
+    latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step)
+    return layout, latent, variables, dec_rng
+
   def forward(self, params, batch, rng=None, mode='hard', step=0):
     """(summed token NLL [B], layout, latent outputs); rng None = no dropout (evaluation)."""
     mc, net = self.config, self._network()
-    layout = token_layout(batch)
+    layout, latent, variables, dec_rng = self._latents(params, batch, rng, mode, step)
     deterministic = rng is None
-    enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
-    variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
-    inputs_BxLxF = net.apply(variables, layout['tokens'], layout['valid'], deterministic,
-                             method=TransformerAutoencoder.encode,
-                             rngs=None if deterministic else {'dropout': enc_rng})
-    inputs_BxLxMxF = inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1)
-    latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step)
     vectors_BxLxMxD = latent[0]
     if mc.level == 'global':
       memory, memory_valid = vectors_BxLxMxD[:, 0], jnp.ones((vectors_BxLxMxD.shape[0], mc.num_latents), bool)
     else:
       memory, memory_valid = vectors_BxLxMxD.reshape(*vectors_BxLxMxD.shape[:2], -1), layout['valid']
-    logits_BxTxV = net.apply(variables, memory, memory_valid, layout['decoder_inputs'],
-                             layout['target_valid'], deterministic, method=TransformerAutoencoder.decode,
+    decoder_inputs = layout['decoder_inputs']
+    word_dropout = mc.get('word_dropout', 0.0)
+    if word_dropout > 0 and not deterministic:  # training only: the decoder must lean on the codes
+      position_BxT = jnp.arange(decoder_inputs.shape[1])[None, :]
+      drop_BxT = jax.random.bernoulli(jax.random.fold_in(rng, 3), word_dropout, decoder_inputs.shape)
+      decoder_inputs = jnp.where(drop_BxT & (position_BxT > 0) & layout['target_valid'], UNK_ID, decoder_inputs)
+    states_BxTxD = net.apply(variables, memory, memory_valid, decoder_inputs, layout['target_valid'],
+                             deterministic, method=TransformerAutoencoder.decode_states,
                              rngs=None if deterministic else {'dropout': dec_rng})
-    log_p_BxTx1 = jnp.take_along_axis(jax.nn.log_softmax(logits_BxTxV), layout['targets'][..., None], -1)
-    log_p_BxT = log_p_BxTx1[..., 0]
-    nll_B = -jnp.sum(jnp.where(layout['target_valid'], log_p_BxT, 0.0), axis=1)
+    project = lambda h: net.apply(variables, h, method=TransformerAutoencoder.project)
+    nll_B = target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
+                       mc.get('pack_targets', 0.0))
     return nll_B, layout, latent
 
   def position_weight(self, layout) -> jax.Array:
@@ -290,8 +346,11 @@ class DiscreteVAE(Method):
     num_docs = jnp.maximum(jnp.sum(weight_B), 1.0)
     nll = jnp.sum(nll_B * weight_B) / num_docs
     tokens = jnp.sum((layout['lengths'] + 1) * weight_B)
-    onehot = jax.nn.one_hot(codes, self.num_values) * self.position_weight(layout)[..., None, None]
-    p_MxK = jnp.sum(onehot, axis=(0, 1)) / jnp.maximum(jnp.sum(onehot, axis=(0, 1, 3))[:, None], 1.0)
+    # Use counts by a scatter-add: a one-hot [B, L, M, K] would cost as much as a layer for local K = 4096.
+    weight_BxLxM = jnp.broadcast_to(self.position_weight(layout)[..., None], codes.shape)
+    slot_BxLxM = jnp.broadcast_to(jnp.arange(codes.shape[-1]), codes.shape)
+    counts_MxK = jnp.zeros((codes.shape[-1], self.num_values)).at[slot_BxLxM, codes].add(weight_BxLxM)
+    p_MxK = counts_MxK / jnp.maximum(jnp.sum(counts_MxK, axis=1, keepdims=True), 1.0)
     code_perplexity = jnp.mean(jnp.exp(-jnp.sum(p_MxK * jnp.log(jnp.where(p_MxK > 0, p_MxK, 1.0)), axis=-1)))
     aux = {'nll': nll, 'token_nll': jnp.sum(nll_B * weight_B) / jnp.maximum(tokens, 1.0),
            'code_perplexity': code_perplexity, **metrics}
@@ -356,7 +415,7 @@ class DiscreteVAE(Method):
   def encode(self, params, batch, rng=None) -> jax.Array:
     """Deterministic codes int32 [B, M] (global) or [B, L, M] with -1 at padding (local)."""
     del rng  # VQ and Hard EM codes are deterministic; CatVAE overrides
-    _, layout, latent = self.forward(params, batch)
+    layout, latent, _, _ = self._latents(params, batch)  # the decoder is not needed
     return self._codes_per_position(latent[1], layout)
 
   def score(self, params, batch, rng=None) -> dict[str, jax.Array]:
@@ -371,7 +430,7 @@ class DiscreteVAE(Method):
 
   def features(self, params, batch) -> jax.Array:
     """Code-book vectors of the deterministic codes, pooled as the module docstring says: float32 [B, F]."""
-    _, layout, latent = self.forward(params, batch)
+    layout, latent, _, _ = self._latents(params, batch)
     vectors_BxLxMxD = latent[0]
     if self.config.level == 'global':
       if self.config.global_features == 'concat':
@@ -524,6 +583,7 @@ def default_model_config(method: str = 'vq_vae', level: str = 'global') -> ml_co
       noam_factor=1.0,           # the schedule's scale (peak rate factor * (d w)^-1/2)
       em_iter=1,                 # encoder steps per batch when alternating (paper 1 or 3)
       global_features='mean',    # global `features`: 'mean' over the M code vectors ([B, d]) or 'concat'
+      pack_targets=0.75,         # output layer on at most this share of the B x T positions (`target_nll`)
   ))
   if method in ('vq_vae', 'cat_vae'):
     config.alternating = False   # True: em_iter encoder steps then one decoder step (the paper's Table 6)

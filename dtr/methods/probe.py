@@ -5,12 +5,19 @@ c in [0, K)^{P x M} (P positions, -1 for padding; global latents have P = 1), re
 tables E_m in R^{K x e}, one per latent slot m, and averaged over the valid (position, slot) pairs:
 
     f(x) = x  (features)     or     f(c) = mean_{p, m : c_pm >= 0} E_m[c_pm]   (reembed)
+    with normalize='example':  f(x) <- (f(x) - mean_j f_j(x)) / sqrt(var_j f_j(x) + 1e-6)   (features only)
     h = f(x), then `hidden` layers h <- act(W h + b) (dropout `dropout` in training), logits = W h + b
     loss = -mean_b log softmax(logits_b)[y_b]   over the labelled rows (y >= 0, mask 1)
 
 A linear softmax (`hidden=()`) is the Jin et al. (ACL 2020) downstream classifier; a 2 x 32 LeakyReLU MLP is
 Prokhorov et al.'s (2021), 2 x 100 Baynazarov & Piontkovskaya's (2019). Adam 3e-4 with gradient-norm
 clipping at 5 by default.
+
+Why `normalize`: frozen features can be on any scale (code-book vectors of a discrete VAE start at Xavier
+scale, about 0.1), and with Adam 3e-4 and early stopping after `patience` epochs a linear probe on tiny
+inputs stops before its logits have moved. Standardising each example over its F dimensions (a layer norm
+without parameters) puts every feature set on the same footing; it keeps the direction of x, which is all a
+linear softmax on mean-pooled code vectors separates by. 'none' (the default) feeds x as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import optax
 
 from dtr.methods.base import Method, clipped_adam
 
+NORMALIZE = ('none', 'example')
 ACTIVATIONS = {'relu': nn.relu, 'leaky_relu': nn.leaky_relu, 'tanh': jnp.tanh}
 
 
@@ -38,6 +46,8 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.dropout must be in [0, 1), got {mc.dropout}.')
   if mc.learning_rate <= 0:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
+  if mc.get('normalize', 'none') not in NORMALIZE:
+    raise ValueError(f"model.normalize={mc.normalize!r}; use one of {NORMALIZE}.")
   if mc.reembed and mc.embed_dim < 1:
     raise ValueError(f'model.embed_dim must be >= 1, got {mc.embed_dim}.')
 
@@ -50,6 +60,7 @@ class ProbeNetwork(nn.Module):
   reembed: bool
   num_values: int
   embed_dim: int
+  normalize: str = 'none'
 
   @nn.compact
   def __call__(self, features, train: bool = False):
@@ -63,6 +74,8 @@ class ProbeNetwork(nn.Module):
       h = jnp.sum(vectors * weights, axis=(1, 2)) / jnp.maximum(jnp.sum(weights, axis=(1, 2)), 1.0)
     else:
       h = features.reshape(features.shape[0], -1).astype(jnp.float32)
+      if self.normalize == 'example':
+        h = (h - jnp.mean(h, axis=-1, keepdims=True)) / jnp.sqrt(jnp.var(h, axis=-1, keepdims=True) + 1e-6)
     for width in self.hidden:
       h = ACTIVATIONS[self.activation](nn.Dense(width)(h))
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -86,7 +99,7 @@ class Probe(Method):
       raise ValueError('model.reembed=True re-embeds symbol codes, but the features are not symbols (train the '
                        'probe on the codes of a symbol method with data.feature_kind=codes).')
     return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, mc.dropout, mc.reembed,
-                        self.data.num_values, mc.embed_dim)
+                        self.data.num_values, mc.embed_dim, mc.get('normalize', 'none'))
 
   def optimizer(self) -> optax.GradientTransformation:
     return clipped_adam(self.config.learning_rate, self.config.clip)
@@ -132,4 +145,5 @@ def default_model_config() -> ml_collections.ConfigDict:
       clip=5.0,               # global-norm gradient clip (0 = off)
       reembed=False,          # features are symbol codes: learn new embeddings of them
       embed_dim=64,           # e, with reembed
+      normalize='none',       # 'example': standardise each feature vector over its dimensions (features only)
   ))

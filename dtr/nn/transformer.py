@@ -254,11 +254,20 @@ class TransformerAutoencoder(nn.Module):
       states_BxLxD = masked_mean(states_BxLxD, valid_BxL)[:, None, :]
     return states_BxLxD if self.to_latent is None else self.to_latent(states_BxLxD)
 
+  def decode_states(self, memory_BxSxD, memory_valid_BxS, inputs_BxT, target_valid_BxT,
+                    deterministic: bool = True):
+    """The decoder's last states [B, T, d] (before the output layer)."""
+    return self.decoder(self.embed(inputs_BxT, deterministic), memory_BxSxD, memory_valid_BxS,
+                        target_valid_BxT, deterministic)
+
+  def project(self, states_xD):
+    """The output layer: next-token logits [..., V] of decoder states [..., d]."""
+    return self.output(states_xD)
+
   def decode(self, memory_BxSxD, memory_valid_BxS, inputs_BxT, target_valid_BxT, deterministic: bool = True):
     """Next-token logits [B, T, V]."""
-    y_BxTxD = self.decoder(self.embed(inputs_BxT, deterministic), memory_BxSxD, memory_valid_BxS,
-                           target_valid_BxT, deterministic)
-    return self.output(y_BxTxD)
+    return self.project(self.decode_states(memory_BxSxD, memory_valid_BxS, inputs_BxT, target_valid_BxT,
+                                           deterministic))
 
   def __call__(self, tokens_BxL, valid_BxL):  # builds every parameter (init only)
     self.encode(tokens_BxL, valid_BxL)

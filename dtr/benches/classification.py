@@ -1,0 +1,509 @@
+r"""Discrete VAEs for low-resource text classification (Jin, Wiseman, Stratos & Livescu, ACL 2020): the study.
+
+  # pretrain every variant, classify at 200/500/2500/all labels x 5 subsamples (code-book features and
+  # re-embedded codes) and CBOW from scratch; the Table-3-style table (resumable: --cache_dir)
+  python -m dtr.bench classification study --dataset=dbpedia14 --cache_dir=DIR --out=docs/results/classification.md
+  # precision@100 of symbol-Hamming retrieval of the global variants (database train, queries test) and the
+  # precision/recall-vs-radius curves (a PNG beside the table)
+  python -m dtr.bench classification retrieval --dataset=dbpedia14 --cache_dir=DIR \
+      --out=docs/results/classification_retrieval.md
+  # pretraining steps/s and sentences/s per variant (batch 64), the E-step cost (em_iter 1 and 3), probe time
+  # per budget, peak memory
+  python -m dtr.bench classification speed --dataset=dbpedia14
+
+A cell is `dtr.train.train_and_evaluate` in its own workdir under `cache_dir/<dataset>/`, named by the cell and
+a digest of its config: a cell whose results.json exists is read back, an unfinished one resumes from its
+checkpoint, and changed settings never read a stale cell. Pretraining is configs/discrete_vae.py (early
+stopping on validation perplexity, at most --epochs epochs); the probes are configs/classify.py on the
+pretrained workdir (`features=WORKDIR`, with `reembed=True` for re-embedded codes), CBOW is
+configs/classify.py:method=cbow on the same corpus and token vocabulary. Every probe and CBOW run trains
+the label budget's 5 random subsamples as 5 members, each early-stopped on validation accuracy; the table
+reports test accuracy, mean ± std over them. The selected model (bold) is the one with the best validation
+accuracy at the smallest budget; test numbers never choose anything.
+
+The table of one corpus is written between marker lines of --out that name the corpus; text around them
+(and other corpora's tables) is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from dtr import config_utils
+
+# name -> configs/discrete_vae.py argument. The paper's best settings on AG News (200 labels): local CatVAE
+# K=4096 M=1; local re-embedded Hard EM K=1024 M=1; global CatVAE K=256 M=4; global re-embedded Hard EM
+# K=4096 M=4; plus VQ-VAE global (the original code's run, M=4 K=256) and local.
+VARIANTS = {
+    'cat_vae-global-M4-K256': 'method=cat_vae,level=global,M=4,K=256',
+    'hard_em-global-M4-K4096': 'method=hard_em,level=global,M=4,K=4096',
+    'vq_vae-global-M4-K256': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001',
+    'cat_vae-local-M1-K4096': 'method=cat_vae,level=local,M=1,K=4096',
+    'hard_em-local-M1-K1024': 'method=hard_em,level=local,M=1,K=1024',
+    'vq_vae-local-M1-K1024': 'method=vq_vae,level=local,M=1,K=1024,commitment=0.001',
+    # global latents with word dropout on the decoder inputs (dtr's addition against posterior collapse)
+    'hard_em-global-M4-K4096-wd0.5': 'method=hard_em,level=global,M=4,K=4096,word_dropout=0.5',
+    'cat_vae-global-M4-K256-wd0.5': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5',
+    'vq_vae-global-M4-K256-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,word_dropout=0.5',
+    'hard_em-local-M1-K1024-wd0.5': 'method=hard_em,level=local,M=1,K=1024,word_dropout=0.5',
+}
+BUDGETS = ('200', '500', '2500', 'all')
+READ_ONLY = [False]  # --read_only: report the finished cells, train none
+KINDS = ('features', 'reembed')
+BEGIN = '<!-- classification study {dataset}: begin (written by python -m dtr.bench classification study) -->'
+END = '<!-- classification study {dataset}: end -->'
+RBEGIN = '<!-- classification retrieval {dataset}: begin (python -m dtr.bench classification retrieval) -->'
+REND = '<!-- classification retrieval {dataset}: end -->'
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def _set(config, dotted: str, value: str) -> None:
+  current = config_utils.get_dotted(config, dotted)
+  if isinstance(current, str):
+    config_utils.set_dotted(config, dotted, value)
+  else:
+    config_utils.set_dotted(config, dotted, type(current)(json.loads(value)))
+
+
+def data_overrides(config, args) -> None:
+  """The corpus settings every cell of a study shares (pretraining and CBOW read the same tokens)."""
+  if args.token_vocab_size:
+    config.data.token_vocab_size = args.token_vocab_size
+  if getattr(args, 'data_set', None):
+    for key, value in args.data_set:
+      _set(config, key, value)
+
+
+def pretrain_config(variant: str, args):
+  arg = VARIANTS[variant] + (',tiny' if args.tiny else f',dataset={args.dataset}')
+  config = config_utils.load_config_module('discrete_vae').get_config(arg)
+  config.progress_bar = config.tensorboard = False
+  if not args.tiny:
+    data_overrides(config, args)
+  if args.epochs:
+    config.num_epochs = args.epochs
+  if config.model.name == 'hard_em':
+    config.model.em_iter = args.em_iter
+    config.model.noam = args.noam  # Noam's 2000 warm-up steps outlast a short pretraining
+  config.model.dropout = args.dropout
+  for key, value in args.pretrain_set:
+    _set(config, key, value)
+  return config
+
+
+def probe_config(workdir: str, budget: str, kind: str, args):
+  arg = f'features={workdir},labels={budget},seeds={args.seeds}' + (
+      ',reembed=True' if kind == 'reembed' else f',normalize={args.normalize}')
+  config = config_utils.load_config_module('classify').get_config(arg + (',tiny' if args.tiny else ''))
+  if args.tiny:
+    config.data.labels = budget if budget == 'all' else str(min(int(budget), 64))
+  for key, value in args.probe_set:
+    _set(config, key, value)
+  return config
+
+
+def cbow_config(budget: str, args):
+  arg = f'method=cbow,labels={budget},seeds={args.seeds}' + (',tiny' if args.tiny else f',dataset={args.dataset}')
+  config = config_utils.load_config_module('classify').get_config(arg)
+  if args.tiny:
+    config.data.labels = budget if budget == 'all' else str(min(int(budget), 64))
+  else:
+    data_overrides(config, args)
+  return config
+
+
+def digest(config) -> str:
+  return hashlib.sha1(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
+
+
+def cell_dir(root: str, name: str, config) -> str:
+  return os.path.join(root, f'{name}-{digest(config)}')
+
+
+@contextlib.contextmanager
+def active_members_first():
+  """Works around a bookkeeping slip of the loop (dtr/train.py, validation of a stack): when a member other
+  than the last has stopped and the bucket stays full, `members.bucket_rows` returns arange(P) while the loop
+  reads its first len(active) rows as the active members (a KeyError, or another member's score). Within this
+  context a full bucket with stopped members shrinks to the active members (rounded up to whole devices), a
+  case the loop handles (gathered rows, put back by index); with more devices than that allows it is left as
+  it was. The fix in the loop is to map results by `eval_rows` itself (see docs/results/classification.md)."""
+  from dtr import members  # pylint: disable=g-import-not-at-top
+  original = members.bucket_rows
+
+  def bucket_rows(active, size, devices=1):
+    rows = original(active, size, devices)
+    active = list(active)
+    if len(rows) < size or [int(i) for i in rows[:len(active)]] == active:
+      return rows
+    whole = -(-len(active) // devices) * devices
+    if whole >= size:
+      return rows
+    others = [i for i in range(size) if i not in set(active)]
+    return np.asarray(active + others[:whole - len(active)])
+
+  members.bucket_rows = bucket_rows
+  try:
+    yield
+  finally:
+    members.bucket_rows = original
+
+
+def run_cell(config, workdir: str, log=print, corpus=None) -> dict:
+  """results.json of a finished cell, else trains it (resuming from its checkpoint) and returns its results.
+  `corpus` (a callable returning the corpus `config.data` describes) saves loading it once per cell."""
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  if READ_ONLY[0]:
+    return None
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  with active_members_first():
+    results = train.train_and_evaluate(config, workdir, corpus=corpus() if corpus is not None else None)
+  log(f'  {workdir}: done in {time.time() - t0:.0f}s')
+  return results
+
+
+# ------------------------------------------------------------------------------------------------ the study
+def study(args, log=print) -> dict:
+  """Every cell of one corpus; returns {'pretrain': {variant: results}, 'probe': {(variant, kind, budget):
+  results}, 'cbow': {budget: results}}."""
+  root = os.path.join(args.cache_dir, args.label)
+  cells = {'pretrain': {}, 'probe': {}, 'cbow': {}, 'workdirs': {}}
+  for variant in args.variants:
+    config = pretrain_config(variant, args)
+    workdir = cell_dir(root, variant, config)
+    log(f'{variant}: pretraining in {workdir}')
+    pretrained = run_cell(config, workdir, log)
+    if pretrained is None:
+      log(f'{variant}: not pretrained yet (--read_only); left out')
+      continue
+    cells['pretrain'][variant] = pretrained
+    cells['workdirs'][variant] = workdir
+    for kind in args.kinds:
+      features = {}  # the frozen features of this kind, computed once for all budgets
+
+      def load(data_config=None, features=features):
+        if 'corpus' not in features:
+          from dtr import probe as probe_lib  # pylint: disable=g-import-not-at-top
+          features['corpus'] = probe_lib.load_features(data_config)
+        return features['corpus']
+
+      for budget in args.budgets:
+        probe = probe_config(workdir, budget, kind, args)
+        cells['probe'][(variant, kind, budget)] = run_cell(
+            probe, os.path.join(workdir, f'probe-{kind}-{budget}-{digest(probe)}'), log,
+            corpus=lambda probe=probe: load(probe.data))
+  if args.cbow:
+    for budget in args.budgets:
+      config = cbow_config(budget, args)
+      log(f'cbow {budget}')
+      cells['cbow'][budget] = run_cell(config, cell_dir(root, f'cbow-{budget}', config), log)
+  return cells
+
+
+def _accuracy(results: dict | None, split: str = 'test') -> str:
+  if results is None:
+    return '-'
+  return f'{results[f"{split}/accuracy"]:.2f} ± {results.get(f"{split}/accuracy_std", 0.0):.2f}'
+
+
+def compression_bits(results: dict) -> float:
+  """M log2 K for global latents (bits per document); M log2 K per token for local ones."""
+  return results['code_length'] * math.log2(results['num_values'])
+
+
+def table(cells: dict, args) -> str:
+  """The Table-3-style markdown: test accuracy per budget, validation accuracy that selects, code-book use."""
+  budgets = list(args.budgets)
+  first = budgets[0]
+  head = (['model', 'features'] + [f'{b} labels' for b in budgets] +
+          [f'valid @{first}', 'codes used / K (per slot)', 'code perplexity', 'bits (M log2 K)', 'valid ppl'])
+  rows = []
+  for (variant, kind, _), _ in cells['probe'].items():
+    if (variant, kind) in [(r[0], r[1]) for r in rows]:
+      continue
+    pre = cells['pretrain'][variant]
+    per_budget = [cells['probe'].get((variant, kind, b)) for b in budgets]
+    valid = per_budget[0]['valid/accuracy'] if per_budget[0] else float('nan')  # None: not run (--read_only)
+    level = 'local' if '-local-' in variant else 'global'
+    bits = f'{compression_bits(pre):.0f}' + (' per token' if level == 'local' else '')
+    rows.append((variant, kind, per_budget, valid,
+                 f'{pre["test/codes_used"]:.1f} / {pre["num_values"]}', f'{pre["test/code_perplexity"]:.1f}', bits,
+                 f'{pre["valid/perplexity"]:.1f}'))
+  selected = max(range(len(rows)), key=lambda i: rows[i][3] if rows[i][3] == rows[i][3] else -1.0) if rows else -1
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for i, (variant, kind, per_budget, valid, used, perp, bits, ppl) in enumerate(rows):
+    accs = [_accuracy(r) for r in per_budget]
+    name = f'**{variant}**' if i == selected else variant
+    kind_name = 're-embedded codes' if kind == 'reembed' else 'code-book vectors'
+    lines.append(f'| {name} | {kind_name} | ' + ' | '.join(accs) + f' | {valid:.2f} | {used} | {perp} | {bits} | '
+                 f'{ppl} |')
+  if cells['cbow']:
+    accs = [_accuracy(cells['cbow'].get(b)) for b in budgets]
+    valid = cells['cbow'][first]['valid/accuracy'] if cells['cbow'].get(first) else float('nan')
+    lines.append('| CBOW (from scratch) | words | ' + ' | '.join(accs) + f' | {valid:.2f} | - | - | - | - |')
+  return '\n'.join(lines)
+
+
+def replace_block(path: str, begin: str, end: str, body: str) -> None:
+  """Writes `body` between the marker lines `begin` / `end` of `path`, keeping everything else."""
+  text = open(path).read() if os.path.exists(path) else ''
+  block = f'{begin}\n{body}\n{end}'
+  if begin in text and end in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+  else:
+    text = (text.rstrip() + '\n\n' if text.strip() else '') + block + '\n'
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def run_study(args) -> None:
+  cells = study(args)
+  text = table(cells, args)
+  command = f'python -m dtr.bench classification {" ".join(args.argv)}'
+  body = f'Command: `{command}`\n\n{text}'
+  print(body)
+  if args.out:
+    replace_block(args.out, BEGIN.format(dataset=args.label), END.format(dataset=args.label), body)
+
+
+# ------------------------------------------------------------------------------------------------ retrieval
+def retrieval_curves(workdir: str, radii=None):
+  """(precision@100, RadiusCurve) of a global variant's saved symbol codes: database train, queries test."""
+  from dtr.evaluate import codes as codes_lib, neighbours, radius  # pylint: disable=g-import-not-at-top
+  codes_dir = os.path.join(workdir, 'codes')
+  fmt = codes_lib.read_format(codes_dir)
+  db, queries = codes_lib.read_codes(codes_dir, 'train', fmt), codes_lib.read_codes(codes_dir, 'test', fmt)
+  if db.ndim != 2:
+    raise ValueError(f'{workdir}: codes {db.shape[1:]} are per token (local latents); retrieval needs one code '
+                     'per document (global latents).')
+  db_labels, q_labels = codes_lib.read_labels(codes_dir, 'train'), codes_lib.read_labels(codes_dir, 'test')
+  k = min(100, len(db))
+  p_at_k = neighbours.precision_at_k_codes('symbols', queries, q_labels, db, db_labels, k)
+  radii = np.arange(fmt.length + 1) if radii is None else np.asarray(radii)
+  curve = radius.precision_recall_at_radius(queries, q_labels, db, db_labels, radii, 'symbols')
+  return p_at_k, curve
+
+
+def run_retrieval(args) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  root = os.path.join(args.cache_dir, args.label)
+  rows, curves = [], {}
+  for variant in args.variants:
+    if '-global-' not in variant:
+      continue
+    workdir = cell_dir(root, variant, pretrain_config(variant, args))
+    if not os.path.exists(os.path.join(workdir, 'results.json')):
+      print(f'{variant}: no finished pretraining in {workdir} (run the study first); skipped')
+      continue
+    p_at_k, curve = retrieval_curves(workdir)
+    curves[variant] = curve
+    rows.append(f'| {variant} | {100 * p_at_k:.2f} | ' + ' | '.join(
+        f'{100 * p:.1f} / {100 * r:.1f}' for p, r in zip(curve.precision, curve.recall)) + ' |')
+  if not rows:
+    raise SystemExit('no finished global variant to evaluate')
+  radii = next(iter(curves.values())).radii
+  head = '| model | precision@100 | ' + ' | '.join(f'P / R at r={r}' for r in radii) + ' |'
+  text = '\n'.join([head, '|' + '---|' * (2 + len(radii))] + rows)
+  fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
+  for variant, curve in curves.items():
+    ax_p.plot(curve.radii, 100 * curve.precision, marker='o', label=variant)
+    ax_r.plot(curve.radii, 100 * curve.recall, marker='o', label=variant)
+  for ax, name in ((ax_p, 'precision (%)'), (ax_r, 'recall (%)')):
+    ax.set_xlabel('Hamming radius (unequal symbols)')
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+  ax_p.legend(fontsize=7)
+  fig.suptitle(f'{args.label}: test queries against the training codes')
+  fig.tight_layout()
+  png = args.png or os.path.join(os.path.dirname(args.out) or '.', f'classification_radius_{args.label}.png')
+  os.makedirs(os.path.dirname(png) or '.', exist_ok=True)
+  fig.savefig(png, dpi=120)
+  plt.close(fig)
+  command = f'python -m dtr.bench classification {" ".join(args.argv)}'
+  body = f'Command: `{command}`\n\n{text}\n\n![radius curves]({os.path.basename(png)})'
+  print(body)
+  if args.out:
+    replace_block(args.out, RBEGIN.format(dataset=args.label), REND.format(dataset=args.label), body)
+
+
+# ------------------------------------------------------------------------------------------------ speed
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_rate(config, corpus, steps: int, steps_per_call: int) -> float:
+  """Steady-state train steps/s of `config` on `corpus` (one member, the loop's jitted chunk, compiled first)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dtr import input_pipeline as ip, members, methods, train  # pylint: disable=g-import-not-at-top
+  split = corpus.splits['train']
+  method = methods.get_method(config.model, train.data_info(corpus, split.num_docs))
+  mesh = ip.make_mesh()
+
+  def chunks(epoch):
+    return ip.train_chunks(method.reads, split, [ip.epoch_order(0, epoch, split.num_docs)], per_member=False,
+                           batch_size=config.batch_size, start_step=0, steps_per_call=steps_per_call,
+                           sharded=True, fields=method.batch_fields)
+
+  host = []
+  epoch = 0
+  while sum(1 for _ in host) * steps_per_call < steps:
+    host += [b for _, k, b in chunks(epoch) if k == steps_per_call]
+    epoch += 1
+  host = host[:max(1, steps // steps_per_call)]
+  sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
+  state = members.place_state(members.init_states(method, [members.Member(0, 0)], sample), mesh)
+  step = members.train_chunk_fn(method, mesh, 1, True)
+  widths = {}
+  for b in host:  # compile every chunk width once
+    width = b['tokens'].shape[-1] if 'tokens' in b else 0
+    if width not in widths:
+      state, m = step(state, members.place_batch(b, mesh, 1, True))
+      widths[width] = True
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for b in host:
+    state, m = step(state, members.place_batch(b, mesh, 1, True))
+  jax.block_until_ready(m)
+  return len(host) * steps_per_call / (time.perf_counter() - t0)
+
+
+def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
+  """A `dtr.probe.FeatureCorpus` with the corpus' labels and random features (the probe's cost does not
+  depend on the values): float32 [N, width], or int32 symbols [N, slots] for re-embedding."""
+  from dtr import probe  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  splits = {}
+  for name, split in corpus.splits.items():
+    n = split.num_docs
+    values = (rng.integers(0, num_values, (n, slots)).astype(np.int32) if kind == 'codes'
+              else rng.normal(size=(n, width)).astype(np.float32))
+    splits[name] = probe.FeatureSplit(values, split.labels, split.doc_ids)
+  return probe.FeatureCorpus(name=f'{corpus.name}:random', splits=splits, label_names=list(corpus.label_names),
+                             synthetic=corpus.synthetic, source='memory', kind=kind,
+                             code_kind='symbols' if kind == 'codes' else None,
+                             num_values=num_values if kind == 'codes' else 0)
+
+
+def run_speed(args) -> None:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
+  print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {args.batch_size}; '
+        f'{args.steps} timed steps per row after compilation', flush=True)
+  corpus = None
+  for variant in args.variants:
+    config = pretrain_config(variant, args)
+    config.batch_size = args.batch_size
+    corpus = corpus or load_corpus(config.data)
+    if corpus.synthetic and not args.tiny:
+      raise SystemExit(f'{args.dataset}: no real data found (set DTR_DATA_DIR).')
+    em_iters = (1, 3) if config.model.name == 'hard_em' else (None,)
+    rates = {}
+    for em_iter in em_iters:
+      if em_iter is not None:
+        config.model.em_iter = em_iter
+      rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call)
+    for em_iter, rate in rates.items():
+      extra = f' em_iter {em_iter}' if em_iter is not None else ''
+      print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | token vocab '
+            f'{len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+    if len(rates) == 2:
+      e_step = (1 / rates[3] - 1 / rates[1]) / 2
+      print(f'{variant}: one E-step costs {1e3 * e_step:.1f} ms ({e_step * rates[1]:.2f} of an em_iter-1 step)',
+            flush=True)
+  for kind, feature_kind in (('features', 'features'), ('reembed', 'codes')):
+    data = random_feature_corpus(corpus, feature_kind, 64, 256, 4)
+    for budget in args.budgets:
+      config = config_utils.load_config_module('classify').get_config(
+          f'features=memory,labels={budget},seeds={args.seeds}' + (',reembed=True' if kind == 'reembed' else '')
+          + (',tiny' if args.tiny else ''))
+      if args.tiny:
+        config.data.labels = budget if budget == 'all' else str(min(int(budget), 64))
+      config.num_epochs = args.probe_epochs
+      config.patience = args.probe_epochs + 1
+      with tempfile.TemporaryDirectory() as workdir:
+        t0 = time.perf_counter()
+        train.train_and_evaluate(config, workdir, corpus=data)
+        seconds = time.perf_counter() - t0
+      print(f'probe {kind} {budget} labels x {args.seeds} subsamples, {args.probe_epochs} epochs: {seconds:.1f}s '
+            f'(with compilation and the final evaluation) | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def _pairs(items) -> list[tuple[str, str]]:
+  return [tuple(kv.split('=', 1)) for kv in items]
+
+
+def main(argv=None) -> None:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(prog='python -m dtr.bench classification', description=__doc__.split('\n\n')[0])
+  sub = parser.add_subparsers(dest='cmd', required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument('--dataset', default='dbpedia14')
+  common.add_argument('--variants', default=','.join(VARIANTS), help=f'of {", ".join(VARIANTS)} (none: CBOW only)')
+  common.add_argument('--token_vocab_size', type=int, default=0, help='data.token_vocab_size (0: the corpus\')')
+  common.add_argument('--epochs', type=int, default=0, help='pretraining epochs at most (0: the config\'s 30)')
+  common.add_argument('--em_iter', type=int, default=3, help='Hard EM E-steps per batch')
+  common.add_argument('--noam', action=argparse.BooleanOptionalAction, default=True, help='Hard EM: Noam')
+  common.add_argument('--dropout', type=float, default=0.2, help='pretraining dropout (features: always off)')
+  common.add_argument('--seeds', type=int, default=5, help='label subsamples per budget')
+  common.add_argument('--normalize', default='example', help='probe on code-book vectors: model.normalize')
+  common.add_argument('--budgets', default=','.join(BUDGETS))
+  common.add_argument('--cache_dir', default='/tmp/dtr_classification')
+  common.add_argument('--pretrain_set', action='append', default=[], help='pretraining config key=value')
+  common.add_argument('--probe_set', action='append', default=[], help='probe config key=value')
+  common.add_argument('--data_set', action='append', default=[], help='config.data key=value (every cell)')
+  common.add_argument('--tiny', action='store_true', help='synthetic tiny configs (a smoke run)')
+  sp = sub.add_parser('study', parents=[common], help='pretrain, classify, the table (resumable)')
+  sp.add_argument('--kinds', default=','.join(KINDS), help='features (code-book vectors), reembed (codes)')
+  sp.add_argument('--cbow', action=argparse.BooleanOptionalAction, default=True)
+  sp.add_argument('--out', default='')
+  sp.add_argument('--read_only', action='store_true', help='table of the finished cells only (trains nothing)')
+  rp = sub.add_parser('retrieval', parents=[common], help='precision@100 and radius curves of global codes')
+  rp.add_argument('--out', default='')
+  rp.add_argument('--png', default='', help='default: classification_radius_<dataset>.png beside --out')
+  pp = sub.add_parser('speed', parents=[common], help='steps/s, sentences/s, E-step cost, probe time, memory')
+  pp.add_argument('--batch_size', type=int, default=64)
+  pp.add_argument('--steps', type=int, default=64)
+  pp.add_argument('--steps_per_call', type=int, default=16)
+  pp.add_argument('--probe_epochs', type=int, default=5)
+  args = parser.parse_args(argv)
+  args.argv = argv
+  args.label = 'tiny' if args.tiny else args.dataset
+  args.variants = [v for v in args.variants.split(',') if v]
+  unknown = [v for v in args.variants if v not in VARIANTS]
+  if unknown:
+    parser.error(f'unknown variants {unknown}; known: {", ".join(VARIANTS)}')
+  args.budgets = [b for b in args.budgets.split(',') if b]
+  args.pretrain_set, args.probe_set, args.data_set = (_pairs(args.pretrain_set), _pairs(args.probe_set),
+                                                      _pairs(args.data_set))
+  if args.cmd == 'study':
+    args.kinds = [k for k in args.kinds.split(',') if k]
+    READ_ONLY[0] = args.read_only
+    run_study(args)
+  elif args.cmd == 'retrieval':
+    run_retrieval(args)
+  else:
+    run_speed(args)
+
+
+if __name__ == '__main__':
+  main()

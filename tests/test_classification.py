@@ -1,0 +1,302 @@
+"""Low-resource classification with discrete VAEs (Jin et al. 2020) end to end on tiny data: the probe on
+frozen features equals a classifier trained by hand, user data (a local tfds ag_news_subset, a headerless
+CSV) through every step, bad inputs and impossible settings refused through the loop, cluster browsing, and
+the study bench (`python -m dtr.bench classification`) on its tiny configs."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dtr import config_utils, encode, members, probe, train
+from dtr import input_pipeline as ip
+from dtr.evaluate.analysis import clusters
+
+DVAE = config_utils.load_config_module('discrete_vae')
+CLASSIFY = config_utils.load_config_module('classify')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def quick_compiles():
+  """These tests check plumbing, not speed: XLA's cheaper optimisation level compiles in half the time."""
+  previous = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def tiny_pretrain(arg='method=vq_vae,level=global', epochs=1, **data):
+  config = DVAE.get_config(arg + ',tiny')
+  config.num_epochs = epochs
+  if data:  # user data: a few dozen documents
+    config.data.update(data)
+    config.batch_size = 8
+  return config
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  """One tiny global VQ-VAE workdir shared by the tests that only read it."""
+  workdir = str(tmp_path_factory.mktemp('vq_global'))
+  train.train_and_evaluate(tiny_pretrain(), workdir)
+  return workdir
+
+
+# ------------------------------------------------------------------------------------------------ the probe
+def test_probe_equals_a_classifier_trained_by_hand_on_the_precomputed_features(pretrained, tmp_path):
+  config = CLASSIFY.get_config(f'features={pretrained},labels=64,seeds=1,tiny')
+  config.update(num_epochs=3, patience=100)
+  results = train.train_and_evaluate(config, str(tmp_path))
+
+  # By hand: the same features, labelled rows, initial parameters, data order and Adam steps, a linear
+  # softmax written out here, the best epoch on validation accuracy kept.
+  corpus = probe.load_features(config.data)
+  train_split = corpus.splits['train']
+  features = {n: jnp.asarray(s.features, jnp.float32) for n, s in corpus.splits.items()}
+  classes = {n: ip.split_class_ids(s) for n, s in corpus.splits.items()}
+  pool = np.flatnonzero(train_split.labels.any(axis=1))
+  rows = np.sort(np.random.default_rng([0, 0]).choice(pool, 64, replace=False))
+  from dtr import methods  # pylint: disable=g-import-not-at-top
+  method = methods.get_method(config.model, train.data_info(corpus, 64))
+  sample = {'features': np.zeros((1, features['train'].shape[1]), np.float32), 'mask': np.ones(1, np.float32),
+            'label': np.zeros(1, np.int32)}
+  params = members.init_state(method, int(config.seed), sample)['method']['params']
+  w, b = params['Dense_0']['kernel'], params['Dense_0']['bias']
+  tx = optax.chain(optax.clip_by_global_norm(config.model.clip), optax.adam(config.model.learning_rate))
+  theta = {'w': w, 'b': b}
+  opt_state = tx.init(theta)
+
+  def loss_fn(theta, x, y):
+    log_p = jax.nn.log_softmax(x @ theta['w'] + theta['b'])
+    return -jnp.mean(log_p[jnp.arange(len(y)), y])
+
+  @jax.jit
+  def step(theta, opt_state, x, y):
+    grads = jax.grad(loss_fn)(theta, x, y)
+    updates, opt_state = tx.update(grads, opt_state, theta)
+    return optax.apply_updates(theta, updates), opt_state
+
+  def accuracy(theta, split):
+    predicted = np.asarray(jnp.argmax(features[split] @ theta['w'] + theta['b'], axis=-1))
+    return 100.0 * float(np.mean(predicted == classes[split]))
+
+  best, best_valid = None, -1.0
+  for epoch in range(3):
+    order = ip.member_order(rows, int(config.seed), epoch, train_split.num_docs)
+    for s in range(len(order) // config.batch_size):
+      batch_rows = order[s * config.batch_size:(s + 1) * config.batch_size]
+      theta, opt_state = step(theta, opt_state, features['train'][batch_rows],
+                              jnp.asarray(classes['train'][batch_rows]))
+    valid = accuracy(theta, 'valid')
+    if valid > best_valid:
+      best, best_valid = jax.tree.map(jnp.copy, theta), valid
+  assert results['valid/accuracy'] == pytest.approx(best_valid)
+  assert results['test/accuracy'] == pytest.approx(accuracy(best, 'test'))
+  from dtr import checkpoint  # pylint: disable=g-import-not-at-top
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+  saved = checkpoint.load_params(str(tmp_path / 'best_params'), abstract)
+  np.testing.assert_allclose(saved['Dense_0']['kernel'], best['w'], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(saved['Dense_0']['bias'], best['b'], rtol=1e-4, atol=1e-6)
+  assert not np.allclose(best['w'], w)  # it trained
+
+
+def test_features_are_computed_without_dropout(pretrained):
+  """Frozen features: two computations agree exactly (dropout would make them differ: rate 0.2)."""
+  model = encode.load_model(pretrained)
+  assert model.config.model.dropout > 0
+  corpus = encode.load_training_corpus(model)
+  batch = next(ip.eval_batches('tokens', corpus.splits['test'], 8))[1]
+  first = model.method.features(model.params, batch)
+  np.testing.assert_array_equal(first, model.method.features(model.params, batch))
+
+
+# ------------------------------------------------------------------------------------------------ user data
+def write_ag_news_csv(path, rows=48, empty_rows=()):
+  topics = ['world', 'sports', 'business', 'science']
+  lines = []
+  for i in range(rows):
+    c = i % 4
+    title = '' if i in empty_rows else f'{topics[c]} headline {i}'
+    body = '' if i in empty_rows else f'a story about {topics[c]} and more {topics[c]} news number {i % 7}'
+    lines.append(f'"{c + 1}","{title}","{body}"')
+  path.write_text('\n'.join(lines) + '\n')
+  return str(path)
+
+
+def csv_data(path):
+  return dict(name='csv', path=path, text_column='1+2', label_column='0', csv_header=False, label_offset=1,
+              min_df=1, valid_fraction=0.25, test_fraction=0.25, use_tfds=False)
+
+
+def probe_steps(pretrain_dir, tmp_path, labels='8'):
+  out = {}
+  for reembed in (False, True):
+    config = CLASSIFY.get_config(f'features={pretrain_dir},labels={labels},seeds=2,reembed={reembed},tiny')
+    config.update(num_epochs=2, batch_size=8)
+    out[reembed] = train.train_and_evaluate(config, str(tmp_path / f'probe_{reembed}'))
+  return out
+
+
+def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
+  """Pretrain, probe (code-book vectors and re-embedded codes), CBOW and clusters; an empty row is dropped."""
+  path = write_ag_news_csv(tmp_path / 'train.csv', empty_rows=(5,))
+  pretrain = str(tmp_path / 'pretrain')
+  config = tiny_pretrain('method=cat_vae,level=local,M=2', **csv_data(path))
+  with caplog.at_level('WARNING'):
+    results = train.train_and_evaluate(config, pretrain)
+  assert any('dropped 1 of 48 rows' in r.getMessage() for r in caplog.records)
+  assert results['dataset'].startswith('csv') and not results['synthetic']
+  assert np.isfinite(results['test/perplexity'])
+  probes = probe_steps(pretrain, tmp_path)
+  for r in probes.values():
+    assert r['members_reported'] == 2 and 0 <= r['test/accuracy'] <= 100
+  cbow = CLASSIFY.get_config('method=cbow,labels=8,seeds=2,tiny')
+  cbow.data.update(csv_data(path))
+  cbow.update(num_epochs=2, batch_size=8)
+  assert 0 <= train.train_and_evaluate(cbow, str(tmp_path / 'cbow'))['test/accuracy'] <= 100
+  found, level = clusters.workdir_clusters(pretrain, top=2)
+  assert level == 'local' and found and all(c.words for c in found)
+
+
+def build_local_ag_news_subset(catalog):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
+  topics = ['world', 'sports', 'business', 'science']
+  with registered.skip_registration():  # the catalog builder of this name must stay untouched
+
+    class AgNewsSubset(tfds.core.GeneratorBasedBuilder):
+      """A tiny stand-in with the catalog set's name and features."""
+      name = 'ag_news_subset'
+      VERSION = tfds.core.Version('1.0.0')
+
+      def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            'description': tfds.features.Text(), 'title': tfds.features.Text(),
+            'label': tfds.features.ClassLabel(names=['World', 'Sports', 'Business', 'Sci/Tech'])}))
+
+      def _split_generators(self, dl_manager):
+        return {'train': self._generate_examples(60, 0), 'test': self._generate_examples(16, 1000)}
+
+      def _generate_examples(self, n, first):
+        for i in range(n):
+          yield first + i, {'title': f'{topics[i % 4]} headline {i % 5}',
+                            'description': f'a story about {topics[i % 4]} number {i % 3}', 'label': i % 4}
+
+    AgNewsSubset(data_dir=catalog, file_format='array_record').download_and_prepare()
+
+
+def test_a_prepared_tfds_ag_news_subset_goes_through_the_study_path(tmp_path):
+  catalog = str(tmp_path / 'catalog')
+  build_local_ag_news_subset(catalog)
+  pretrain = str(tmp_path / 'pretrain')
+  config = tiny_pretrain('method=hard_em,level=global', name='tfds:ag_news_subset', catalog_dir=catalog,
+                         text_column='title+description', min_df=1, tfds_dir=str(tmp_path / 'tfds'))
+  results = train.train_and_evaluate(config, pretrain)
+  assert 'ag_news_subset' in results['dataset']
+  assert not results['synthetic'] and results['num_values'] == 16
+  with open(os.path.join(pretrain, 'data.json')) as f:
+    assert json.load(f)['source'].startswith('tfds:ag_news_subset')
+  probes = probe_steps(pretrain, tmp_path)
+  assert all(0 <= r['test/accuracy'] <= 100 for r in probes.values())
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+BAD_SETTINGS = [
+    ('method=vq_vae,level=global', {'num_values': 1}, r'model\.num_values \(K\) must be >= 2'),
+    ('method=vq_vae,level=local,M=3', {}, r'model\.num_latents \(M=3\) must divide model\.model_dim'),
+    ('method=cat_vae,level=global', {'free_bits_ratio': 1.5}, r'model\.free_bits_ratio \(gamma\) must be in'),
+    ('method=cat_vae,level=local', {'free_bits_ratio': -0.1}, r'model\.free_bits_ratio'),
+    ('method=hard_em,level=global', {'pack_targets': 2.0}, r'model\.pack_targets'),
+    ('method=vq_vae,level=global', {'word_dropout': 1.0}, r'model\.word_dropout must be in \[0, 1\)'),
+]
+
+
+@pytest.mark.parametrize('arg,model,match', BAD_SETTINGS)
+def test_impossible_settings_are_refused_through_the_loop(arg, model, match, tmp_path):
+  config = tiny_pretrain(arg)
+  config.model.update(model)
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bad_inputs_are_refused_through_the_loop(tmp_path, pretrained):
+  table = tmp_path / 'docs.csv'
+  table.write_text('title,body,cls\na,alpha words,x\nb,beta words,y\nc,gamma words,z\n')
+  config = tiny_pretrain(name='csv', path=str(table), label_column='cls')
+  with pytest.raises(ValueError, match=r"no column 'text'"):  # the named text column is missing
+    train.train_and_evaluate(config, str(tmp_path / 'a'))
+  config.data.update(text_column='body', label_offset=1)
+  with pytest.raises(ValueError, match=r"label column 'cls' holds 'x', not an integer"):
+    train.train_and_evaluate(config, str(tmp_path / 'b'))
+  empty = tmp_path / 'empty.csv'
+  empty.write_text('text,label\n' + '" ",a\n' * 4)
+  config = tiny_pretrain(name='csv', path=str(empty))
+  with pytest.raises(ValueError, match='no document has any text'):
+    train.train_and_evaluate(config, str(tmp_path / 'c'))
+  config = tiny_pretrain(name='ng20', format='npz')  # TF-IDF only: no token sequences
+  if os.path.exists(os.path.join(os.environ['DTR_DATA_DIR'], 'hashing', 'ng20')):
+    with pytest.raises(ValueError, match='token'):
+      train.train_and_evaluate(config, str(tmp_path / 'd'))
+  too_many = CLASSIFY.get_config(f'features={pretrained},labels=100000,seeds=1,tiny')
+  with pytest.raises(ValueError, match=r'labels=100000 exceeds the pool of \d+ labelled training documents'):
+    train.train_and_evaluate(too_many, str(tmp_path / 'e'))
+  cbow = CLASSIFY.get_config('method=cbow,labels=100000,tiny')
+  with pytest.raises(ValueError, match=r'labels=100000 exceeds the pool'):
+    train.train_and_evaluate(cbow, str(tmp_path / 'f'))
+
+
+# ------------------------------------------------------------------------------------------------ clusters
+def test_global_clusters_by_hand():
+  codes = np.array([[1, 2], [0, 0], [1, 2], [3, 3], [1, 2], [0, 0]])
+  labels = np.eye(3, dtype=bool)[[0, 1, 0, 2, 1, 1]]
+  texts = [f'text {i}' for i in range(6)]
+  found = clusters.global_clusters(codes, labels, texts, ['a', 'b', 'c'], top=2, examples=2)
+  assert [(c.code, c.count, c.label) for c in found] == [((1, 2), 3, 'a'), ((0, 0), 2, 'b')]
+  assert found[0].purity == pytest.approx(2 / 3) and found[0].examples == ['text 0', 'text 2']
+  assert found[1].share == pytest.approx(2 / 6) and found[1].purity == 1.0
+
+
+def test_local_clusters_by_hand():
+  codes = np.array([[[4], [5], [4]], [[4], [-1], [-1]]])
+  tokens = [np.array([7, 8, 9]), np.array([9])]
+  words = {7: 'the', 8: 'cat', 9: 'sat'}
+  labels = np.eye(2, dtype=bool)[[0, 1]]
+  found = clusters.local_clusters(codes, labels, tokens.__getitem__, words, ['x', 'y'], top=5, examples=5)
+  assert [(c.code, c.count) for c in found] == [((4,), 3), ((5,), 1)]
+  assert dict(found[0].words) == {'sat': 2, 'the': 1}
+  assert found[0].examples == ['[the] cat sat', '[sat]'] and found[1].examples == ['the [cat] sat']
+  assert found[0].label == 'x' and found[0].purity == pytest.approx(2 / 3)
+
+
+def test_clusters_of_a_workdir(pretrained, capsys):
+  clusters.main([f'--workdir={pretrained}', '--top=3'])
+  out = capsys.readouterr().out
+  assert 'most frequent global codes of test' in out and '#1 code ' in out and 'majority label' in out
+
+
+# ------------------------------------------------------------------------------------------------ the bench
+def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
+  from dtr.benches import classification as bench  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'docs' / 'classification.md'
+  out.parent.mkdir()
+  out.write_text('# Notes kept\n')
+  common = ['--tiny', f'--cache_dir={tmp_path / "cells"}', '--variants=vq_vae-global-M4-K256', '--epochs=1',
+            '--seeds=2', '--budgets=200']
+  bench.main(['study', *common, f'--out={out}'])
+  text = out.read_text()
+  assert text.startswith('# Notes kept') and 'CBOW (from scratch)' in text and 're-embedded codes' in text
+  assert text.count('| vq_vae-global-M4-K256') + text.count('| **vq_vae-global-M4-K256**') == 2
+  capsys.readouterr()
+  bench.main(['study', *common, f'--out={out}'])  # a second run reads every cell back
+  assert 'done in' not in capsys.readouterr().out
+  assert out.read_text().count('classification study tiny: begin') == 1
+  bench.main(['retrieval', *common, f'--out={out}'])
+  assert 'precision@100' in out.read_text()
+  assert (tmp_path / 'docs' / 'classification_radius_tiny.png').stat().st_size > 0
+  bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16'])
+  printed = capsys.readouterr().out
+  assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
