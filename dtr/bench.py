@@ -202,6 +202,8 @@ FAMILY_BENCHES = ('bow', 'sentences', 'classification', 'startup', 'tokens')
 
 def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
+  from dtr import runtime  # pylint: disable=g-import-not-at-top
+  runtime.quiet_logs()  # the data layer's tfds INFO lines, as in python -m dtr.main
   if argv and argv[0] in FAMILY_BENCHES:
     import importlib  # pylint: disable=g-import-not-at-top
     importlib.import_module(f'dtr.benches.{argv[0]}').main(argv[1:])

@@ -4,9 +4,20 @@ import os
 import pathlib
 
 import jax
+import pytest
 
 jax.config.update('jax_num_cpu_devices', 8)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Real data (read-only) for tests that need it: $DTR_DATA_DIR, else ../shared/data beside the repo.
 os.environ.setdefault('DTR_DATA_DIR', str(REPO.parent / 'shared' / 'data'))
+
+
+@pytest.fixture(scope='module')
+def quick_compiles():
+  """XLA's cheaper optimisation level, which compiles in about half the time, for the modules that mark
+  themselves with it (tests of plumbing and semantics, not of speed)."""
+  previous = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)

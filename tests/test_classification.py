@@ -15,18 +15,14 @@ import pytest
 from dtr import config_utils, encode, members, probe, train
 from dtr import input_pipeline as ip
 from dtr.evaluate.analysis import clusters
+from tests import fake_tfds
 
 DVAE = config_utils.load_config_module('discrete_vae')
 CLASSIFY = config_utils.load_config_module('classify')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def quick_compiles():
-  """These tests check plumbing, not speed: XLA's cheaper optimisation level compiles in half the time."""
-  previous = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+# Plumbing and semantics, not speed: XLA's cheaper optimisation level (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures('quick_compiles')
 
 
 def tiny_pretrain(arg='method=vq_vae,level=global', epochs=1, **data):
@@ -162,36 +158,9 @@ def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
   assert level == 'local' and found and all(c.words for c in found)
 
 
-def build_local_ag_news_subset(catalog):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from tensorflow_datasets.core import registered  # pylint: disable=g-import-not-at-top
-  topics = ['world', 'sports', 'business', 'science']
-  with registered.skip_registration():  # the catalog builder of this name must stay untouched
-
-    class AgNewsSubset(tfds.core.GeneratorBasedBuilder):
-      """A tiny stand-in with the catalog set's name and features."""
-      name = 'ag_news_subset'
-      VERSION = tfds.core.Version('1.0.0')
-
-      def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            'description': tfds.features.Text(), 'title': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=['World', 'Sports', 'Business', 'Sci/Tech'])}))
-
-      def _split_generators(self, dl_manager):
-        return {'train': self._generate_examples(60, 0), 'test': self._generate_examples(16, 1000)}
-
-      def _generate_examples(self, n, first):
-        for i in range(n):
-          yield first + i, {'title': f'{topics[i % 4]} headline {i % 5}',
-                            'description': f'a story about {topics[i % 4]} number {i % 3}', 'label': i % 4}
-
-    AgNewsSubset(data_dir=catalog, file_format='array_record').download_and_prepare()
-
-
 def test_a_prepared_tfds_ag_news_subset_goes_through_the_study_path(tmp_path):
   catalog = str(tmp_path / 'catalog')
-  build_local_ag_news_subset(catalog)
+  fake_tfds.build_ag_news_subset(catalog, num_train=60, num_test=16)
   pretrain = str(tmp_path / 'pretrain')
   config = tiny_pretrain('method=hard_em,level=global', name='tfds:ag_news_subset', catalog_dir=catalog,
                          text_column='title+description', min_df=1, tfds_dir=str(tmp_path / 'tfds'))

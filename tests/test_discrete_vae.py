@@ -16,13 +16,8 @@ from dtr.methods.base import DataInfo
 VOCAB = 24
 
 
-@pytest.fixture(autouse=True, scope='module')
-def quick_compiles():
-  """These tests check semantics, not speed: XLA's cheaper optimisation level compiles in half the time."""
-  previous = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+# Plumbing and semantics, not speed: XLA's cheaper optimisation level (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures('quick_compiles')
 
 
 def token_batch(lengths, width, seed=0, mask=None):

@@ -21,6 +21,7 @@ from dtr.data import labels as labels_lib
 from dtr.data import shared_sets
 from dtr.data import synthetic
 from dtr.data import tokenize
+from tests import fake_tfds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = pathlib.Path(os.environ.get('DTR_DATA_DIR') or REPO.parent / 'shared' / 'data')
@@ -456,32 +457,9 @@ def test_folder_carries_tokens_and_texts(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ tfds catalog
 def test_local_tfds_ag_news_subset(tmp_path):
-  import tensorflow_datasets as tfds
-  from tensorflow_datasets.core import registered
-
-  topics = ['world', 'sports', 'business', 'science']
-  with registered.skip_registration():  # The real catalog builder of this name must stay untouched.
-
-    class AgNewsSubset(tfds.core.GeneratorBasedBuilder):
-      """A tiny stand-in with the catalog set's name and features."""
-      name = 'ag_news_subset'
-      VERSION = tfds.core.Version('1.0.0')
-
-      def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            'description': tfds.features.Text(), 'title': tfds.features.Text(),
-            'label': tfds.features.ClassLabel(names=['World', 'Sports', 'Business', 'Sci/Tech'])}))
-
-      def _split_generators(self, dl_manager):
-        return {'train': self._generate_examples(40, 0), 'test': self._generate_examples(12, 1000)}
-
-      def _generate_examples(self, n, first):
-        for i in range(n):
-          yield first + i, {'title': f'{topics[i % 4].upper()} headline {i}',
-                            'description': f'a story about {topics[i % 4]} number {i}', 'label': i % 4}
-
+  topics = fake_tfds.TOPICS
   catalog = str(tmp_path / 'catalog')
-  AgNewsSubset(data_dir=catalog, file_format='array_record').download_and_prepare()
+  fake_tfds.build_ag_news_subset(catalog, num_train=40, num_test=12)
   cfg = config(name='tfds:ag_news_subset', catalog_dir=catalog, text_column='title+description', min_df=1,
                use_tfds=True, tfds_dir=str(tmp_path / 'tfds'))
   corpus = data.load_corpus(cfg)

@@ -9,13 +9,8 @@ import pytest
 from dtr.nn import transformer
 
 
-@pytest.fixture(autouse=True, scope='module')
-def quick_compiles():
-  """These tests check semantics, not speed: XLA's cheaper optimisation level compiles in half the time."""
-  previous = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+# Plumbing and semantics, not speed: XLA's cheaper optimisation level (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures('quick_compiles')
 
 
 def _np(tree):

@@ -404,7 +404,8 @@ def run_speed(args) -> None:
     within = max(time_ratio / flop_ratio, flop_ratio / time_ratio)
     print(f'finopt K={top} step / none step: time {time_ratio:.1f}x, FLOPs {flop_ratio:.1f}x (XLA cost '
           f'analysis); time ratio / FLOP ratio = {time_ratio / flop_ratio:.2f} '
-          f'({"within" if within <= 1.5 else "NOT within"} 1.5x)', flush=True)
+          f'({"within" if within <= 1.5 else "NOT within"} 1.5x; '
+          f'{"slower" if time_ratio > flop_ratio else "faster"} per FLOP than the none step)', flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -28,7 +28,6 @@ The table of one corpus is written between marker lines of --out that name the c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -130,35 +129,6 @@ def cell_dir(root: str, name: str, config) -> str:
   return os.path.join(root, f'{name}-{digest(config)}')
 
 
-@contextlib.contextmanager
-def active_members_first():
-  """Works around a bookkeeping slip of the loop (dtr/train.py, validation of a stack): when a member other
-  than the last has stopped and the bucket stays full, `members.bucket_rows` returns arange(P) while the loop
-  reads its first len(active) rows as the active members (a KeyError, or another member's score). Within this
-  context a full bucket with stopped members shrinks to the active members (rounded up to whole devices), a
-  case the loop handles (gathered rows, put back by index); with more devices than that allows it is left as
-  it was. The fix in the loop is to map results by `eval_rows` itself (see docs/results/classification.md)."""
-  from dtr import members  # pylint: disable=g-import-not-at-top
-  original = members.bucket_rows
-
-  def bucket_rows(active, size, devices=1):
-    rows = original(active, size, devices)
-    active = list(active)
-    if len(rows) < size or [int(i) for i in rows[:len(active)]] == active:
-      return rows
-    whole = -(-len(active) // devices) * devices
-    if whole >= size:
-      return rows
-    others = [i for i in range(size) if i not in set(active)]
-    return np.asarray(active + others[:whole - len(active)])
-
-  members.bucket_rows = bucket_rows
-  try:
-    yield
-  finally:
-    members.bucket_rows = original
-
-
 def run_cell(config, workdir: str, log=print, corpus=None) -> dict:
   """results.json of a finished cell, else trains it (resuming from its checkpoint) and returns its results.
   `corpus` (a callable returning the corpus `config.data` describes) saves loading it once per cell."""
@@ -170,8 +140,7 @@ def run_cell(config, workdir: str, log=print, corpus=None) -> dict:
     return None
   from dtr import train  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  with active_members_first():
-    results = train.train_and_evaluate(config, workdir, corpus=corpus() if corpus is not None else None)
+  results = train.train_and_evaluate(config, workdir, corpus=corpus() if corpus is not None else None)
   log(f'  {workdir}: done in {time.time() - t0:.0f}s')
   return results
 

@@ -226,6 +226,10 @@ def plot_spoiling(spoiling: dict, path: str, binary: bool = True) -> str:
   ax.set_ylabel('perplexity increase')
   ax.set_title(f'{"flip bit i" if binary else "dimension i times -1"}: base PPL {spoiling["base_perplexity"]:.1f}'
                f' ({spoiling["sentences"]} sentences)', fontsize=9)
+  return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> str:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -238,10 +242,7 @@ def plot_means(means, path: str) -> str:
   ax.bar(np.arange(len(means)), means)
   ax.set_xlabel('dimension')
   ax.set_ylabel('mean over sentences')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path)
 
 
 def plot_heatmap(matrix, path: str, title: str, xlabel: str, ylabel: str, yticklabels=None, cmap='coolwarm',
@@ -257,10 +258,7 @@ def plot_heatmap(matrix, path: str, title: str, xlabel: str, ylabel: str, ytickl
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path)
 
 
 def plot_hoyer_against_prior(reports, path: str) -> str:
@@ -276,10 +274,7 @@ def plot_hoyer_against_prior(reports, path: str) -> str:
   ax.set_xlabel('prior mean spike probability alpha / (alpha + beta)')
   ax.set_ylabel('Average Hoyer')
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -47,6 +47,15 @@ def _majority(label_rows: np.ndarray, label_names) -> tuple[str, float]:
   return str(label_names[best]) if label_names is not None else str(best), float(counts[best] / len(label_rows))
 
 
+def _most_frequent_rows(rows, top: int):
+  """The distinct rows of a 2-D array, each row's index among them, their counts, and the indices of the
+  `top` most frequent (ties: the row seen first)."""
+  unique, first, inverse, counts = np.unique(rows, axis=0, return_index=True, return_inverse=True,
+                                             return_counts=True)
+  order = sorted(range(len(unique)), key=lambda u: (-counts[u], first[u]))[:top]
+  return unique, inverse.reshape(-1), counts, order
+
+
 def global_clusters(codes_NxM, labels_NxC, texts=None, label_names=None, top: int = 10,
                     examples: int = 3) -> list[Cluster]:
   """The `top` most frequent document codes [N, M] (ties: the code seen first), with their members."""
@@ -54,10 +63,7 @@ def global_clusters(codes_NxM, labels_NxC, texts=None, label_names=None, top: in
   if codes_NxM.ndim != 2:
     raise ValueError(f'global codes must be [N, M], got {codes_NxM.shape} (per-token codes: local_clusters)')
   labels_NxC = np.asarray(labels_NxC, bool)
-  unique, first, inverse, counts = np.unique(codes_NxM, axis=0, return_index=True, return_inverse=True,
-                                             return_counts=True)
-  inverse = inverse.reshape(-1)
-  order = sorted(range(len(unique)), key=lambda u: (-counts[u], first[u]))[:top]
+  unique, inverse, counts, order = _most_frequent_rows(codes_NxM, top)
   out = []
   for u in order:
     members = np.flatnonzero(inverse == u)
@@ -83,10 +89,7 @@ def local_clusters(codes_NxLxM, labels_NxC, token_rows, id_to_token, label_names
   valid_NxL = codes[..., 0] >= 0
   doc_of, position_of = np.nonzero(valid_NxL)  # occurrences in split order
   flat = codes[doc_of, position_of]            # [T, M]
-  unique, first, inverse, counts = np.unique(flat, axis=0, return_index=True, return_inverse=True,
-                                             return_counts=True)
-  inverse = inverse.reshape(-1)
-  order = sorted(range(len(unique)), key=lambda u: (-counts[u], first[u]))[:top]
+  unique, inverse, counts, order = _most_frequent_rows(flat, top)
   out = []
   for u in order:
     occurrences = np.flatnonzero(inverse == u)
