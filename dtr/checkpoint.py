@@ -53,8 +53,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
     others = [s for s in mngr.all_steps() if s != step]
     hint = (f'delete {path} to resume from step {max(others)}' if others else
             'delete it (or use a new --workdir) to start afresh')
+    # The first sentence of orbax's message says what failed; the rest is a TensorStore spec dump
+    # (--verbose shows it with the traceback).
+    reason = str(e).strip().split('\n')[0].split(' See full TensorStore details')[0][:300]
     raise CheckpointError(f'The checkpoint at {path} (step {step}) is unreadable or does not match this '
-                          f'config: {type(e).__name__}: {str(e)[:500]}. Fix: {hint}.') from e
+                          f'config ({type(e).__name__}: {reason}). Fix: {hint}.') from e
   logging.info('Restored checkpoint step %d from %s', step, path)
   return restored['state'], restored['meta'], step
 

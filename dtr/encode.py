@@ -174,6 +174,8 @@ def _define_flags():
 
 def main(argv):
   del argv
+  from dtr import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()  # the compilation cache; library INFO noise off
   f = flags.FLAGS
   if (f.split is None) == (f.input is None):
     raise app.UsageError('Give exactly one of --split or --input.')
@@ -193,4 +195,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()  # here, not at import: dtr.search imports this module and defines its own flags
-  app.run(main)
+  from dtr import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)  # user errors (a missing workdir, a changed corpus) as one message, exit 2

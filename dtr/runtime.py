@@ -22,7 +22,10 @@ _COMPILE_EVENTS = ('/jax/core/compile/backend_compile_duration', '/jax/core/comp
 # absl INFO lines that say nothing to a dtr user on every run.
 _NOISE = ('Unable to initialize backend', 'Downloading and preparing dataset', 'Dataset dtr_corpus',
           'Constructing tf.data', 'Reusing dataset', 'Load dataset info from', 'Fields info.',
-          'Creating a tf.data', 'For \'dtr_corpus')
+          'Creating a tf.data', 'For \'dtr_corpus', 'Generating dataset dtr_corpus', 'Done writing ')
+# Warnings that are not: tfds names every prepared corpus a 'custom data configuration'; TensorBoard renames
+# 'valid/precision@100' to a legal summary name.
+_WARNING_NOISE = ('Using custom data configuration', 'is illegal; using')
 
 
 def cache_dir() -> str:
@@ -87,7 +90,9 @@ class _Filter(py_logging.Filter):
   def filter(self, record: py_logging.LogRecord) -> bool:
     if 'orbax' in record.pathname:  # orbax reports every save step by step at INFO
       return record.levelno >= py_logging.WARNING
-    message = record.getMessage() if record.levelno < py_logging.WARNING else ''
+    message = record.getMessage()
+    if record.levelno >= py_logging.WARNING:
+      return record.levelno > py_logging.WARNING or not any(n in message for n in _WARNING_NOISE)
     return not any(n in message for n in _NOISE)
 
 

@@ -80,6 +80,8 @@ def _define_flags():
 
 def main(argv):
   del argv
+  from dtr import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()  # the compilation cache; library INFO noise off
   f = flags.FLAGS
   model = encode_lib.load_model(f.workdir)
   kind = model.method.emits
@@ -152,4 +154,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  from dtr import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)  # user errors (a missing workdir, a changed corpus) as one message, exit 2
