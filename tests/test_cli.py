@@ -96,5 +96,12 @@ def test_own_csv_corpus_gets_generic_settings_and_says_so(tmp_path):
              f'--workdir={tmp_path / "w"}', env={'DTR_DATA_DIR': ''})
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'Settings: generic settings for a corpus of your own' in out.stdout
+  assert 'Downloading and preparing' not in out.stdout + out.stderr  # tfds's banner: nothing is downloaded
   results = json.loads((tmp_path / 'w' / 'results.json').read_text())
   assert results['dataset'].startswith('csv:') and results['test/precision@10'] > 0.5
+  # The workdir remembers the corpus by fingerprint: an edited file is refused, naming both fingerprints.
+  path.write_text('\n'.join(rows[:-1] + ['1,"oil oil goal","goal oil"']) + '\n')
+  enc = _run('-m', 'dtr.encode', f'--workdir={tmp_path / "w"}', '--split=test', f'--output={tmp_path / "c.npy"}',
+             env={'DTR_DATA_DIR': ''})
+  assert enc.returncode == 2 and 'is not the one' in enc.stderr and 'fingerprint' in enc.stderr, enc.stderr[-2000:]
+  assert 'Traceback' not in enc.stderr

@@ -77,6 +77,14 @@ class DtrCorpus(tfds.core.GeneratorBasedBuilder):
     self._corpus = corpus
     super().__init__(**kwargs)
 
+  # tfds prints these two in bold on stdout ("Downloading and preparing ..."); a dtr corpus downloads nothing,
+  # so they become one INFO line each.
+  def _log_download_bytes(self) -> None:
+    logging.info('Preparing %s (once) in %s', self.builder_config.description or self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info('Prepared %s in %s', self.builder_config.description or self.name, self.data_dir)
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
