@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import tempfile
 
 import jax
 import pytest
@@ -11,6 +12,9 @@ jax.config.update('jax_num_cpu_devices', 8)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Real data (read-only) for tests that need it: $DTR_DATA_DIR, else ../shared/data beside the repo.
 os.environ.setdefault('DTR_DATA_DIR', str(REPO.parent / 'shared' / 'data'))
+# The suite's own compilation cache (its subprocesses share it): never the user's ~/.cache/dtr/jax, which
+# other dtr processes on the machine may be writing at the same time.
+os.environ.setdefault('DTR_COMPILATION_CACHE', tempfile.mkdtemp(prefix='dtr_tests_jax_cache_'))
 
 
 @pytest.fixture(scope='module')
