@@ -1,5 +1,6 @@
 """Every test runs with 8 forced CPU devices, so sharded code paths are exercised on a laptop."""
 
+import gc
 import os
 import pathlib
 import tempfile
@@ -25,3 +26,12 @@ def quick_compiles():
   jax.config.update('jax_disable_most_optimizations', True)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def release_compiled_programs():
+  """Drops JAX's in-memory caches of compiled programs after each test module: the suite compiles thousands
+  of programs, and one process holding all of them grew past 5 GiB."""
+  yield
+  jax.clear_caches()
+  gc.collect()
