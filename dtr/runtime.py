@@ -22,7 +22,8 @@ _COMPILE_EVENTS = ('/jax/core/compile/backend_compile_duration', '/jax/core/comp
 # absl INFO lines that say nothing to a dtr user on every run.
 _NOISE = ('Unable to initialize backend', 'Downloading and preparing dataset', 'Dataset dtr_corpus',
           'Constructing tf.data', 'Reusing dataset', 'Load dataset info from', 'Fields info.',
-          'Creating a tf.data', 'For \'dtr_corpus', 'Generating dataset dtr_corpus', 'Done writing ')
+          'Creating a tf.data', 'For \'dtr_corpus', 'Generating dataset dtr_corpus', 'Done writing ',
+          'is illegal; using')
 # Warnings that are not: tfds names every prepared corpus a 'custom data configuration'; TensorBoard renames
 # 'valid/precision@100' to a legal summary name.
 _WARNING_NOISE = ('Using custom data configuration', 'is illegal; using')

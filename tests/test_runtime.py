@@ -23,6 +23,7 @@ def test_log_filter_drops_library_noise_only():
   keep = runtime._Filter().filter  # pylint: disable=protected-access
   assert not keep(_record(logging.INFO, 'Downloading and preparing dataset 1 MiB'))
   assert not keep(_record(logging.WARNING, 'Using custom data configuration: CorpusConfig(...)'))
+  assert not keep(_record(logging.INFO, 'Summary name valid/precision@100 is illegal; using valid/precision_100'))
   assert not keep(_record(logging.INFO, 'Saved step 3', pathname='/site-packages/orbax/checkpoint/x.py'))
   assert keep(_record(logging.WARNING, 'saving failed', pathname='/site-packages/orbax/checkpoint/x.py'))
   assert keep(_record(logging.WARNING, 'dropping 3 empty documents'))
