@@ -14,7 +14,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
   python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,tiny --workdir=/tmp/vq_tiny
 
 Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, dataset (dbpedia14, yahoo10,
-raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), em_iter, alternating, word_dropout (decoder
+raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), restart (VQ: the dead-entry restart threshold
+t, 0 = off), em_iter, alternating, word_dropout (decoder
 inputs -> <unk> with this probability in training; none by default), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
@@ -30,13 +31,15 @@ from dtr.methods import discrete_vae
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
-                               commitment=-1.0, em_iter=0, alternating=False, word_dropout=0.0, tiny=False,
-                               runlocal=False)
+                               commitment=-1.0, restart=-1.0, em_iter=0, alternating=False, word_dropout=0.0,
+                               tiny=False, runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
   if arg.commitment >= 0:
     config.model.commitment = float(arg.commitment)
+  if arg.restart >= 0:
+    config.model.restart_threshold = float(arg.restart)
   if arg.em_iter:
     config.model.em_iter = int(arg.em_iter)
   if arg.alternating:

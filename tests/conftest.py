@@ -15,7 +15,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault('DTR_DATA_DIR', str(REPO.parent / 'shared' / 'data'))
 # The suite's own compilation cache (its subprocesses share it): never the user's ~/.cache/dtr/jax, which
 # other dtr processes on the machine may be writing at the same time.
-os.environ.setdefault('DTR_COMPILATION_CACHE', tempfile.mkdtemp(prefix='dtr_tests_jax_cache_'))
+# Under pytest-xdist every worker gets its own (the controller's conftest runs first and its setting would be
+# inherited): concurrent writers of one cache directory are what this avoids.
+if 'DTR_COMPILATION_CACHE' not in os.environ or os.environ.get('DTR_TESTS_OWN_CACHE') == '1':
+  worker = os.environ.get('PYTEST_XDIST_WORKER', 'main')
+  os.environ['DTR_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix=f'dtr_tests_jax_cache_{worker}_')
+  os.environ['DTR_TESTS_OWN_CACHE'] = '1'
 
 
 @pytest.fixture(scope='module')

@@ -170,6 +170,60 @@ def test_masked_ema_update_matches_numpy():
     np.testing.assert_allclose(book, total / smoothed[..., None], rtol=1e-4, atol=1e-5)
 
 
+def test_usage_average_and_dead_entry_restarts_match_numpy():
+  """U <- g U + (1 - g) n over real positions; entries under t / K of their slot's share move onto real
+  inputs of the same slot, their usage to the slot mean; live entries and padding never move."""
+  rng = np.random.default_rng(2)
+  m, k, d, g, t = 2, 6, 3, 0.9, 0.5
+  usage = np.abs(rng.normal(size=(m, k)))
+  h = rng.normal(size=(3, 4, m, d))
+  idx = rng.integers(0, k, size=(3, 4, m))
+  weight = (np.arange(4)[None, :] < np.array([[2], [4], [0]])).astype(np.float64)  # row 2: padding only
+  n = np.zeros((m, k))
+  for b, p, i in np.ndindex(3, 4, m):
+    n[i, idx[b, p, i]] += weight[b, p]
+  expected_usage = g * usage + (1 - g) * n
+  new_usage = vq.usage_update(jnp.asarray(usage, jnp.float32), jnp.asarray(idx), jnp.asarray(weight), g)
+  np.testing.assert_allclose(new_usage, expected_usage, rtol=1e-5)
+
+  expected_dead = expected_usage / expected_usage.sum(1, keepdims=True) < t / k
+  assert expected_dead.any() and not expected_dead.all()
+  h_padded = np.where(weight[..., None, None] > 0, h, 1e6)  # padding inputs must never become entries
+  codebook = rng.normal(size=(m, k, d))
+  book, restarted_usage, dead = vq.restart_dead(jnp.asarray(codebook, jnp.float32), new_usage,
+                                                jnp.asarray(h_padded, jnp.float32), jnp.asarray(weight),
+                                                jax.random.key(0), t)
+  book, dead = np.asarray(book), np.asarray(dead)
+  np.testing.assert_array_equal(dead, expected_dead)
+  np.testing.assert_allclose(book[~dead], codebook[~dead], rtol=1e-6)
+  real_inputs = h[weight > 0]  # [N, m, d]
+  for i, j in zip(*np.nonzero(dead)):
+    assert np.min(np.abs(real_inputs[:, i] - book[i, j]).max(-1)) < 1e-6, (i, j)
+  np.testing.assert_allclose(np.asarray(restarted_usage),
+                             np.where(dead, expected_usage.mean(1, keepdims=True), expected_usage), rtol=1e-5)
+  unused, _, none_dead = vq.restart_dead(jnp.asarray(codebook, jnp.float32), new_usage, jnp.asarray(h_padded),
+                                         jnp.zeros_like(jnp.asarray(weight)), jax.random.key(0), t)
+  assert not np.asarray(none_dead).any()  # a batch of padding restarts nothing
+  np.testing.assert_allclose(unused, codebook, rtol=1e-6)
+
+
+def test_first_step_with_restarts_puts_unused_entries_on_the_batch_inputs():
+  method = tiny('vq_vae', 'global', restart_threshold=0.1, num_values=16)
+  batch = token_batch([3, 7, 5, 1, 6, 2], 9, mask=[1, 1, 1, 1, 1, 0])
+  state = method.init(jax.random.key(0), batch)
+  assert state['usage'].shape == (2, 16) and not np.asarray(state['usage']).any()
+  new_state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+  _, _, (_, codes, _, _, (inputs, _, _)) = method.forward(state['params'], batch, jax.random.key(1), 'train', 0)
+  used = [set(np.asarray(codes)[:5, 0, i].tolist()) for i in range(2)]
+  book = np.asarray(new_state['params']['codebook'])
+  real_inputs = np.asarray(inputs)[:5, 0]  # the five real documents' inputs u [5, M, D] of that step
+  assert float(metrics['restarts']) == sum(16 - len(u) for u in used)
+  for i in range(2):
+    for j in set(range(16)) - used[i]:
+      assert np.min(np.abs(real_inputs[:, i] - book[i, j]).max(-1)) < 1e-5, (i, j)
+  assert (np.asarray(new_state['usage']) > 0).all()
+
+
 # ---------------------------------------------------------------------------------------- layout, helpers
 def test_token_layout_shifts_and_appends_eos():
   layout = discrete_vae.token_layout({'tokens': np.array([[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]], np.int32),
@@ -283,8 +337,8 @@ def test_padding_never_changes_codes_scores_or_features(name, level):
 
 
 TRAIN_CASES = [
-    ('vq_vae', 'global', dict(global_features='concat', commitment=0.1)),
-    ('vq_vae', 'local', dict(codebook_update='ema', alternating=True)),
+    ('vq_vae', 'global', dict(global_features='concat', commitment=0.1, restart_threshold=0.2)),
+    ('vq_vae', 'local', dict(codebook_update='ema', alternating=True, restart_threshold=0.5)),
     ('cat_vae', 'global', dict(alternating=True, em_iter=2)),
     ('cat_vae', 'local', dict(free_bits_mode='reference', tau_anneal=True, tau_anneal_interval=5, norm='pre')),
     ('hard_em', 'global', dict(noam=True, noam_warmup=10, noam_factor=0.1)),
@@ -334,6 +388,10 @@ def test_training_lowers_the_loss_and_evaluation_shapes(name, level, overrides):
   assert np.all(np.isfinite(features))
   assert int(state['step']) == 30
   assert ('ema' in state) == (overrides.get('codebook_update') == 'ema')
+  assert ('usage' in state) == (overrides.get('restart_threshold', 0) > 0)
+  if 'ema' in state and 'usage' in state:  # restarted entries keep the moving averages consistent
+    np.testing.assert_allclose(state['ema']['sum'] / state['ema']['count'][..., None],
+                               state['params']['codebook'], rtol=5e-3, atol=5e-3)
   assert not np.allclose(first['params']['codebook'], state['params']['codebook'])
   if method.alternating:
     assert set(state['opt_state']) == {'encoder', 'decoder'}
@@ -388,6 +446,8 @@ BAD = [
     ('vq_vae', 'global', 'commitment', -0.1, 'commitment'),
     ('cat_vae', 'global', 'tau', 0.0, 'tau'),
     ('vq_vae', 'global', 'codebook_update', 'kmeans', 'codebook_update'),
+    ('vq_vae', 'global', 'restart_threshold', 1.5, 'restart_threshold'),
+    ('vq_vae', 'local', 'usage_decay', 1.0, 'usage_decay'),
     ('vq_vae', 'global', 'level', 'sentence', 'level'),
     ('vq_vae', 'global', 'num_heads', 3, 'num_heads'),
 ]

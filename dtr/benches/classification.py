@@ -55,6 +55,10 @@ VARIANTS = {
     'cat_vae-global-M4-K256-wd0.5': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5',
     'vq_vae-global-M4-K256-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,word_dropout=0.5',
     'hard_em-local-M1-K1024-wd0.5': 'method=hard_em,level=local,M=1,K=1024,word_dropout=0.5',
+    # dead-entry restarts against code-book collapse (dtr's addition; `dtr.latent.vq.restart_dead`)
+    'vq_vae-global-M4-K256-rs0.1': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1',
+    'vq_vae-global-M4-K256-rs0.1-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1,'
+                                         'word_dropout=0.5',
 }
 BUDGETS = ('200', '500', '2500', 'all')
 READ_ONLY = [False]  # --read_only: report the finished cells, train none

@@ -21,6 +21,16 @@ Exponential moving-average code books (van den Oord et al. 2017, appendix; Kaise
 
 The averages start from the initial code book (N = 1, M = e), so the first update is a weighted average
 of the initial entries and the batch means.
+
+Dead-entry restarts (Dhariwal et al. 2020, "Jukebox", random restarts; Zeghidour et al. 2021, "SoundStream"):
+a moving average of each entry's assignment counts, started at zero,
+
+    U_ik <- g U_ik + (1 - g) n_ik,        share  p_ik = U_ik / sum_k U_ik,
+
+marks entry k of slot i dead when p_ik < t / K (used at under t times the uniform rate); a dead entry is
+replaced by the input of a random real position of the batch, and its average is set to the slot's mean
+(a grace period: it is marked dead again only after about log(t) / log(g) steps without use). Since U starts
+at zero, the first step restarts every entry the first batch does not use: the code book starts on data.
 """
 
 import jax
@@ -105,3 +115,36 @@ def ema_update_masked(ema: dict, h_xMxD: jax.Array, idx_xM: jax.Array, weight_x:
   m, d = h_xMxD.shape[-2:]
   weight_N = weight_x.reshape(-1).astype(h_xMxD.dtype)
   return ema_update(ema, h_xMxD.reshape(-1, m, d), idx_xM.reshape(-1, m), weight_N, decay, epsilon)
+
+
+def usage_update(usage_MxK: jax.Array, idx_xM: jax.Array, weight_x: jax.Array, decay: float) -> jax.Array:
+  """U <- decay U + (1 - decay) n: n_ik = weighted count of the positions (leading shape x) with code k in
+  slot i; `weight_x` 0 at padding. A scatter-add, no one-hot [..., M, K]."""
+  m, k = usage_MxK.shape
+  idx_NxM = idx_xM.reshape(-1, m)
+  weight_NxM = jnp.broadcast_to(weight_x.reshape(-1, 1).astype(usage_MxK.dtype), idx_NxM.shape)
+  slot_NxM = jnp.broadcast_to(jnp.arange(m), idx_NxM.shape)
+  counts_MxK = jnp.zeros((m, k), usage_MxK.dtype).at[slot_NxM, idx_NxM].add(weight_NxM)
+  return decay * usage_MxK + (1 - decay) * counts_MxK
+
+
+def dead_entries(usage_MxK: jax.Array, threshold: float) -> jax.Array:
+  """bool [M, K]: share U_ik / sum_k U_ik below threshold / K (never in a slot with no usage yet)."""
+  total_Mx1 = jnp.sum(usage_MxK, axis=1, keepdims=True)
+  return (usage_MxK * usage_MxK.shape[1] < threshold * total_Mx1) & (total_Mx1 > 0)
+
+
+def restart_dead(codebook_MxKxD: jax.Array, usage_MxK: jax.Array, h_xMxD: jax.Array, weight_x: jax.Array,
+                 rng: jax.Array, threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Dead entries (`dead_entries`) -> the inputs h of random real positions (weight_x > 0; drawn
+  independently per entry, with replacement); their usage -> the slot's mean. A batch with no real position
+  changes nothing. Returns (code book [M, K, D], usage [M, K], dead bool [M, K])."""
+  m, k = usage_MxK.shape
+  h_NxMxD = jax.lax.stop_gradient(h_xMxD).reshape(-1, m, h_xMxD.shape[-1])
+  real_N = weight_x.reshape(-1) > 0
+  dead_MxK = dead_entries(usage_MxK, threshold) & jnp.any(real_N)
+  pick_MxK = jax.random.categorical(rng, jnp.where(real_N, 0.0, -jnp.inf), shape=(m, k))
+  candidates_MxKxD = h_NxMxD[pick_MxK, jnp.arange(m)[:, None]]
+  codebook = jnp.where(dead_MxK[..., None], candidates_MxKxD.astype(codebook_MxKxD.dtype), codebook_MxKxD)
+  usage = jnp.where(dead_MxK, jnp.mean(usage_MxK, axis=1, keepdims=True), usage_MxK)
+  return codebook, usage, dead_MxK

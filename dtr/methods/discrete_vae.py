@@ -44,6 +44,12 @@ clipping at 5 (clipped per group when alternating), or the Noam schedule d^-1/2 
 Under `codebook_update='ema'` the code books move once per batch, to the inputs and codes of the (decoder)
 step's forward pass; padding positions and padding documents never count.
 
+With `restart_threshold` t > 0 (VQ-VAE; off in the reference, which collapses to a handful of codes), after
+every step the entries whose moving-average share of their slot's assignments is under t / K move onto the
+inputs u of random real positions of the batch (`dtr.latent.vq.restart_dead`; the moving averages of EMA
+code books follow). The usage averages start at zero, so the first step puts every entry the first batch
+leaves unused on a data point.
+
 Codes and features use the deterministic codes (nearest entry / argmax) without dropout. `features` are the
 code-book vectors of those codes: global latents give their mean over the M latents ([B, d], the reference
 classifier's mean pooling) or with `global_features='concat'` their concatenation ([B, M d]); local latents
@@ -103,6 +109,9 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     need(mc.codebook_update in ('loss', 'ema'),
          f"model.codebook_update must be 'loss' or 'ema', got {mc.codebook_update!r}.")
     need(0 <= mc.ema_decay < 1, f'model.ema_decay must be in [0, 1), got {mc.ema_decay}.')
+    need(0 <= mc.get('restart_threshold', 0.0) <= 1,
+         f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {mc.get('restart_threshold')}.")
+    need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
   if 'tau' in mc:
     need(mc.tau > 0, f'model.tau (Gumbel-softmax temperature) must be > 0, got {mc.tau}.')
     need(not mc.tau_anneal or 0 < mc.tau_min <= mc.tau,
@@ -234,6 +243,11 @@ class DiscreteVAE(Method):
   def ema(self) -> bool:
     return self.config.get('codebook_update', 'loss') == 'ema'
 
+  @property
+  def restarts(self) -> bool:
+    """Dead code-book entries are restarted on batch inputs (VQ only; `dtr.latent.vq.restart_dead`)."""
+    return self.config.get('restart_threshold', 0.0) > 0
+
   def _latent_features(self) -> int:
     raise NotImplementedError
 
@@ -287,6 +301,8 @@ class DiscreteVAE(Method):
     state = {'params': params, 'opt_state': opt_state, 'step': jnp.zeros((), jnp.int32)}
     if self.ema:
       state['ema'] = vq.ema_init(params['codebook'])
+    if self.restarts:
+      state['usage'] = jnp.zeros((mc.num_latents, mc.num_values), jnp.float32)
     return state
 
   # --- forward
@@ -408,6 +424,18 @@ class DiscreteVAE(Method):
       new_state['ema'], codebook = vq.ema_update_masked(state['ema'], h, codes, weight, self.config.ema_decay,
                                                         self.config.ema_epsilon)
       params = {**params, 'codebook': codebook}
+    if self.restarts:  # after the step: entries the batches stopped using move onto this batch's inputs
+      h, codes, weight = extra
+      usage = vq.usage_update(state['usage'], codes, weight, self.config.usage_decay)
+      codebook, new_state['usage'], dead_MxK = vq.restart_dead(
+          params['codebook'], usage, h, weight, jax.random.fold_in(rng, 7919), self.config.restart_threshold)
+      params = {**params, 'codebook': codebook}
+      if self.ema:  # keep the moving averages consistent with the restarted entries
+        ema = new_state['ema']
+        count_MxK = jnp.where(dead_MxK, jnp.mean(ema['count'], axis=1, keepdims=True), ema['count'])
+        new_state['ema'] = {'count': count_MxK,
+                            'sum': jnp.where(dead_MxK[..., None], codebook * count_MxK[..., None], ema['sum'])}
+      aux = {**aux, 'restarts': jnp.sum(dead_MxK).astype(jnp.float32)}
     new_state['params'] = params
     return new_state, {'loss': loss, 'grad_norm': grad_norm, **aux}
 
@@ -592,6 +620,8 @@ def default_model_config(method: str = 'vq_vae', level: str = 'global') -> ml_co
     config.codebook_update = 'loss'  # 'loss' (the code-book loss) or 'ema' (moving averages)
     config.ema_decay = 0.99      # gamma of the moving averages
     config.ema_epsilon = 1e-5    # Laplace smoothing of the EMA counts
+    config.restart_threshold = 0.0  # t > 0: entries used at < t / K of their slot's codes restart on inputs
+    config.usage_decay = 0.99    # decay of the usage averages that find dead entries
   if method == 'cat_vae':
     config.tau = 0.67            # Gumbel-softmax temperature (the start when annealing)
     config.tau_anneal = False    # tau = max(tau_min, tau exp(-rate * step)), recomputed every interval steps
