@@ -13,14 +13,15 @@ jax.config.update('jax_num_cpu_devices', 8)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Real data (read-only) for tests that need it: $DTR_DATA_DIR, else ../shared/data beside the repo.
 os.environ.setdefault('DTR_DATA_DIR', str(REPO.parent / 'shared' / 'data'))
-# The suite's own compilation cache (its subprocesses share it): never the user's ~/.cache/dtr/jax, which
-# other dtr processes on the machine may be writing at the same time.
-# Under pytest-xdist every worker gets its own (the controller's conftest runs first and its setting would be
-# inherited): concurrent writers of one cache directory are what this avoids.
-if 'DTR_COMPILATION_CACHE' not in os.environ or os.environ.get('DTR_TESTS_OWN_CACHE') == '1':
+# The suite's own compilation cache and prepared-corpus folder (its subprocesses share them): never the user's
+# ~/.cache/dtr/{jax,tfds}, which other dtr processes on the machine may be writing at the same time. Under
+# pytest-xdist (`-n`, on by default in pyproject.toml) every worker gets its own pair: the controller's
+# conftest runs first and its settings would otherwise be inherited by every worker.
+if os.environ.get('DTR_TESTS_OWN_DIRS') != os.environ.get('PYTEST_XDIST_WORKER', 'main'):
   worker = os.environ.get('PYTEST_XDIST_WORKER', 'main')
   os.environ['DTR_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix=f'dtr_tests_jax_cache_{worker}_')
-  os.environ['DTR_TESTS_OWN_CACHE'] = '1'
+  os.environ['DTR_TFDS_DIR'] = tempfile.mkdtemp(prefix=f'dtr_tests_tfds_{worker}_')
+  os.environ['DTR_TESTS_OWN_DIRS'] = worker
 
 
 @pytest.fixture(scope='module')
