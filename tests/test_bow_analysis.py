@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from dtr import analyze, train
 from dtr.benches import bow as bench
+from dtr.benches import flops
 from dtr.data import Split, flat_rows
 from dtr.evaluate import jacobian
 from dtr.evaluate.analysis import bow as analysis
@@ -238,8 +239,8 @@ def test_finopt_flops_add_one_svi_iteration_per_step():
   batch = {'ids': ids, 'vals': vals, 'seg': seg, 'counts': cnt.astype(np.float32),
            'mask': np.ones((1, 40), np.float32)}
   state = make(0).init(jax.random.key(0), batch)
-  total, body = bench.finopt_flops(make, state, batch, 7)
-  f0 = bench.step_flops(make(0), state, batch)
+  total, body = flops.loop_flops(make, state, batch, 7)
+  f0 = flops.step_flops(make(0), state, batch)
   assert body > 0 and total == pytest.approx(f0 + 7 * body)
   forward = jax.jit(lambda p, z: make(0).decode_log_probs(p, z)).lower(
       state['params'], jnp.zeros((40, make(0).code_length))).compile().cost_analysis()

@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from dtr import config_utils
+from dtr.benches import flops as flops_lib
 
 REGIMES = ('none', 'finopt', 'none_finopt', 'finopt_none')
 BEGIN, END = '<!-- bow table: begin (written by python -m dtr.bench bow table) -->', '<!-- bow table: end -->'
@@ -303,24 +304,6 @@ def _peak_memory() -> str:
   return ', '.join(parts)
 
 
-def step_flops(method, state, batch) -> float:
-  """FLOPs of one `train_step` from XLA's cost analysis of the compiled step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  cost = jax.jit(method.train_step).lower(state, batch, jax.random.key(0)).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost['flops'])
-
-
-def finopt_flops(make_method, state, batch, steps: int) -> tuple[float, float]:
-  """(FLOPs of a finopt step with K = `steps`, FLOPs of one SVI iteration).
-
-  XLA counts a while loop's body once whatever its trip count, so the count is F(0) + K (F(1) - F(0)) from
-  steps compiled with K = 0 and K = 1, which have no loop left (a trip count of 0 or 1 is simplified away).
-  """
-  f0, f1 = step_flops(make_method(0), state, batch), step_flops(make_method(1), state, batch)
-  return f0 + steps * (f1 - f0), f1 - f0
-
-
 def run_speed(args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import input_pipeline as ip, members, methods, train  # pylint: disable=g-import-not-at-top
@@ -374,9 +357,9 @@ def run_speed(args) -> None:
     seconds = (time.perf_counter() - t0) / steps
     one = jax.tree.map(lambda x: x[0], state['method'])
     if regime == 'none':
-      flops[(regime, k)], body = step_flops(method, one, sample), 0.0
+      flops[(regime, k)], body = flops_lib.step_flops(method, one, sample), 0.0
     else:
-      flops[(regime, k)], body = finopt_flops(lambda kk: make('finopt', kk), one, sample, k)
+      flops[(regime, k)], body = flops_lib.loop_flops(lambda kk: make('finopt', kk), one, sample, k)
     times[(regime, k)] = seconds
     label = 'none' if regime == 'none' else f'finopt K={k}'
     print(f'train {label:13s} | {batch_size / seconds:10,.0f} docs/s | {1e3 * seconds:9.2f} ms/step | '

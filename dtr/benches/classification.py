@@ -321,12 +321,16 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_rate(config, corpus, steps: int, steps_per_call: int) -> float:
-  """Steady-state train steps/s of `config` on `corpus` (one member, the loop's jitted chunk, compiled first)."""
+def train_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, float]:
+  """(steady-state train steps/s, mean FLOPs per step) of `config` on `corpus`: one member, the loop's jitted
+  chunk, every chunk width compiled first; FLOPs from XLA's cost analysis of one step at each width the timed
+  steps had (an inner E-step loop counted at its trip count, `flops.loop_flops`)."""
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import input_pipeline as ip, members, methods, train  # pylint: disable=g-import-not-at-top
+  from dtr.benches import flops  # pylint: disable=g-import-not-at-top
   split = corpus.splits['train']
-  method = methods.get_method(config.model, train.data_info(corpus, split.num_docs))
+  info = train.data_info(corpus, split.num_docs)
+  method = methods.get_method(config.model, info)
   mesh = ip.make_mesh()
 
   def chunks(epoch):
@@ -348,13 +352,31 @@ def train_rate(config, corpus, steps: int, steps_per_call: int) -> float:
     width = b['tokens'].shape[-1] if 'tokens' in b else 0
     if width not in widths:
       state, m = step(state, members.place_batch(b, mesh, 1, True))
-      widths[width] = True
+      widths[width] = {k: v[0] for k, v in b.items() if k != 'valid'}
   jax.block_until_ready(m)
   t0 = time.perf_counter()
   for b in host:
     state, m = step(state, members.place_batch(b, mesh, 1, True))
   jax.block_until_ready(m)
-  return len(host) * steps_per_call / (time.perf_counter() - t0)
+  rate = len(host) * steps_per_call / (time.perf_counter() - t0)
+
+  one = jax.tree.map(lambda x: x[0], state['method'])
+  inner = int(config.model.get('em_iter', 1)) if method.config.name == 'hard_em' or method.config.get(
+      'alternating', False) else 0
+
+  def with_trips(k):  # em_iter = 0 is refused by the config check; only the FLOP count builds it
+    trips = methods.get_method(config.model.copy_and_resolve_references(), info)
+    trips.config.em_iter = k
+    return trips
+
+  def width_flops(batch):
+    if not inner:
+      return flops.step_flops(method, one, batch)
+    return flops.loop_flops(with_trips, one, batch, inner)[0]
+
+  per_width = {w: width_flops(batch) for w, batch in widths.items()}
+  total = sum(per_width[b['tokens'].shape[-1] if 'tokens' in b else 0] for b in host)
+  return rate, total / len(host)
 
 
 def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
@@ -378,6 +400,7 @@ def run_speed(args) -> None:
   import tempfile  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import train  # pylint: disable=g-import-not-at-top
+  from dtr.benches import flops  # pylint: disable=g-import-not-at-top
   from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
   print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {args.batch_size}; '
         f'{args.steps} timed steps per row after compilation', flush=True)
@@ -394,14 +417,18 @@ def run_speed(args) -> None:
       if em_iter is not None:
         config.model.em_iter = em_iter
       rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call)
-    for em_iter, rate in rates.items():
+    for em_iter, (rate, flop) in rates.items():
       extra = f' em_iter {em_iter}' if em_iter is not None else ''
-      print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | token vocab '
+      print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | '
+            f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | token vocab '
             f'{len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
     if len(rates) == 2:
-      e_step = (1 / rates[3] - 1 / rates[1]) / 2
-      print(f'{variant}: one E-step costs {1e3 * e_step:.1f} ms ({e_step * rates[1]:.2f} of an em_iter-1 step)',
+      e_step = (1 / rates[3][0] - 1 / rates[1][0]) / 2
+      print(f'{variant}: one E-step costs {1e3 * e_step:.1f} ms ({e_step * rates[1][0]:.2f} of an em_iter-1 step)',
             flush=True)
+  peak = flops.matmul_gflops()
+  print(f'dense float32 1024 x 1024 matmul on this device: {peak:.1f} GFLOP/s (the best of 20; a step at that '
+        f'rate would take its GFLOP / {peak:.1f} s)', flush=True)
   for kind, feature_kind in (('features', 'features'), ('reembed', 'codes')):
     data = random_feature_corpus(corpus, feature_kind, 64, 256, 4)
     for budget in args.budgets:

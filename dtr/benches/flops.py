@@ -1,0 +1,41 @@
+"""FLOP counts of compiled steps and the machine's measured matmul rate: what a speed number is set against.
+
+XLA's cost analysis counts a while loop's body once whatever its trip count, so a step with an inner loop
+(SVI refinement, Hard EM's E-steps) is counted as F(0) + K (F(1) - F(0)) from the same step compiled with
+trip counts 0 and 1, which leave no loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def step_flops(method, state, batch) -> float:
+  """FLOPs of one `method.train_step(state, batch, rng)` from XLA's cost analysis of the compiled step."""
+  import jax  # pylint: disable=g-import-not-at-top
+  cost = jax.jit(method.train_step).lower(state, batch, jax.random.key(0)).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def loop_flops(make_method, state, batch, trips: int) -> tuple[float, float]:
+  """(FLOPs of a step whose inner loop runs `trips` times, FLOPs of one trip); `make_method(k)` builds the
+  method with k trips."""
+  f0, f1 = step_flops(make_method(0), state, batch), step_flops(make_method(1), state, batch)
+  return f0 + trips * (f1 - f0), f1 - f0
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+  """The best rate of a jitted float32 [size, size] x [size, size] product on the default device (GFLOP/s):
+  a practical ceiling for dense work on this machine, measured, not a vendor's peak."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  product = jax.jit(lambda x: x @ x)
+  product(a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    product(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * size**3 / best / 1e9
