@@ -267,3 +267,26 @@ def test_unknown_and_too_long_sentences_through_a_workdir(tmp_path):
   codes = encode.encode_texts(model, [long_text, ' '.join(words[:6]), 'qqqzzz ' + words[0], ''])
   np.testing.assert_array_equal(codes[0], codes[1])  # cut to its first max_len words
   assert codes.shape == (4, model.method.num_bits)
+
+
+@pytest.mark.parametrize('name', ['sentence_ae', 'lm'])
+@pytest.mark.parametrize('pack', [0.75, 0.2])
+def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, pack):
+  """pack 0.75: the 20 predicted positions of 4 x 12 fit the buffer (packed path); 0.2: they do not (full
+  path). Either way the loss and every gradient equal the output layer applied at all B x L positions."""
+  batch = make_batch(width=12)
+  full, packed = build(name, pack_targets=0.0), build(name, pack_targets=pack)
+  params = full.init(jax.random.key(0), batch)['params']
+
+  def loss(method):
+    return jax.value_and_grad(lambda p: method.loss(p, batch, jax.random.key(1), 1.0)[0])(params)
+
+  (value_full, grads_full), (value_packed, grads_packed) = loss(full), loss(packed)
+  np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
+  for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
+    np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
+
+
+def test_pack_targets_outside_0_1_is_refused():
+  with pytest.raises(ValueError, match='pack_targets'):
+    build(pack_targets=1.5)

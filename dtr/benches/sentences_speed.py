@@ -14,7 +14,8 @@ both children train on exactly those arrays:
            (`dtr.members.train_chunk_fn`)
   torch    the same network in PyTorch: `nn.Embedding`, `nn.GRU(bidirectional=True)` over
            `pack_padded_sequence` (final states at each sentence's own length), a 50-bit straight-through
-           code, `nn.GRU` decoder from Linear(z), masked cross entropy, `torch.optim.Adam` after
+           code, `nn.GRU` decoder from Linear(z), the output layer and cross entropy on the predicted
+           positions only (dtr packs them too, `model.pack_targets`), `torch.optim.Adam` after
            `clip_grad_norm_`; one optimizer step per batch
 
 Each child runs every batch once untimed (dtr compiles one program per bucket width; PyTorch warms its
@@ -239,12 +240,10 @@ def torch_model(sizes: dict):
       inputs = torch.cat([bos, tokens[:, :-1]], dim=1)
       positions = torch.arange(width, device=tokens.device)[None, :]
       targets = torch.where(positions == lengths[:, None], torch.full_like(tokens, EOS), tokens)
-      mask = (positions <= lengths[:, None]).float()
+      valid = positions <= lengths[:, None]
       outputs, _ = self.decoder(self.drop(self.embed(inputs)), self.bridge(z)[None])
-      logits = self.output(outputs)
-      nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                        reduction='none').view(batch, width)
-      return (nll * mask).sum(dim=1).mean()
+      logits = self.output(outputs[valid])  # the predicted positions only, as dtr's `target_nll`
+      return nn.functional.cross_entropy(logits, targets[valid], reduction='sum') / batch
 
     @torch.no_grad()
     def decode(self, codes, max_len):

@@ -61,6 +61,7 @@ from dtr.latent import bernoulli, gaussian
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method, clipped_adam
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
+from dtr.nn.softmax import target_nll
 
 CODES = ('binary', 'bottleneck', 'gaussian', 'gumbel')
 PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
@@ -99,6 +100,8 @@ def check_common(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
   if mc.clip < 0:
     raise ValueError(f'model.clip must be >= 0 (0 = off), got {mc.clip}.')
+  if not 0 <= mc.get('pack_targets', 0.0) <= 1:
+    raise ValueError(f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
@@ -194,9 +197,10 @@ class SentenceMethod(Method):
   def _nll(self, params, z_BxC, batch, train=False, rng=None) -> jax.Array:
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     word_dropout = self.config.word_dropout if train else 0.0
-    logits, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
-                                        method=TextAutoencoder.reconstruct, rng=rng)
-    return gru.sequence_nll(logits, targets, mask)
+    states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
+                                        method=TextAutoencoder.decoder_states, rng=rng)
+    project = functools.partial(self._apply, params, method=TextAutoencoder.project)
+    return target_nll(project, states, targets, mask > 0, self.config.get('pack_targets', 0.0))
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
     del hparams  # no population hyperparameters
@@ -422,6 +426,7 @@ def default_model_config(name: str = 'sentence_ae', variant: str = 'binary') -> 
       output_bias=False,     # bias of the softmax layer (the reference has none)
       learning_rate=1e-3,    # Adam
       clip=2.0,              # global-norm gradient clip (0 = off)
+      pack_targets=0.75,     # output layer on at most this share of the B x L positions (`target_nll`; exact)
   ))
   if name == 'lm':
     return config

@@ -232,6 +232,7 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
       output_bias=True,    # bias of the softmax layer (Keras Dense in the reference)
       learning_rate=8e-4,  # Adam
       clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
+      pack_targets=0.75,   # output layer on at most this share of the B x L positions (`target_nll`; exact)
   ))
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)

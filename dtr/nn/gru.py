@@ -100,20 +100,31 @@ class BiGRU(nn.Module):
 class GRUDecoder(nn.Module):
   """GRU then a softmax layer over the vocabulary: logits [B, L, V] and the final state [B, H].
 
-  A single decoding step is the same call on a length-1 sequence.
+  A single decoding step is the same call on a length-1 sequence. `states` and `project` are the two halves,
+  for losses that apply the output layer to some positions only (`dtr.nn.softmax.target_nll`).
   """
 
   vocab_size: int
   hidden: int
   output_bias: bool = True
 
-  @nn.compact
-  def __call__(self, inputs_BxLxE, initial_BxH, lengths_B=None) -> tuple[jax.Array, jax.Array]:
+  def setup(self):
+    self.gru = GRU(self.hidden)
+    self.output = nn.Dense(self.vocab_size, use_bias=self.output_bias)
+
+  def states(self, inputs_BxLxE, initial_BxH, lengths_B=None) -> tuple[jax.Array, jax.Array]:
+    """The GRU's outputs [B, L, H] (0 past each length) and final state [B, H]."""
     if lengths_B is None:
       lengths_B = jnp.full(inputs_BxLxE.shape[:1], inputs_BxLxE.shape[1], jnp.int32)
-    outputs_BxLxH, final_BxH = GRU(self.hidden, name='gru')(inputs_BxLxE, lengths_B, initial_BxH)
-    logits_BxLxV = nn.Dense(self.vocab_size, use_bias=self.output_bias, name='output')(outputs_BxLxH)
-    return logits_BxLxV, final_BxH
+    return self.gru(inputs_BxLxE, lengths_B, initial_BxH)
+
+  def project(self, outputs_xH) -> jax.Array:
+    """Logits [..., V] of GRU outputs [..., H]."""
+    return self.output(outputs_xH)
+
+  def __call__(self, inputs_BxLxE, initial_BxH, lengths_B=None) -> tuple[jax.Array, jax.Array]:
+    outputs_BxLxH, final_BxH = self.states(inputs_BxLxE, initial_BxH, lengths_B)
+    return self.project(outputs_BxLxH), final_BxH
 
 
 # ------------------------------------------------------------------------------------------- teacher forcing
@@ -230,16 +241,27 @@ class TextAutoencoder(nn.Module):
       return jnp.concatenate([embedded_BxLxE, z_BxLxC.astype(embedded_BxLxE.dtype)], axis=-1)
     return embedded_BxLxE
 
-  def reconstruct(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
-    """Teacher-forced decoder: (logits [B, L, V], targets [B, L], target mask [B, L])."""
+  def decoder_states(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
+    """Teacher-forced decoder before its output layer: (GRU outputs [B, L, H], targets [B, L], target mask
+    [B, L]); `project` gives their logits."""
     inputs_BxL, targets_BxL, mask_BxL = teacher_forcing(tokens_BxL, lengths_B, self.bos_id, self.eos_id)
     embedded = self.embed(inputs_BxL)
     if train and word_dropout_rate > 0:
       embedded = word_dropout(embedded, word_dropout_rate, self.make_rng('dropout'))
     embedded = self.drop(embedded, deterministic=not train)
     initial_BxH = self.initial_state(z_BxC, tokens_BxL.shape[0])
-    logits_BxLxV, _ = self.decoder(self._with_code(embedded, z_BxC), initial_BxH, lengths_B + 1)
-    return logits_BxLxV, targets_BxL, mask_BxL
+    outputs_BxLxH, _ = self.decoder.states(self._with_code(embedded, z_BxC), initial_BxH, lengths_B + 1)
+    return outputs_BxLxH, targets_BxL, mask_BxL
+
+  def project(self, outputs_xH):
+    """The decoder's output layer: logits [..., V]."""
+    return self.decoder.project(outputs_xH)
+
+  def reconstruct(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
+    """Teacher-forced decoder: (logits [B, L, V], targets [B, L], target mask [B, L])."""
+    outputs_BxLxH, targets_BxL, mask_BxL = self.decoder_states(z_BxC, tokens_BxL, lengths_B, train,
+                                                               word_dropout_rate)
+    return self.project(outputs_BxLxH), targets_BxL, mask_BxL
 
   def decode_step(self, h_BxH, token_B, z_BxC):
     """One decoder step from the previous token: (state, logits [B, V])."""
