@@ -161,6 +161,11 @@ def test_cell_folders_follow_the_config_and_svi_settings_reach_only_rows_that_re
   assert bench.cell_config(finopt, 0, ns).model.svi_steps == 3
   ns.overrides = {'model.learning_rate': '0.01'}
   assert cells(ns)[0] != after[0]
+  assert bench.cell_config(none, 0, ns).select == ('valid/perp_0', 'min')
+  assert bench.cell_config(none, 0, ns).model.eval_svi_steps == 0
+  ns.validate_svi = True  # every validation refines, and the refined perplexity selects the kept model
+  assert bench.cell_config(none, 0, ns).select == ('valid/perp_f', 'min')
+  assert bench.cell_config(none, 0, ns).model.eval_svi_steps > 0
 
 
 # ------------------------------------------------------------------------------------------------ analyses

@@ -12,7 +12,9 @@ A cell trains through the one loop (`dtr.train.train_and_evaluate`) with validat
 perp_0 only (the selection metric: `model.eval_svi_steps` = 0 and one importance sample while training, so
 an epoch's validation costs one forward pass); the kept model is then evaluated on valid and test with the
 full test-time SVI (`--eval_svi_steps` Adam steps at `--eval_svi_lr`, `--eval_is_samples` importance
-samples; `dtr.evaluate.analysis.bow.refined_perplexities`) into `<workdir>/bow_eval.json`. A cell with that
+samples; `dtr.evaluate.analysis.bow.refined_perplexities`) into `<workdir>/bow_eval.json`. With
+`--validate_svi` every epoch's validation refines too (`--eval_svi_steps` steps) and the kept model is the
+one with the best refined valid perp_f, which is what training-time SVI improves. A cell with that
 file is read back, not retrained; a cell whose training stopped part-way resumes from its checkpoint
 (`--read_only`: a table of the finished cells, nothing trained). The cell's folder name holds a digest of
 its config, so changed settings never read stale cells; the SVI settings (--svi_steps, --svi_lr,
@@ -112,7 +114,9 @@ def cell_config(row: Row, seed: int, args) -> object:
       config.model.svi_lr = args.svi_lr
     if args.switch_epoch >= 0:
       config.model.switch_epoch = args.switch_epoch
-  if not args.validate_svi:
+  if args.validate_svi:  # select on what refinement improves: the refined validation perplexity
+    config.select = ('valid/perp_f', 'min')
+  else:
     config.model.update(eval_svi_steps=0, eval_is_samples=1)
   return config
 
@@ -279,7 +283,8 @@ def run_table(args) -> str:
              'importance-sampled bound from the refined posterior), and the corpus-level exp(sum -ELBO / '
              'sum N_d) of the amortised posterior; mean ± std over seeds.', '',
              f'Training: at most {settings.num_epochs} epochs (NVDM row: its own config), batch '
-             f'{settings.batch_size}, early stopping on valid perp_0 (patience {settings.patience}), '
+             f'{settings.batch_size}, early stopping on valid {settings.select[0].split("/")[-1]} '
+             f'(patience {settings.patience}), '
              f'{svi} per training batch (finopt), switch after '
              f'{finopt[0].switch_epoch if finopt else "-"} epochs (none_finopt / finopt_none). '
              'Final evaluation: '
@@ -417,7 +422,8 @@ def main(argv=None) -> None:
   tp.add_argument('--eval_svi_steps', type=int, default=100)
   tp.add_argument('--eval_svi_lr', type=float, default=8e-3)
   tp.add_argument('--eval_is_samples', type=int, default=100)
-  tp.add_argument('--validate_svi', action='store_true', help='also refine in every epoch\'s validation')
+  tp.add_argument('--validate_svi', action='store_true',
+                  help='refine in every epoch\'s validation too and select on valid perp_f')
   tp.add_argument('--set', dest='overrides', action='append', default=[], help='grid rows: key=value (JSON)')
   tp.add_argument('--nvdm_set', dest='nvdm_overrides', action='append', default=[],
                   help='NVDM row: key=value (JSON)')
