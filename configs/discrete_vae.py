@@ -15,7 +15,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
 
 Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, dataset (dbpedia14, yahoo10,
 raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), restart (VQ: the dead-entry restart threshold
-t, 0 = off), em_iter, alternating, word_dropout (decoder
+t, 0.1 by default; 0 = off, the reference's training, whose code books collapse), em_iter, alternating,
+word_dropout (decoder
 inputs -> <unk> with this probability in training; none by default), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of

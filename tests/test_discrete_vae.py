@@ -388,7 +388,7 @@ def test_training_lowers_the_loss_and_evaluation_shapes(name, level, overrides):
   assert np.all(np.isfinite(features))
   assert int(state['step']) == 30
   assert ('ema' in state) == (overrides.get('codebook_update') == 'ema')
-  assert ('usage' in state) == (overrides.get('restart_threshold', 0) > 0)
+  assert ('usage' in state) == method.restarts
   if 'ema' in state and 'usage' in state:  # restarted entries keep the moving averages consistent
     np.testing.assert_allclose(state['ema']['sum'] / state['ema']['count'][..., None],
                                state['params']['codebook'], rtol=5e-3, atol=5e-3)

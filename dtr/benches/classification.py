@@ -42,18 +42,20 @@ from dtr import config_utils
 
 # name -> configs/discrete_vae.py argument. The paper's best settings on AG News (200 labels): local CatVAE
 # K=4096 M=1; local re-embedded Hard EM K=1024 M=1; global CatVAE K=256 M=4; global re-embedded Hard EM
-# K=4096 M=4; plus VQ-VAE global (the original code's run, M=4 K=256) and local.
+# K=4096 M=4; plus VQ-VAE global (the original code's run, M=4 K=256) and local. VQ variants without '-rs'
+# train as the reference does (restart=0); '-rs0.1' adds dtr's dead-entry restarts (its default).
 VARIANTS = {
     'cat_vae-global-M4-K256': 'method=cat_vae,level=global,M=4,K=256',
     'hard_em-global-M4-K4096': 'method=hard_em,level=global,M=4,K=4096',
-    'vq_vae-global-M4-K256': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001',
+    'vq_vae-global-M4-K256': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0',
     'cat_vae-local-M1-K4096': 'method=cat_vae,level=local,M=1,K=4096',
     'hard_em-local-M1-K1024': 'method=hard_em,level=local,M=1,K=1024',
-    'vq_vae-local-M1-K1024': 'method=vq_vae,level=local,M=1,K=1024,commitment=0.001',
+    'vq_vae-local-M1-K1024': 'method=vq_vae,level=local,M=1,K=1024,commitment=0.001,restart=0',
     # global latents with word dropout on the decoder inputs (dtr's addition against posterior collapse)
     'hard_em-global-M4-K4096-wd0.5': 'method=hard_em,level=global,M=4,K=4096,word_dropout=0.5',
     'cat_vae-global-M4-K256-wd0.5': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5',
-    'vq_vae-global-M4-K256-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,word_dropout=0.5',
+    'vq_vae-global-M4-K256-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0,'
+                                   'word_dropout=0.5',
     'hard_em-local-M1-K1024-wd0.5': 'method=hard_em,level=local,M=1,K=1024,word_dropout=0.5',
     # dead-entry restarts against code-book collapse (dtr's addition; `dtr.latent.vq.restart_dead`)
     'vq_vae-global-M4-K256-rs0.1': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1',

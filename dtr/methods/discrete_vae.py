@@ -44,7 +44,8 @@ clipping at 5 (clipped per group when alternating), or the Noam schedule d^-1/2 
 Under `codebook_update='ema'` the code books move once per batch, to the inputs and codes of the (decoder)
 step's forward pass; padding positions and padding documents never count.
 
-With `restart_threshold` t > 0 (VQ-VAE; off in the reference, which collapses to a handful of codes), after
+With `restart_threshold` t > 0 (VQ-VAE; 0.1 by default, 0 in the reference, which collapses to a handful of
+codes: docs/results/classification.md), after
 every step the entries whose moving-average share of their slot's assignments is under t / K move onto the
 inputs u of random real positions of the batch (`dtr.latent.vq.restart_dead`; the moving averages of EMA
 code books follow). The usage averages start at zero, so the first step puts every entry the first batch
@@ -587,7 +588,8 @@ def default_model_config(method: str = 'vq_vae', level: str = 'global') -> ml_co
     config.codebook_update = 'loss'  # 'loss' (the code-book loss) or 'ema' (moving averages)
     config.ema_decay = 0.99      # gamma of the moving averages
     config.ema_epsilon = 1e-5    # Laplace smoothing of the EMA counts
-    config.restart_threshold = 0.0  # t > 0: entries used at < t / K of their slot's codes restart on inputs
+    config.restart_threshold = 0.1  # t > 0: entries used at < t / K of their slot's codes restart on inputs
+                                    # (dtr's default; 0 = the reference, whose code books collapse)
     config.usage_decay = 0.99    # decay of the usage averages that find dead entries
   if method == 'cat_vae':
     config.tau = 0.67            # Gumbel-softmax temperature (the start when annealing)
