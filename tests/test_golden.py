@@ -2,7 +2,11 @@
 
 They were produced by dtr's loop before the foundation rewrite and pin today's numbers: same seeds, same
 codes (SHA-256 of the saved code files), same precision. A deliberate change that moves them must update
-golden.json (run this file with DTR_UPDATE_GOLDEN=1) and say why in its commit message.
+golden.json (run this file with DTR_UPDATE_GOLDEN=1) and say why in its commit message. The numbers are
+bitwise XLA's: a new jax/jaxlib can move them with no change in dtr (jax 0.10.2 did: the AMMI min-max
+amplifies last-bit differences over its epochs). golden.json records the versions that made it, and a
+failure names both; when only the versions differ, check that the old commit fails the same way on the new
+versions, then update golden.json and say so in the commit.
 """
 
 import hashlib
@@ -41,6 +45,12 @@ def _run(name: str, tmp_path) -> dict:
           'train_loss_history': results['train_loss_history']}
 
 
+def _versions() -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'numpy': np.__version__}
+
+
 @pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
 def test_golden(name, tmp_path):
   import jax
@@ -49,7 +59,11 @@ def test_golden(name, tmp_path):
   golden = json.loads(GOLDEN.read_text())
   if os.environ.get('DTR_UPDATE_GOLDEN') == '1':
     golden[name] = got
+    golden['_versions'] = _versions()
     GOLDEN.write_text(json.dumps(golden, indent=1))
+  if golden.get('_versions') != _versions():
+    print(f'golden.json was made with {golden.get("_versions")}; this is {_versions()} (see the module docstring '
+          'if the values below differ)')
   want = golden[name]
   if 'codes' in want:
     assert got['codes'] == want['codes']
