@@ -234,30 +234,6 @@ def test_token_layout_shifts_and_appends_eos():
   np.testing.assert_array_equal(layout['valid'], [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
 
 
-@pytest.mark.parametrize('pack', [0.0, 0.5, 0.2])  # off, packed, too small: the full path by lax.cond
-def test_target_nll_packed_equals_the_full_output_layer(pack):
-  """Packing the valid positions before the output layer changes neither the NLL nor its gradients."""
-  rng = np.random.default_rng(0)
-  lengths = np.array([3, 7, 1, 0])
-  valid = np.arange(8)[None, :] <= lengths[:, None]  # words + eos; 15 of 32 positions
-  targets = np.where(valid, rng.integers(0, 11, (4, 8)), 0).astype(np.int32)
-  states = jnp.asarray(rng.normal(size=(4, 8, 5)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(5, 11)), jnp.float32)
-
-  def total(states, kernel, pack):
-    nll = discrete_vae.target_nll(lambda h: h @ kernel, states, jnp.asarray(targets), jnp.asarray(valid), pack)
-    return jnp.sum(nll * jnp.arange(1.0, 5.0)), nll
-
-  (value, nll), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True),
-                                static_argnums=2)(states, kernel, pack)
-  logits = np.asarray(states, np.float64) @ np.asarray(kernel, np.float64)
-  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  expected = -np.sum(np.where(valid, np.take_along_axis(log_p, targets[..., None], -1)[..., 0], 0.0), axis=1)
-  np.testing.assert_allclose(nll, expected, rtol=1e-5)
-  (_, _), full_grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True),
-                               static_argnums=2)(states, kernel, 0.0)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, full_grads)
-
 
 def test_word_dropout_acts_in_training_only():
   plain, dropped = tiny('vq_vae', 'global'), tiny('vq_vae', 'global', word_dropout=0.5)
