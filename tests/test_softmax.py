@@ -9,8 +9,8 @@ from dtr.nn import softmax
 
 CASES = [  # (lengths of 4 rows padded to 8, pack): valid positions = lengths + 1 (words + eos)
     ([3, 7, 1, 0], 0.0),   # off: the full layer
-    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid: buffers 8 and 16, the second holds them
-    ([3, 7, 1, 0], 0.5),   # the same buffers
+    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid: buffers 8, 16, 24, the second holds them
+    ([3, 7, 1, 0], 0.5),   # buffers 8 and 16
     ([3, 7, 1, 0], 0.2),   # one buffer of 8: too small, the full path
     ([0, 0, 1, 0], 1.0),   # 5 valid: the smallest buffer (8)
     ([7, 7, 7, 6], 0.75),  # 31 of 32 valid: more than the largest buffer (24), the full path
@@ -44,8 +44,8 @@ def test_packed_output_layer_equals_the_full_layer_and_its_gradients(lengths, pa
                              rtol=1e-4, atol=1e-5)
 
 
-def test_buffers_halve_from_pack_and_round_up_to_8():
-  """The buffers a 64 x 50 batch gets with pack 0.75: 2400, 1200, 600, 300 -> multiples of 8."""
+def test_buffers_shrink_by_sqrt2_from_pack_and_round_up_to_8():
+  """The buffers a 64 x 50 batch gets with pack 0.75: 2400 / 2^(j/2), j = 0..5, rounded up to multiples of 8."""
   seen = []
 
   def project(h):
@@ -54,4 +54,6 @@ def test_buffers_halve_from_pack_and_round_up_to_8():
 
   states = jnp.zeros((64, 50, 3))
   softmax.target_nll(project, states, jnp.zeros((64, 50), jnp.int32), jnp.ones((64, 50), bool), 0.75)
-  assert sorted(seen) == [304, 600, 1200, 2400, 3200]  # the four buffers and the full [B, T] path
+  expected = sorted({-(-int(np.ceil(2400 / 2**(j / 2))) // 8) * 8 for j in range(6)})
+  assert expected == [432, 600, 856, 1200, 1704, 2400]
+  assert sorted(seen) == expected + [3200]  # the six buffers and the full [B, T] path

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 
-LEVELS = 4  # packed buffers of pack B T, pack B T / 2, ... / 2^(LEVELS - 1) positions
+LEVELS = 6  # packed buffers of pack B T 2^(-j/2) positions, j = 0 .. LEVELS - 1 (down to pack B T / 5.7)
 
 
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
@@ -19,8 +19,9 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
 
   The output layer (d x V, the step's largest cost) is applied only where it is needed. With `pack` in (0, 1]
   the valid positions are gathered first into the smallest buffer that holds them of C_j = ceil(pack B T /
-  2^j) rows (j = 0 .. LEVELS - 1, each rounded up to 8), so a batch padded to width T pays for at most twice
-  its valid positions instead of B T; a batch with more valid positions than C_0 takes the full [B, T] path
+  2^(j/2)) rows (j = 0 .. LEVELS - 1, each rounded up to 8), so a batch padded to width T pays for at most
+  sqrt(2) times its valid positions (above the smallest buffer) instead of B T; a batch with more valid
+  positions than C_0 takes the full [B, T] path
   (`lax.switch` over the buffers; under `vmap` every branch runs, so populations of members pay for all of
   them). Every path gives the same numbers and gradients. pack = 0: the full path always.
   """
@@ -47,7 +48,7 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
 
   if pack <= 0:
     return full(None)
-  capacities = sorted({-(-int(math.ceil(pack * n / 2**j)) // 8) * 8 for j in range(LEVELS)})
+  capacities = sorted({-(-int(math.ceil(pack * n / 2**(j / 2))) // 8) * 8 for j in range(LEVELS)})
   capacities = [c for c in capacities if c < n]
   if not capacities:
     return full(None)
