@@ -57,3 +57,15 @@ def test_buffers_shrink_by_sqrt2_from_pack_and_round_up_to_8():
   expected = sorted({-(-int(np.ceil(2400 / 2**(j / 2))) // 8) * 8 for j in range(6)})
   assert expected == [432, 600, 856, 1200, 1704, 2400]
   assert sorted(seen) == expected + [3200]  # the six buffers and the full [B, T] path
+
+
+def test_hand_values_of_the_full_layer():
+  """pack = 0 (the sentence models' former `sequence_nll`): -sum_t valid_t log softmax(o_t)[y_t]."""
+  rng = np.random.default_rng(5)
+  logits = rng.normal(size=(2, 3, 4))
+  targets = np.array([[1, 2, 0], [3, 0, 0]])
+  valid = np.array([[1, 1, 1], [1, 0, 0]], bool)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected = [-(log_p[0, 0, 1] + log_p[0, 1, 2] + log_p[0, 2, 0]), -log_p[1, 0, 3]]
+  nll = softmax.target_nll(lambda h: h, jnp.asarray(logits, jnp.float32), jnp.asarray(targets), valid, 0.0)
+  np.testing.assert_allclose(nll, expected, rtol=1e-5)

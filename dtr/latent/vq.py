@@ -117,14 +117,19 @@ def ema_update_masked(ema: dict, h_xMxD: jax.Array, idx_xM: jax.Array, weight_x:
   return ema_update(ema, h_xMxD.reshape(-1, m, d), idx_xM.reshape(-1, m), weight_N, decay, epsilon)
 
 
-def usage_update(usage_MxK: jax.Array, idx_xM: jax.Array, weight_x: jax.Array, decay: float) -> jax.Array:
-  """U <- decay U + (1 - decay) n: n_ik = weighted count of the positions (leading shape x) with code k in
-  slot i; `weight_x` 0 at padding. A scatter-add, no one-hot [..., M, K]."""
-  m, k = usage_MxK.shape
+def code_counts(idx_xM: jax.Array, weight_x: jax.Array, num_values: int) -> jax.Array:
+  """n [M, K]: n_ik = weighted count of the positions (leading shape x) with code k in slot i; `weight_x` 0
+  at padding. A scatter-add: a one-hot [..., M, K] would cost as much as a layer for local K = 4096."""
+  m = idx_xM.shape[-1]
   idx_NxM = idx_xM.reshape(-1, m)
-  weight_NxM = jnp.broadcast_to(weight_x.reshape(-1, 1).astype(usage_MxK.dtype), idx_NxM.shape)
+  weight_NxM = jnp.broadcast_to(jnp.reshape(weight_x, (-1, 1)).astype(jnp.float32), idx_NxM.shape)
   slot_NxM = jnp.broadcast_to(jnp.arange(m), idx_NxM.shape)
-  counts_MxK = jnp.zeros((m, k), usage_MxK.dtype).at[slot_NxM, idx_NxM].add(weight_NxM)
+  return jnp.zeros((m, num_values), jnp.float32).at[slot_NxM, idx_NxM].add(weight_NxM)
+
+
+def usage_update(usage_MxK: jax.Array, idx_xM: jax.Array, weight_x: jax.Array, decay: float) -> jax.Array:
+  """U <- decay U + (1 - decay) n, n = `code_counts` of the positions."""
+  counts_MxK = code_counts(idx_xM, weight_x, usage_MxK.shape[1]).astype(usage_MxK.dtype)
   return decay * usage_MxK + (1 - decay) * counts_MxK
 
 

@@ -330,10 +330,7 @@ class DiscreteVAE(Method):
     num_docs = jnp.maximum(jnp.sum(weight_B), 1.0)
     nll = jnp.sum(nll_B * weight_B) / num_docs
     tokens = jnp.sum((layout['lengths'] + 1) * weight_B)
-    # Use counts by a scatter-add: a one-hot [B, L, M, K] would cost as much as a layer for local K = 4096.
-    weight_BxLxM = jnp.broadcast_to(self.position_weight(layout)[..., None], codes.shape)
-    slot_BxLxM = jnp.broadcast_to(jnp.arange(codes.shape[-1]), codes.shape)
-    counts_MxK = jnp.zeros((codes.shape[-1], self.num_values)).at[slot_BxLxM, codes].add(weight_BxLxM)
+    counts_MxK = vq.code_counts(codes, self.position_weight(layout), self.num_values)
     p_MxK = counts_MxK / jnp.maximum(jnp.sum(counts_MxK, axis=1, keepdims=True), 1.0)
     code_perplexity = jnp.mean(jnp.exp(-jnp.sum(p_MxK * jnp.log(jnp.where(p_MxK > 0, p_MxK, 1.0)), axis=-1)))
     aux = {'nll': nll, 'token_nll': jnp.sum(nll_B * weight_B) / jnp.maximum(tokens, 1.0),

@@ -143,13 +143,6 @@ def teacher_forcing(tokens_BxL: jax.Array, lengths_B: jax.Array, bos_id: int = B
   return inputs_BxL, targets_BxL, (positions_BxL <= lengths_Bx1).astype(jnp.float32)
 
 
-def sequence_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array, mask_BxL: jax.Array) -> jax.Array:
-  """-sum_t mask_t log softmax(logits_t)[target_t] per sequence [B]."""
-  log_probs = jax.nn.log_softmax(logits_BxLxV, axis=-1)
-  target_log_probs = jnp.take_along_axis(log_probs, targets_BxL[..., None], axis=-1)[..., 0]
-  return -jnp.sum(target_log_probs * mask_BxL, axis=-1)
-
-
 def word_dropout(embedded_BxLxE: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   """Zeroes the whole embedding of each decoder input token with probability `rate` (Bowman et al. 2016).
 
