@@ -22,6 +22,15 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=('state', 'meta'))
 
 
+def _to_write(tree):
+  """What orbax is given to write: on one process the tree's values on the host (NumPy). Handed device
+  arrays, orbax slices out every array's replica with a `jit(slice)` program of its own, compiled anew at
+  every save (about 50 programs and 2.5 s per checkpoint of a small model on 8 CPU devices); the file format
+  is the same, and restoring places each array back on the abstract state's sharding. Across processes
+  the arrays stay global `jax.Array`s: orbax's write is collective and each process writes its shards."""
+  return jax.device_get(tree) if jax.process_count() == 1 else tree
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   """Saves (state, meta) as checkpoint `step`, replacing a checkpoint of the same step.
 
@@ -30,7 +39,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   """
   if step in mngr.all_steps():
     mngr.delete(step)
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_write(state)), meta=ocp.args.JsonSave(meta)),
             force=True)
   mngr.wait_until_finished()
 
@@ -70,7 +79,7 @@ def abstract_like(state):
 def save_params(directory: str, params) -> None:
   """Writes a parameter pytree (the best model) on its own, for `dtr.encode` and `dtr.search`."""
   with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.abspath(directory), params, force=True)
+    ckptr.save(os.path.abspath(directory), _to_write(params), force=True)
     ckptr.wait_until_finished()
 
 
