@@ -10,6 +10,15 @@ import pytest
 
 jax.config.update('jax_num_cpu_devices', 8)
 
+# XLA's cheaper optimisation level for the whole suite and the processes it starts (`python -m dtr.main`,
+# the notebooks): it compiles in about 60 % of the time, and compiling the tiny configs' programs is most of
+# the suite's time. Tests of exact numbers between two differently built programs, and the golden values,
+# ask for the default level with the `full_optimizations` fixture. DTR_TESTS_OPTIMIZE=1 runs everything at the
+# default level.
+if os.environ.get('DTR_TESTS_OPTIMIZE') != '1':
+  os.environ['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
+  jax.config.update('jax_disable_most_optimizations', True)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Real data (read-only) for tests that need it: $DTR_DATA_DIR, else ../shared/data beside the repo.
 os.environ.setdefault('DTR_DATA_DIR', str(REPO.parent / 'shared' / 'data'))
@@ -24,14 +33,17 @@ if os.environ.get('DTR_TESTS_OWN_DIRS') != os.environ.get('PYTEST_XDIST_WORKER',
   os.environ['DTR_TESTS_OWN_DIRS'] = worker
 
 
-@pytest.fixture(scope='module')
-def quick_compiles():
-  """XLA's cheaper optimisation level, which compiles in about half the time, for the modules that mark
-  themselves with it (tests of plumbing and semantics, not of speed)."""
+@pytest.fixture
+def full_optimizations(monkeypatch):
+  """XLA's default optimisation level for one test and its subprocesses (the flag is not part of JAX's
+  in-memory cache keys, hence the cleared caches on both sides)."""
   previous = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
+  monkeypatch.delenv('JAX_DISABLE_MOST_OPTIMIZATIONS', raising=False)
+  jax.clear_caches()
+  jax.config.update('jax_disable_most_optimizations', False)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
+  jax.clear_caches()
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -41,3 +53,16 @@ def release_compiled_programs():
   yield
   jax.clear_caches()
   gc.collect()
+
+
+# The longest test files first (most worker time in a full run), so that no worker starts one of them near the
+# end while the others sit idle: pytest-xdist hands whole files out in collection order
+# (`--dist=loadfile --no-loadscope-reorder` in pyproject.toml).
+SLOW_FIRST = ('test_notebooks', 'test_discrete_vae', 'test_classification', 'test_families', 'test_population',
+              'test_sentence_ae', 'test_sparse_latents', 'test_sentence_analysis', 'test_bow_analysis',
+              'test_sentences_bench', 'test_resume', 'test_multihost', 'test_markov', 'test_cli', 'test_train')
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file keeps its order

@@ -16,10 +16,6 @@ from dtr.methods.base import DataInfo
 VOCAB = 24
 
 
-# Plumbing and semantics, not speed: XLA's cheaper optimisation level (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures('quick_compiles')
-
-
 def token_batch(lengths, width, seed=0, mask=None):
   rng = np.random.default_rng(seed)
   tokens = np.zeros((len(lengths), width), np.int32)
@@ -234,7 +230,6 @@ def test_token_layout_shifts_and_appends_eos():
   np.testing.assert_array_equal(layout['valid'], [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
 
 
-
 def test_word_dropout_acts_in_training_only():
   plain, dropped = tiny('vq_vae', 'global'), tiny('vq_vae', 'global', word_dropout=0.5)
   batch = token_batch([6, 7, 5], 8)
@@ -248,6 +243,26 @@ def test_word_dropout_acts_in_training_only():
   (loss_plain, loss_dropped), score_plain, score_dropped = run(jax.random.key(0))
   assert float(loss_plain) != float(loss_dropped)
   jax.tree.map(np.testing.assert_array_equal, score_plain, score_dropped)
+
+
+@pytest.mark.parametrize('name,level', [('vq_vae', 'global'), ('hard_em', 'local')])
+def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, level, pack=0.75):
+  """The 22 predicted positions of 3 x 12 go through a packed buffer (the tiny configs turn packing off;
+  `tests/test_softmax.py` covers every buffer and the full path): the training loss and every gradient equal
+  the output layer applied at all B x T positions."""
+  batch = token_batch([6, 7, 6], 12)
+  full, packed = tiny(name, level, pack_targets=0.0), tiny(name, level, pack_targets=pack)
+  params = full.init(jax.random.key(0), batch)['params']
+
+  @jax.jit
+  def run(params):
+    return [jax.value_and_grad(lambda p, m=m: m.loss(p, {}, batch, jax.random.key(1), 'train', 0)[0])(params)
+            for m in (full, packed)]
+
+  (value_full, grads_full), (value_packed, grads_packed) = run(params)
+  np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
+  for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
+    np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
 
 
 def test_codebook_usage_and_noam():

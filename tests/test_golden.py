@@ -20,6 +20,8 @@ import pytest
 from dtr import config_utils, train
 
 GOLDEN = pathlib.Path(__file__).with_name('golden.json')
+# The golden numbers are those of XLA's default optimisation level (the suite runs at the cheaper one).
+pytestmark = pytest.mark.usefixtures('full_optimizations')
 
 
 def _digest(workdir) -> dict:

@@ -9,10 +9,6 @@ import pytest
 from dtr.nn import transformer
 
 
-# Plumbing and semantics, not speed: XLA's cheaper optimisation level (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures('quick_compiles')
-
-
 def _np(tree):
   return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
