@@ -323,10 +323,13 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, float]:
-  """(steady-state train steps/s, mean FLOPs per step) of `config` on `corpus`: one member, the loop's jitted
-  chunk, every chunk width compiled first; FLOPs from XLA's cost analysis of one step at each width the timed
-  steps had (an inner E-step loop counted at its trip count, `flops.loop_flops`)."""
+def train_rate(config, corpus, steps: int, steps_per_call: int,
+               count_flops: bool = True) -> tuple[float, float, float]:
+  """(steady-state train steps/s, mean FLOPs per step, mean output-layer FLOPs per step) of `config` on
+  `corpus`: one member, the loop's jitted chunk, every chunk width compiled first; FLOPs from XLA's cost
+  analysis of one step at each width the timed steps had (an inner E-step loop counted at its trip count,
+  `flops.loop_flops`; NaN when `count_flops` is off: it compiles two more programs per width); the output
+  layer's FLOPs (`flops.output_layer_flops`) at the timed steps' predicted tokens, a lower bound of the work."""
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import input_pipeline as ip, members, methods, train  # pylint: disable=g-import-not-at-top
   from dtr.benches import flops  # pylint: disable=g-import-not-at-top
@@ -361,6 +364,11 @@ def train_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, 
     state, m = step(state, members.place_batch(b, mesh, 1, True))
   jax.block_until_ready(m)
   rate = len(host) * steps_per_call / (time.perf_counter() - t0)
+  predicted = sum(float(np.sum((np.asarray(b['lengths']) + 1) * np.asarray(b['mask']))) for b in host)
+  output = flops.output_layer_flops(predicted / (len(host) * steps_per_call), len(corpus.token_vocab),
+                                    int(config.model.model_dim))
+  if not count_flops:
+    return rate, float('nan'), output
 
   one = jax.tree.map(lambda x: x[0], state['method'])
   inner = int(config.model.get('em_iter', 1)) if method.config.name == 'hard_em' or method.config.get(
@@ -378,7 +386,7 @@ def train_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, 
 
   per_width = {w: width_flops(batch) for w, batch in widths.items()}
   total = sum(per_width[b['tokens'].shape[-1] if 'tokens' in b else 0] for b in host)
-  return rate, total / len(host)
+  return rate, total / len(host), output
 
 
 def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
@@ -406,6 +414,9 @@ def run_speed(args) -> None:
   from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
   print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {args.batch_size}; '
         f'{args.steps} timed steps per row after compilation', flush=True)
+  peak = flops.matmul_gflops()
+  print(f'dense float32 1024 x 1024 matmul on this device: {peak:.1f} GFLOP/s (the best of 20; a step at that '
+        f'rate would take its GFLOP / {peak:.1f} s)', flush=True)
   corpus = None
   for variant in args.variants:
     config = pretrain_config(variant, args)
@@ -418,19 +429,17 @@ def run_speed(args) -> None:
     for em_iter in em_iters:
       if em_iter is not None:
         config.model.em_iter = em_iter
-      rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call)
-    for em_iter, (rate, flop) in rates.items():
+      rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call, count_flops=args.flops)
+    for em_iter, (rate, flop, output) in rates.items():
       extra = f' em_iter {em_iter}' if em_iter is not None else ''
-      print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | '
-            f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | token vocab '
-            f'{len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+      counted = (f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | ' if args.flops else '')
+      print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | {counted}'
+            f'output layer alone {output / 1e9:.2f} GFLOP/step, at most {peak * 1e9 / output:.1f} steps/s at the '
+            f'matmul rate | token vocab {len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
     if len(rates) == 2:
       e_step = (1 / rates[3][0] - 1 / rates[1][0]) / 2
       print(f'{variant}: one E-step costs {1e3 * e_step:.1f} ms ({e_step * rates[1][0]:.2f} of an em_iter-1 step)',
             flush=True)
-  peak = flops.matmul_gflops()
-  print(f'dense float32 1024 x 1024 matmul on this device: {peak:.1f} GFLOP/s (the best of 20; a step at that '
-        f'rate would take its GFLOP / {peak:.1f} s)', flush=True)
   for kind, feature_kind in (('features', 'features'), ('reembed', 'codes')):
     data = random_feature_corpus(corpus, feature_kind, 64, 256, 4)
     for budget in args.budgets:
@@ -487,6 +496,8 @@ def main(argv=None) -> None:
   pp.add_argument('--steps', type=int, default=64)
   pp.add_argument('--steps_per_call', type=int, default=16)
   pp.add_argument('--probe_epochs', type=int, default=5)
+  pp.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
+                  help='XLA FLOP counts per step (Hard EM: two more compilations per batch width)')
   args = parser.parse_args(argv)
   args.argv = argv
   args.label = 'tiny' if args.tiny else args.dataset

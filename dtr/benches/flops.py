@@ -27,6 +27,13 @@ def loop_flops(make_method, state, batch, trips: int) -> tuple[float, float]:
   return f0 + trips * (f1 - f0), f1 - f0
 
 
+def output_layer_flops(predicted_tokens: float, vocab: int, width: int) -> float:
+  """FLOPs that the output layer alone needs in one training step, a lower bound of the step's work for any
+  exact (full-softmax) method: per predicted token, logits h W (2 V d), and the two gradient products dL/dW
+  and dL/dh (2 V d each)."""
+  return 6.0 * predicted_tokens * vocab * width
+
+
 def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
   """The best rate of a jitted float32 [size, size] x [size, size] product on the default device (GFLOP/s):
   a practical ceiling for dense work on this machine, measured, not a vendor's peak."""
