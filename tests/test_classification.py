@@ -265,4 +265,4 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16'])
   printed = capsys.readouterr().out
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
-  assert 'GFLOP/step (XLA)' in printed and 'matmul on this device' in printed and 'output layer alone' in printed
+  assert 'GFLOP/step (XLA)' in printed and 'matmul on this device' in printed and 'the output layer alone' in printed

@@ -434,8 +434,14 @@ def run_speed(args) -> None:
       extra = f' em_iter {em_iter}' if em_iter is not None else ''
       counted = (f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | ' if args.flops else '')
       print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | {counted}'
-            f'output layer alone {output / 1e9:.2f} GFLOP/step, at most {peak * 1e9 / output:.1f} steps/s at the '
-            f'matmul rate | token vocab {len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+            f'token vocab {len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+    _, _, output = rates[em_iters[0]]
+    tokens = round(output / flops.output_layer_flops(1, len(corpus.token_vocab), int(config.model.model_dim)))
+    floor = flops.output_layer_seconds(tokens, len(corpus.token_vocab), int(config.model.model_dim))
+    print(f'{variant}: the output layer alone ({tokens:,} predicted tokens per step x {len(corpus.token_vocab)} '
+          f'words, d {config.model.model_dim}; {output / 1e9:.2f} GFLOP, at most {peak * 1e9 / output:.1f} steps/s '
+          'at the matmul rate), forward and backward: ' + ', '.join(
+              f'{name} {1e3 * s:.1f} ms (at most {1 / s:.1f} steps/s)' for name, s in floor.items()), flush=True)
     if len(rates) == 2:
       e_step = (1 / rates[3][0] - 1 / rates[1][0]) / 2
       print(f'{variant}: one E-step costs {1e3 * e_step:.1f} ms ({e_step * rates[1][0]:.2f} of an em_iter-1 step)',

@@ -34,6 +34,46 @@ def output_layer_flops(predicted_tokens: float, vocab: int, width: int) -> float
   return 6.0 * predicted_tokens * vocab * width
 
 
+def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20) -> dict[str, float]:
+  """The best time of the output layer alone, forward and backward, for `tokens` predicted tokens: logits
+  h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h. The
+  floor of a training step of any exact (full-softmax) token model at these sizes on this machine. Measured
+  in JAX ('jax') and, when it is installed (the `bench` extra), in PyTorch ('torch')."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  h = rng.normal(size=(tokens, width)).astype(np.float32)
+  w = (0.1 * rng.normal(size=(width, vocab))).astype(np.float32)
+  y = rng.integers(0, vocab, tokens).astype(np.int32)
+
+  def best_of(fn):
+    fn()
+    best = float('inf')
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      fn()
+      best = min(best, time.perf_counter() - t0)
+    return best
+
+  def loss(w, h):
+    logits = h @ w
+    return jnp.sum(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0])
+
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  w_j, h_j = jnp.asarray(w), jnp.asarray(h)
+  out = {'jax': best_of(lambda: jax.block_until_ready(grads(w_j, h_j)))}
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return out
+  w_t, h_t = torch.from_numpy(w).requires_grad_(), torch.from_numpy(h).requires_grad_()
+  y_t = torch.from_numpy(y).long()
+  out['torch'] = best_of(lambda: torch.autograd.grad(
+      torch.nn.functional.cross_entropy(h_t @ w_t, y_t, reduction='sum'), (w_t, h_t)))
+  return out
+
+
 def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
   """The best rate of a jitted float32 [size, size] x [size, size] product on the default device (GFLOP/s):
   a practical ceiling for dense work on this machine, measured, not a vendor's peak."""
