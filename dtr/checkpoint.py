@@ -39,8 +39,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   """
   if step in mngr.all_steps():
     mngr.delete(step)
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_write(state)), meta=ocp.args.JsonSave(meta)),
-            force=True)
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_write(state)),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
   mngr.wait_until_finished()
 
 
