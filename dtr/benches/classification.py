@@ -325,11 +325,10 @@ def peak_rss_mib() -> float:
 
 def train_rate(config, corpus, steps: int, steps_per_call: int,
                count_flops: bool = True) -> tuple[float, float, float]:
-  """(steady-state train steps/s, mean FLOPs per step, mean output-layer FLOPs per step) of `config` on
+  """(steady-state train steps/s, mean FLOPs per step, mean predicted tokens per step) of `config` on
   `corpus`: one member, the loop's jitted chunk, every chunk width compiled first; FLOPs from XLA's cost
   analysis of one step at each width the timed steps had (an inner E-step loop counted at its trip count,
-  `flops.loop_flops`; NaN when `count_flops` is off: it compiles two more programs per width); the output
-  layer's FLOPs (`flops.output_layer_flops`) at the timed steps' predicted tokens, a lower bound of the work."""
+  `flops.loop_flops`; NaN when `count_flops` is off: it compiles two more programs per width)."""
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import input_pipeline as ip, members, methods, train  # pylint: disable=g-import-not-at-top
   from dtr.benches import flops  # pylint: disable=g-import-not-at-top
@@ -345,19 +344,22 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
 
   host = []
   epoch = 0
-  while sum(1 for _ in host) * steps_per_call < steps:
+  while len(host) * steps_per_call < steps:
     host += [b for _, k, b in chunks(epoch) if k == steps_per_call]
     epoch += 1
   host = host[:max(1, steps // steps_per_call)]
   sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
   state = members.place_state(members.init_states(method, [members.Member(0, 0)], sample), mesh)
   step = members.train_chunk_fn(method, mesh, 1, True)
+
+  def width(b):
+    return b['tokens'].shape[-1] if 'tokens' in b else 0
+
   widths = {}
   for b in host:  # compile every chunk width once
-    width = b['tokens'].shape[-1] if 'tokens' in b else 0
-    if width not in widths:
+    if width(b) not in widths:
       state, m = step(state, members.place_batch(b, mesh, 1, True))
-      widths[width] = {k: v[0] for k, v in b.items() if k != 'valid'}
+      widths[width(b)] = {k: v[0] for k, v in b.items() if k != 'valid'}
   jax.block_until_ready(m)
   t0 = time.perf_counter()
   for b in host:
@@ -365,10 +367,9 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   jax.block_until_ready(m)
   rate = len(host) * steps_per_call / (time.perf_counter() - t0)
   predicted = sum(float(np.sum((np.asarray(b['lengths']) + 1) * np.asarray(b['mask']))) for b in host)
-  output = flops.output_layer_flops(predicted / (len(host) * steps_per_call), len(corpus.token_vocab),
-                                    int(config.model.model_dim))
+  tokens = predicted / (len(host) * steps_per_call)
   if not count_flops:
-    return rate, float('nan'), output
+    return rate, float('nan'), tokens
 
   one = jax.tree.map(lambda x: x[0], state['method'])
   inner = int(config.model.get('em_iter', 1)) if method.config.name == 'hard_em' or method.config.get(
@@ -385,8 +386,8 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
     return flops.loop_flops(with_trips, one, batch, inner)[0]
 
   per_width = {w: width_flops(batch) for w, batch in widths.items()}
-  total = sum(per_width[b['tokens'].shape[-1] if 'tokens' in b else 0] for b in host)
-  return rate, total / len(host), output
+  total = sum(per_width[width(b)] for b in host)
+  return rate, total / len(host), tokens
 
 
 def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
@@ -430,13 +431,14 @@ def run_speed(args) -> None:
       if em_iter is not None:
         config.model.em_iter = em_iter
       rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call, count_flops=args.flops)
-    for em_iter, (rate, flop, output) in rates.items():
+    for em_iter, (rate, flop, _) in rates.items():
       extra = f' em_iter {em_iter}' if em_iter is not None else ''
       counted = (f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | ' if args.flops else '')
       print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | {counted}'
             f'token vocab {len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
-    _, _, output = rates[em_iters[0]]
-    tokens = round(output / flops.output_layer_flops(1, len(corpus.token_vocab), int(config.model.model_dim)))
+    predicted = rates[em_iters[0]][2]
+    output = flops.output_layer_flops(predicted, len(corpus.token_vocab), int(config.model.model_dim))
+    tokens = round(predicted)
     floor = flops.output_layer_seconds(tokens, len(corpus.token_vocab), int(config.model.model_dim))
     print(f'{variant}: the output layer alone ({tokens:,} predicted tokens per step x {len(corpus.token_vocab)} '
           f'words, d {config.model.model_dim}; {output / 1e9:.2f} GFLOP, at most {peak * 1e9 / output:.1f} steps/s '
