@@ -1,10 +1,16 @@
-"""Resuming after a kill, at every checkpoint interval: the same codes and the same loss history.
+"""Resuming after a kill, at checkpoint intervals of every kind: the same codes and the same loss history.
 
 A run is interrupted (an exception out of the loop, as a kill leaves it: nothing saved after the last
-checkpoint) after a random number of chunks, then run again in the same workdir. For every
-`checkpoint_every_steps` from 1 to the steps of two epochs, the resumed run must end with the uninterrupted
+checkpoint) after a random number of chunks, then run again in the same workdir. For each
+`checkpoint_every_steps` of `INTERVALS`, the resumed run must end with the uninterrupted
 run's codes and its per-epoch training losses (the running sums of an interrupted epoch are checkpointed with
 the data position), and a rerun of a finished workdir must work too.
+
+The loop writes a checkpoint after the first chunk at which at least `checkpoint_every_steps` steps have passed
+since the last one, and at every epoch's end. The intervals tried, on a run of 2 epochs x 8 steps in chunks of 2
+steps, cover its cases: a checkpoint after every chunk (1, 2), intervals that are not a multiple of the chunk
+(3, 5, 7, 11, one of them longer than an epoch), an even one that does not divide the epoch (6), the epoch (8),
+and none but the epoch ends (16).
 """
 
 import json
@@ -15,6 +21,7 @@ import pytest
 from dtr import config_utils, members, train
 
 STEPS_PER_EPOCH = 8
+INTERVALS = (1, 2, 3, 5, 6, 7, 8, 11, 16)
 
 
 def _config(every: int):
@@ -39,12 +46,12 @@ def reference(tmp_path_factory):
   return results, _codes(workdir)
 
 
-def test_every_checkpoint_interval_resumes_to_the_same_run(reference, tmp_path, monkeypatch):
+def test_checkpoint_intervals_resume_to_the_same_run(reference, tmp_path, monkeypatch):
   ref_results, ref_codes = reference
   rng = np.random.default_rng(0)
   chunks = 2 * STEPS_PER_EPOCH // 2
   real_place = members.place_batch
-  for every in range(1, 2 * STEPS_PER_EPOCH + 1):
+  for every in INTERVALS:
     workdir = tmp_path / f'every{every}'
     kill_after = int(rng.integers(1, chunks))  # chunks completed before the kill
     calls = {'n': 0}
