@@ -18,7 +18,8 @@ svi_steps (K at training time), tiny, runlocal. results.json: `test/perp_0` and 
 per-document perplexity exp(mean_d -ELBO_d / N_d), before and after test-time SVI: 100 steps at lr 8e-3),
 `test/perp_is` (importance-sampled bound from the refined posterior) and `test/perplexity` (corpus level,
 amortised). Early stopping on validation perp_0 (its validation also refines: pass
---config.model.eval_svi_steps=0 to validate the amortised perp_0 alone, as the study does). Inspect a finished
+--config.model.eval_svi_steps=0 to validate the amortised perp_0 alone, as the study does; results.json then has
+no perp_f, and perp_is is sampled from the amortised posterior). Inspect a finished
 workdir's decoder Jacobian with `python -m dtr.analyze jacobian --workdir=DIR --words=space,god --out=s.png`;
 the measured grid and its settings (`python -m dtr.bench bow table`) are in docs/results/bow.md.
 """

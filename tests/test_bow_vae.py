@@ -146,6 +146,22 @@ def test_perplexity_of_documents_with_known_probabilities():
     assert _perplexity(scores, key, level) == pytest.approx(expected[level], rel=1e-5)
 
 
+def test_without_test_time_svi_there_is_no_refined_perplexity():
+  """eval_svi_steps = 0: perp_f is not declared and no nll_refined is scored (nothing was refined); the
+  importance-sampled bound comes from q_phi itself. With q = the prior and a decoder that ignores z, every
+  importance weight is p(x) exactly, so nll_is = -log p(x) for any sample."""
+  method = _method(vocab=4, latent_dim=2, encoder_hidden=(), decoder_hidden=(), eval_svi_steps=0,
+                   eval_is_samples=3)
+  batch = _bow_batch(sp.csr_matrix(_HAND_COUNTS.astype(np.float32)), np.arange(3)[None])
+  assert set(method.perplexities()) == {'perp_0', 'perp_is', 'perplexity'}
+  p, zeros = np.array([0.4, 0.3, 0.2, 0.1]), np.zeros(2)
+  scores = jax.jit(method.score)(_hand_set(p, zeros, zeros), batch, jax.random.key(3))
+  assert set(scores) == {'nll', 'nll_is', 'tokens', 'kl'}
+  neg_log_lik = -(_HAND_COUNTS @ np.log(p))
+  np.testing.assert_allclose(scores['nll_is'], neg_log_lik, rtol=1e-6)
+  np.testing.assert_allclose(scores['nll'], neg_log_lik, rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------ refine
 def _numpy_neg_elbo_grad(dec, x, mu, logvar, eps, hidden):
   """-ELBO of one sample per document and its gradient in (mu, logvar), float64, backpropagated by hand."""

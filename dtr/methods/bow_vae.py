@@ -39,7 +39,8 @@ the eps_t of its step and psi_K with one more eps_{K+1}; a single-sample ELBO is
 picks lucky samples and is biased upwards as a bound; report its perplexities as such.
 
 Evaluation (`score`, per document): nll = -ELBO with q_phi's psi_0 (the paper's perp_0), nll_refined =
--ELBO at psi_K after `eval_svi_steps` SVI steps at `eval_svi_lr` (perp_f; the reference: 100 at 8e-3),
+-ELBO at psi_K after `eval_svi_steps` SVI steps at `eval_svi_lr` (perp_f; the reference: 100 at 8e-3;
+with 0 steps nothing is refined and perp_f is not reported),
 nll_is = -log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s; psi_K), z_s ~ q(.; psi_K), S = `eval_is_samples`
 (a tighter bound: log-mean-exp >= mean), and tokens = N_d. The paper's perplexity is the per-document
 exp((1/D) sum_d nll_d / N_d) ('document' in `perplexities`); 'perplexity' is the corpus-level
@@ -281,8 +282,12 @@ class BowVAE(Method):
     return self.config.latent_dim
 
   def perplexities(self) -> dict[str, tuple[str, str]]:
-    return {'perp_0': ('nll', 'document'), 'perp_f': ('nll_refined', 'document'),
-            'perp_is': ('nll_is', 'document'), 'perplexity': ('nll', 'corpus')}
+    """perp_0, perp_f (only with test-time SVI: `eval_svi_steps` > 0), perp_is and the corpus perplexity."""
+    names = {'perp_0': ('nll', 'document'), 'perp_f': ('nll_refined', 'document'),
+             'perp_is': ('nll_is', 'document'), 'perplexity': ('nll', 'corpus')}
+    if not self.config.eval_svi_steps:
+      del names['perp_f']
+    return names
 
   # --- networks
   def _init_scale(self):
@@ -476,19 +481,23 @@ class BowVAE(Method):
     return self.posterior(params, batch)[0]
 
   def score(self, params, batch, rng) -> dict[str, jax.Array]:
-    """Per document: nll (-ELBO at q_phi), nll_refined (-ELBO after SVI), nll_is (IS bound), tokens N_d, and
-    kl (KL(q_phi(z|x) || p(z)), the rate of the amortised posterior)."""
+    """Per document: nll (-ELBO at q_phi), nll_refined (-ELBO after SVI; absent when `eval_svi_steps` is 0,
+    where nothing is refined), nll_is (IS bound from the refined posterior, or from q_phi without SVI),
+    tokens N_d, and kl (KL(q_phi(z|x) || p(z)), the rate of the amortised posterior)."""
     mc = self.config
     elbo0_rng, svi_rng, elbof_rng, is_rng = jax.random.split(rng, 4)
     x_BxV = self.counts_BxV(batch)
     mu0_BxD, logvar0_BxD = self.posterior(params, batch)
     log_lik0_B, kl0_B = self.elbo_terms(params, x_BxV, mu0_BxD, logvar0_BxD, elbo0_rng)
-    mu_BxD, logvar_BxD = self.refine(params, x_BxV, mu0_BxD, logvar0_BxD, svi_rng, mc.eval_svi_steps,
-                                     mc.eval_svi_lr)
-    log_likf_B, klf_B = self.elbo_terms(params, x_BxV, mu_BxD, logvar_BxD, elbof_rng)
+    scores = {'nll': kl0_B - log_lik0_B, 'tokens': jnp.sum(x_BxV, axis=-1), 'kl': kl0_B}
+    mu_BxD, logvar_BxD = mu0_BxD, logvar0_BxD
+    if mc.eval_svi_steps:
+      mu_BxD, logvar_BxD = self.refine(params, x_BxV, mu0_BxD, logvar0_BxD, svi_rng, mc.eval_svi_steps,
+                                       mc.eval_svi_lr)
+      log_likf_B, klf_B = self.elbo_terms(params, x_BxV, mu_BxD, logvar_BxD, elbof_rng)
+      scores['nll_refined'] = klf_B - log_likf_B
     log_w_SxB = self.importance_log_weights(params, x_BxV, mu_BxD, logvar_BxD, is_rng, mc.eval_is_samples)
-    return {'nll': kl0_B - log_lik0_B, 'nll_refined': klf_B - log_likf_B,
-            'nll_is': -importance_bound(log_w_SxB), 'tokens': jnp.sum(x_BxV, axis=-1), 'kl': kl0_B}
+    return {**scores, 'nll_is': -importance_bound(log_w_SxB)}
 
 
 # ------------------------------------------------------------------------------------------------ config
