@@ -145,6 +145,18 @@ def test_bench_table_writes_a_row_and_reads_a_finished_cell_back(cell, monkeypat
   bench.main(_table_args(root / 'cells', out))
   assert out.read_text() == first
   assert '| 2-layer | tfidf | none |' in capsys.readouterr().out
+  # The cells' records alone, moved to another folder (as cells run elsewhere come back): with
+  # --spectra_out=- the table needs no workdir, so none is loaded and no plot is written.
+  moved = root / 'records_only'
+  for path in (root / 'cells').glob(f'*/seed*/{bench.EVAL_FILE}'):
+    target = moved / path.relative_to(root / 'cells')
+    target.parent.mkdir(parents=True)
+    target.write_bytes(path.read_bytes())
+  monkeypatch.setattr(analysis, 'load', lambda *a, **k: pytest.fail('a workdir was loaded'))
+  merged = root / 'merged.md'
+  bench.main(_table_args(moved, merged) + ['--read_only', '--spectra_out=-'])
+  assert '| 2-layer | tfidf | none |' in merged.read_text() and '![spectra]' not in merged.read_text()
+  assert [p.name for p in root.glob('*.png')] == ['bow_spectra.png']  # the first table's plot alone
 
 
 def test_cell_folders_follow_the_config_and_svi_settings_reach_only_rows_that_refine():

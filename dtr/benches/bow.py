@@ -271,7 +271,8 @@ def run_table(args) -> str:
   if args.out:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     spectra_out = args.spectra_out or os.path.join(out_dir, 'bow_spectra.png')
-    spectrum_lines = spectra(rows, records, spectra_out, args.spectra_samples, corpus=corpus)
+    spectrum_lines = ([] if spectra_out == '-' else
+                      spectra(rows, records, spectra_out, args.spectra_samples, corpus=corpus))
     settings = cell_config(rows[0], 0, args)
     finopt = [cell_config(r, 0, args).model for r in rows if r.refines]
     svi = f'K = {finopt[0].svi_steps} SVI steps at lr {finopt[0].svi_lr}' if finopt else 'no SVI'
@@ -430,7 +431,8 @@ def main(argv=None) -> None:
   tp.add_argument('--cache_dir', default='', help='workdirs of the cells (required; resumable)')
   tp.add_argument('--out', default='', help='markdown file (the table between marker lines)')
   tp.add_argument('--spectra_out', default='',
-                  help='PNG of the spectra (default: bow_spectra.png beside --out)')
+                  help="PNG of the spectra (default: bow_spectra.png beside --out; '-': none, e.g. for a "
+                       'table of cells whose workdirs are elsewhere)')
   tp.add_argument('--spectra_samples', type=int, default=500)
   tp.add_argument('--tiny', action='store_true', help='synthetic tiny configs (a smoke run)')
   tp.add_argument('--read_only', action='store_true', help='table of the finished cells only; train none')
