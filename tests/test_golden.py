@@ -55,9 +55,7 @@ def _versions() -> dict:
 
 @pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
 def test_golden(name, tmp_path):
-  import jax
   from tests import conftest  # not at the top: the child process must not run the suite's settings
-  assert jax.device_count() == 8, 'the golden values were made on 8 CPU devices (tests/conftest.py)'
   # The golden numbers are those of XLA's default optimisation level and code generation (the suite compiles
   # with cheaper settings, tests/conftest.py), so the run is a child process with XLA's defaults.
   out = tmp_path / 'got.json'
@@ -88,5 +86,6 @@ def test_golden(name, tmp_path):
 if __name__ == '__main__':  # the child process of test_golden: python tests/test_golden.py NAME WORKDIR OUT
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_num_cpu_devices', 8)
+  assert jax.device_count() == 8, 'the golden values were made on 8 CPU devices'
   _name, _workdir, _out = sys.argv[1:]
   pathlib.Path(_out).write_text(json.dumps(_run(_name, pathlib.Path(_workdir))))
