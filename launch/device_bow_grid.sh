@@ -11,7 +11,7 @@
 #   (wheels: tensorflow-datasets, array_record, ml-collections, tensorboardX and their missing requirements,
 #   downloaded for the machine's Python as the device tool's README shows)
 # After: OUT_DIR holds bow_grid.md (the table and its spectra lines), bow_spectra.png, cells.tgz (every finished
-# cell's bow_eval.json; untar it into the local --cache_dir and run the table with --read_only --spectra_out=-
+# cell's bow_eval_*.json; untar it into the local --cache_dir and run the table with --read_only --spectra_out=-
 # to merge these cells with the CPU ones) and one log per row. Cells that did not finish by SECONDS are left
 # out of the table (its seeds column says how many ran).
 set -uo pipefail
@@ -52,7 +52,7 @@ wait "${pids[@]}"
 python3 -m dtr.bench bow table "${COMMON[@]}" --depths=0,2 --inputs=counts,tfidf \
   --regimes=none,finopt,none_finopt,finopt_none --read_only --out="$OUT/bow_grid.md" \
   --spectra_out="$OUT/bow_spectra.png" > "$OUT/table.log" 2>&1
-(cd "$CACHE" && find . -name bow_eval.json | tar czf "$OUT/cells.tgz" -T -)
+(cd "$CACHE" && find . -name "bow_eval*.json" | tar czf "$OUT/cells.tgz" -T -)
 # At most 8 files come back from the device machine: one log for all rows.
 tail -n 3 "$OUT"/d*.log > "$OUT/rows.log" && rm -f "$OUT"/d*.log
 ls -la "$OUT"

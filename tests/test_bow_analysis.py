@@ -120,16 +120,18 @@ def cell(tmp_path_factory):
   out = root / 'bow.md'
   out.write_text('# Notes kept\n\nhand-written text above the table\n')
   bench.main(_table_args(root / 'cells', out))
-  (path,) = list((root / 'cells').glob(f'*/seed0/{bench.EVAL_FILE}'))
+  (path,) = list((root / 'cells').glob('*/seed0/bow_eval_*.json'))
   return root, path.parent, out
 
 
 def test_bench_table_writes_a_row_and_reads_a_finished_cell_back(cell, monkeypatch, capsys):
   root, workdir, out = cell
-  record = json.loads((workdir / bench.EVAL_FILE).read_text())
+  settings = {'eval_svi_steps': 3, 'eval_svi_lr': 8e-3, 'eval_is_samples': 2}
+  assert bench.eval_file(settings) == 'bow_eval_k3_lr0.008_is2.json'
+  record = json.loads((workdir / bench.eval_file(settings)).read_text())
   for key in ('test/perp_0', 'test/perp_f', 'test/perp_is', 'test/perplexity', 'valid/perp_0'):
     assert 1 < record[key] < 1e4, key
-  assert record['final_settings'] == {'eval_svi_steps': 3, 'eval_svi_lr': 8e-3, 'eval_is_samples': 2}
+  assert record['final_settings'] == settings
   # Training validated perp_0 only; the final evaluation refined (a different nll_refined than nll).
   trained = json.loads((workdir / 'config.json').read_text())['model']
   assert (trained['eval_svi_steps'], trained['eval_is_samples']) == (0, 1)
@@ -148,7 +150,7 @@ def test_bench_table_writes_a_row_and_reads_a_finished_cell_back(cell, monkeypat
   # The cells' records alone, moved to another folder (as cells run elsewhere come back): with
   # --spectra_out=- the table needs no workdir, so none is loaded and no plot is written.
   moved = root / 'records_only'
-  for path in (root / 'cells').glob(f'*/seed*/{bench.EVAL_FILE}'):
+  for path in (root / 'cells').glob('*/seed*/bow_eval_*.json'):
     target = moved / path.relative_to(root / 'cells')
     target.parent.mkdir(parents=True)
     target.write_bytes(path.read_bytes())
@@ -157,6 +159,18 @@ def test_bench_table_writes_a_row_and_reads_a_finished_cell_back(cell, monkeypat
   bench.main(_table_args(moved, merged) + ['--read_only', '--spectra_out=-'])
   assert '| 2-layer | tfidf | none |' in merged.read_text() and '![spectra]' not in merged.read_text()
   assert [p.name for p in root.glob('*.png')] == ['bow_spectra.png']  # the first table's plot alone
+  # A record of an earlier version (bow_eval.json, settings inside) is read back as well.
+  (legacy,) = list(moved.glob('*/seed0/bow_eval_*.json'))
+  legacy.rename(legacy.with_name(bench.EVAL_FILE))
+  bench.main(_table_args(moved, merged) + ['--read_only', '--spectra_out=-'])
+  assert '| 2-layer | tfidf | none |' in merged.read_text()
+  # Another final setting evaluates the trained cell again into its own record, beside the first one.
+  monkeypatch.undo()
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('a finished cell retrained'))
+  bench.main(_table_args(root / 'cells', root / 'k4.md') + ['--eval_svi_steps=4', '--spectra_out=-'])
+  assert sorted(p.name for p in workdir.glob('bow_eval_*.json')) == ['bow_eval_k3_lr0.008_is2.json',
+                                                                      'bow_eval_k4_lr0.008_is2.json']
+  assert json.loads((workdir / bench.eval_file(settings)).read_text()) == record
 
 
 def test_cell_folders_follow_the_config_and_svi_settings_reach_only_rows_that_refine():

@@ -12,7 +12,8 @@ A cell trains through the one loop (`dtr.train.train_and_evaluate`) with validat
 perp_0 only (the selection metric: `model.eval_svi_steps` = 0 and one importance sample while training, so
 an epoch's validation costs one forward pass); the kept model is then evaluated on valid and test with the
 full test-time SVI (`--eval_svi_steps` Adam steps at `--eval_svi_lr`, `--eval_is_samples` importance
-samples; `dtr.evaluate.analysis.bow.refined_perplexities`) into `<workdir>/bow_eval.json`. With
+samples; `dtr.evaluate.analysis.bow.refined_perplexities`) into `<workdir>/bow_eval_k<K>_lr<lr>_is<S>.json`
+(one record per final setting, so a cell can be evaluated again with more test-time steps). With
 `--validate_svi` every epoch's validation refines too (`--eval_svi_steps` steps) and the kept model is the
 one with the best refined valid perp_f, which is what training-time SVI improves. A cell with that
 file is read back, not retrained; a cell whose training stopped part-way resumes from its checkpoint
@@ -45,7 +46,14 @@ from dtr.benches import flops as flops_lib
 REGIMES = ('none', 'finopt', 'none_finopt', 'finopt_none')
 BEGIN, END = '<!-- bow table: begin (written by python -m dtr.bench bow table) -->', '<!-- bow table: end -->'
 COLUMNS = ('perp_0', 'perp_f', 'perp_is', 'perplexity')
-EVAL_FILE = 'bow_eval.json'
+EVAL_FILE = 'bow_eval.json'  # the records of earlier versions, one per cell, whatever their settings
+
+
+def eval_file(settings: dict) -> str:
+  """The cell's record of one final evaluation setting (several can sit in one workdir), e.g.
+  bow_eval_k100_lr0.008_is100.json."""
+  return (f"bow_eval_k{settings['eval_svi_steps']}_lr{settings['eval_svi_lr']:g}_"
+          f"is{settings['eval_is_samples']}.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,12 +149,13 @@ def run_cell(row: Row, seed: int, args, corpus=None, log=print) -> dict:
   from dtr.evaluate.analysis import bow as analysis  # pylint: disable=g-import-not-at-top
   config = cell_config(row, seed, args)
   workdir = cell_dir(args.cache_dir, row, config)
-  path = os.path.join(workdir, EVAL_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      record = json.load(f)
-    if record.get('final_settings') == final_settings(args):
-      return record
+  path = os.path.join(workdir, eval_file(final_settings(args)))
+  for known in (path, os.path.join(workdir, EVAL_FILE)):
+    if os.path.exists(known):
+      with open(known) as f:
+        record = json.load(f)
+      if record.get('final_settings') == final_settings(args):
+        return record
   if getattr(args, 'read_only', False):
     return None
   t0 = time.time()
