@@ -262,7 +262,9 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   bench.main(['retrieval', *common, f'--out={out}'])
   assert 'precision@100' in out.read_text()
   assert (tmp_path / 'docs' / 'classification_radius_tiny.png').stat().st_size > 0
-  bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16'])
+  # --no-flops: XLA's FLOP count (two more compilations) is tested with the bag-of-words bench's step.
+  bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16',
+              '--no-flops'])
   printed = capsys.readouterr().out
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
-  assert 'GFLOP/step (XLA)' in printed and 'matmul on this device' in printed and 'the output layer alone' in printed
+  assert 'GFLOP/step' not in printed and 'matmul on this device' in printed and 'the output layer alone' in printed

@@ -61,6 +61,9 @@ VARIANTS = {
     'vq_vae-global-M4-K256-rs0.1': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1',
     'vq_vae-global-M4-K256-rs0.1-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1,'
                                          'word_dropout=0.5',
+    # more latents per sentence with restarts: M = 8 and 16 slots of 256 values (64 and 128 bits)
+    'vq_vae-global-M8-K256-rs0.1': 'method=vq_vae,level=global,M=8,K=256,commitment=0.001,restart=0.1',
+    'vq_vae-global-M16-K256-rs0.1': 'method=vq_vae,level=global,M=16,K=256,commitment=0.001,restart=0.1',
 }
 BUDGETS = ('200', '500', '2500', 'all')
 READ_ONLY = [False]  # --read_only: report the finished cells, train none
