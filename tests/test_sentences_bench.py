@@ -17,7 +17,7 @@ def test_lm_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
   lines = []
   text, cells = sentences.lm_table('yahoo_lm', ['binary_ae'], 1, str(tmp_path), tiny=True, log=lines.append)
   results = cells['binary_ae'][0]
-  workdir = tmp_path / 'lm' / 'tiny' / 'small' / 'binary_ae' / 'seed0'
+  (workdir,) = list((tmp_path / 'lm' / 'tiny' / 'small').glob('binary_ae-*/seed0'))
   assert json.loads((workdir / 'results.json').read_text()) == results
   assert not (workdir / 'checkpoints').exists() and (workdir / 'best_params').exists()
   row = next(line for line in text.splitlines() if line.startswith('| binary AE |'))
@@ -28,6 +28,23 @@ def test_lm_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
   monkeypatch.setattr(train, 'train_and_evaluate', _no_training)
   again, cached = sentences.lm_table('yahoo_lm', ['binary_ae'], 1, str(tmp_path), tiny=True, log=lines.append)
   assert again == text and cached['binary_ae'][0] == results
+
+
+def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_config_matches(tmp_path):
+  config = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', (), '', tiny=True)
+  folder = sentences.cell_dir(str(tmp_path), 'binary_ae', config, 'seed0')
+  assert folder.startswith(str(tmp_path / 'binary_ae-')) and folder.endswith('seed0')
+  seed1 = sentences.sentence_config('binary_ae', 'yahoo_lm', 1, 'small', (), '', tiny=True)
+  assert sentences.cell_dir(str(tmp_path), 'binary_ae', seed1, 'seed1') == folder[:-1] + '1'  # seeds share it
+  longer = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', ('num_epochs=7',), '', tiny=True)
+  assert sentences.cell_dir(str(tmp_path), 'binary_ae', longer, 'seed0') != folder
+  assert sentences.cell_dir('', 'binary_ae', config, 'seed0') is None
+  # A cell of an earlier version (no digest in its name) is used only when its run had this very config.
+  legacy = tmp_path / 'binary_ae' / 'seed0'
+  legacy.mkdir(parents=True)
+  (legacy / 'config.json').write_text(longer.to_json_best_effort())
+  assert sentences.cell_dir(str(tmp_path), 'binary_ae', config, 'seed0') == folder
+  assert sentences.cell_dir(str(tmp_path), 'binary_ae', longer, 'seed0') == str(legacy)
 
 
 # The sparse table trains an HSVAE, its probe and CBOW: it runs in a child process of its own, which keeps the

@@ -15,8 +15,10 @@ r"""Sentence autoencoders: the language-modelling table, the sparse-code probe t
 Every cell is one `train.train_and_evaluate` on configs/sentence_ae.py (pretraining) or configs/classify.py
 (probes, CBOW) with the study's sizes (`--size`: 'small', the reduced sizes docs/results/sentences.md was
 measured with, or 'paper', the configs' own defaults) and `--set key=value` overrides on top. With
-`--cache_dir` a cell runs in `cache_dir/<table>/<dataset>/<size>/...` and a finished cell (its results.json)
-is read back, so an interrupted table resumes; cells run seed by seed (every row's seed 0 first). `--out`
+`--cache_dir` a cell runs in `cache_dir/<table>/<dataset>/<size>/.../<row>-<digest>/seed<n>` (the digest of
+its config without the seed, `cell_dir`) and a finished cell (its results.json) is read back, so an
+interrupted table resumes and changed settings train new cells; cells run seed by seed (every row's seed 0
+first). `--out`
 replaces the table's own block (between `<!-- BEGIN name -->` and `<!-- END name -->`) in the markdown file,
 leaving the rest of the file as it is. `--tiny` runs the synthetic test configurations (a smoke run).
 """
@@ -24,6 +26,7 @@ leaving the rest of the file as it is. `--tiny` runs the synthetic test configur
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -142,6 +145,29 @@ def _workdir(cache_dir, *parts):
   return os.path.join(cache_dir, *parts) if cache_dir else None
 
 
+def _config_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def cell_dir(parent: str | None, name: str, config, seed_folder: str = '') -> str | None:
+  """The folder of a cell: <parent>/<name>-<digest>[/<seed_folder>], the digest that of the config without
+  its seed, so that changed settings (--set, --probe_set, sizes) never read a cell trained with others. A
+  folder without the digest (a cell of an earlier version) is used when the run it holds had this config."""
+  if not parent:
+    return None
+  legacy = os.path.join(parent, name, seed_folder)
+  try:
+    with open(os.path.join(legacy, 'config.json')) as f:
+      if json.load(f) == _config_dict(config):
+        return legacy
+  except (OSError, ValueError):
+    pass
+  settings = _config_dict(config)
+  settings.pop('seed', None)
+  digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+  return os.path.join(parent, f'{name}-{digest}', seed_folder)
+
+
 # ------------------------------------------------------------------------------------------------ stats
 def mean_std(values) -> tuple[float, float, int]:
   values = [float(v) for v in values if v is not None]
@@ -204,7 +230,8 @@ def lm_table(dataset: str, rows, seeds: int, cache_dir: str = '', size: str = 's
       corpus = corpora(config)
       if 'kl_anneal_sentences' in config.model and not tiny and size == 'small':
         config.model.kl_anneal_sentences = KL_ANNEAL_EPOCHS * corpus.splits['train'].num_docs
-      workdir = _workdir(cache_dir, 'lm', 'tiny' if tiny else dataset, size, row, f'seed{seed}')
+      workdir = cell_dir(_workdir(cache_dir, 'lm', 'tiny' if tiny else dataset, size), row, config,
+                         f'seed{seed}')
       results = run_cell(config, workdir, corpus, log, f'{dataset} {label} seed {seed}')
       cells[row].append(results)
       log(f'{dataset} {label} seed {seed}: test ' + ', '.join(
@@ -262,15 +289,16 @@ def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe
           continue
         config = sentence_config(method, dataset, seed, size, sets, ','.join(filter(None, [extra, f'latent={d}'])),
                                  tiny)
-        base = _workdir(cache_dir, 'sparse', 'tiny' if tiny else dataset, size, f'd{d}', row, f'seed{seed}')
+        base = cell_dir(_workdir(cache_dir, 'sparse', 'tiny' if tiny else dataset, size, f'd{d}'), row, config,
+                        f'seed{seed}')
         tmp = None
         if base is None:
           tmp = tempfile.mkdtemp(prefix='dtr_sparse_')
           base = tmp
         pretrain = run_cell(config, base, corpora(config), log, f'{dataset} d={d} {label} seed {seed}')
         hoyer = bits.hoyer_report(base)
-        probe = run_cell(probe_config(base, probe_seeds, tiny, probe_sets, probe_kind),
-                         os.path.join(base, f'probe_{probe_kind}'), None, log,
+        probe_cfg = probe_config(base, probe_seeds, tiny, probe_sets, probe_kind)
+        probe = run_cell(probe_cfg, cell_dir(base, f'probe_{probe_kind}', probe_cfg), None, log,
                          f'{dataset} d={d} {label} seed {seed} probe')
         if tmp:
           shutil.rmtree(tmp, ignore_errors=True)
@@ -278,8 +306,9 @@ def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe
         log(f'{dataset} d={d} {label} seed {seed}: probe accuracy {probe["test/accuracy"]:.2f}, Hoyer '
             f'sample {hoyer["hoyer_sample"]:.3f} / mean {hoyer["hoyer_mean"]:.3f} (standardised), '
             f'{hoyer["hoyer_sample_raw"]:.3f} / {hoyer["hoyer_mean_raw"]:.3f} (raw)')
-  cbow = run_cell(cbow_config(dataset, probe_seeds, size, tiny), _workdir(
-      cache_dir, 'sparse', 'tiny' if tiny else dataset, size, 'cbow'), None, log, f'{dataset} CBOW')
+  cbow_cfg = cbow_config(dataset, probe_seeds, size, tiny)
+  cbow = run_cell(cbow_cfg, cell_dir(_workdir(cache_dir, 'sparse', 'tiny' if tiny else dataset, size), 'cbow',
+                                     cbow_cfg), None, log, f'{dataset} CBOW')
   lines = [f'| model | d | probe accuracy (%, {probe_kind}) | Hoyer sample | Hoyer mean | Hoyer sample, raw '
            '| Hoyer mean, raw | test PPL | KL | runs |', '|---|---|---|---|---|---|---|---|---|---|']
   for d in dims:
