@@ -22,6 +22,7 @@ alone), and hsvae, mat_vae, gauss_vae (`dtr.methods.sparse_vae`: code appended t
 takes l1 / l2 penalties on mu and sigma). Arguments: method, dataset (yahoo_lm, ptb, dbpedia14, yahoo10, ...),
 word_dropout, latent (code size), alpha, beta (HSVAE's Beta prior over the spike probability gamma, both > 0;
 E[gamma] = alpha / (alpha + beta), so a larger alpha / (alpha + beta) asks for sparser codes), l1, l2, tiny,
+kl_weight (the weight on z's KL of the sparse methods: HSVAE's psi, MAT-VAE's and the VAE's beta),
 runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
 fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
@@ -54,7 +55,8 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=-1.0, latent=0,
-                               alpha=None, beta=None, l1=0.0, l2=0.0, tiny=False, runlocal=False)
+                               alpha=None, beta=None, l1=0.0, l2=0.0, kl_weight=None, tiny=False,
+                               runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
@@ -76,6 +78,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'alpha and beta set the Beta prior of method=hsvae, not method={arg.method}.')
   if arg.method == 'gauss_vae':
     config.model.update(l1_mu=arg.l1, l1_sigma=arg.l1, l2_mu=arg.l2, l2_sigma=arg.l2)
+  if arg.kl_weight is not None:  # the weight on z's KL: psi of HSVAE, beta of MAT-VAE and the Gaussian VAE
+    if arg.method not in SPARSE:
+      raise ValueError(f'kl_weight weighs the KL of the sparse methods {SPARSE}, not method={arg.method} '
+                       '(the autoencoders anneal theirs: model.kl_start, model.kl_anneal_sentences).')
+    config.model['z_kl_weight' if arg.method == 'hsvae' else 'kl_weight'] = float(arg.kl_weight)
   if arg.tiny:
     common.tiny_synthetic(config, vocab_size=60, doc_length=12, num_train=256, num_valid=64, num_test=64)
     config.update(batch_size=32, num_epochs=3, patience=100, eval_batch_size=64)

@@ -306,3 +306,14 @@ def test_config_alpha_beta_only_for_hsvae():
   assert (config.model.prior_alpha, config.model.prior_beta) == (5.0, 2.0)
   with pytest.raises(ValueError, match='method=hsvae'):
     config_utils.load_config_module('sentence_ae').get_config('method=gauss_vae,alpha=5')
+
+
+def test_config_kl_weight_sets_the_weight_on_z_kl_of_each_sparse_method():
+  from dtr import config_utils
+  load = config_utils.load_config_module('sentence_ae').get_config
+  assert load('method=hsvae,kl_weight=0.2').model.z_kl_weight == 0.2
+  assert load('method=hsvae').model.z_kl_weight == 0.5
+  assert load('method=gauss_vae,kl_weight=0.5').model.kl_weight == 0.5
+  assert load('method=mat_vae,kl_weight=0.3').model.kl_weight == 0.3
+  with pytest.raises(ValueError, match='method=binary_vae'):
+    load('method=binary_vae,kl_weight=0.5')

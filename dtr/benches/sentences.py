@@ -60,7 +60,9 @@ SMALL = {
 KL_ANNEAL_EPOCHS = 2  # 'small': the KL weight reaches 1 after this many epochs (the paper: 1e6 sentences)
 SPARSE_BASELINES = {'mat_vae': ('mat_vae', '', 'MAT-VAE'), 'vae': ('gauss_vae', '', 'VAE'),
                     'vae_l1': ('gauss_vae', 'l1=0.1', 'VAE + L1 (0.1)'),
-                    'vae_l2': ('gauss_vae', 'l2=0.1', 'VAE + L2 (0.1)')}
+                    'vae_l2': ('gauss_vae', 'l2=0.1', 'VAE + L2 (0.1)'),
+                    # the VAE with HSVAE's default weight on z's KL (psi = 0.5; the plain VAE's is 1)
+                    'vae_kl0.5': ('gauss_vae', 'kl_weight=0.5', 'VAE (KL weight 0.5)')}
 # The paper's probe: a 2 x 32 LeakyReLU MLP on the mean of 5 sampled codes (kind=samples); kind=features
 # probes the mean representation instead (HSVAE (1 - E[gamma]) mu, VAEs mu). Its workdir is probe_<kind>.
 PROBE = 'labels=all,hidden=32-32,activation=leaky_relu,samples=5'
