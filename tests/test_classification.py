@@ -260,7 +260,15 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   assert 'done in' not in capsys.readouterr().out
   assert out.read_text().count('classification study tiny: begin') == 1
   bench.main(['retrieval', *common, f'--out={out}'])
-  assert 'precision@100' in out.read_text()
+  table = out.read_text()
+  assert 'precision@100' in table and '| model | M log2 K bits | precision@100 | P / R at r=0 |' in table
+  retrieval = table.split('| model | M log2 K bits')[1]
+  (row,) = [line for line in retrieval.splitlines() if line.startswith('| vq_vae-global-M4-K256 |')]
+  config_path = next((tmp_path / 'cells').glob('tiny/vq_vae-global-M4-K256-*/config.json'))
+  model = json.loads(config_path.read_text())['model']
+  assert row.split('|')[2].strip() == f"{model['num_latents'] * np.log2(model['num_values']):g}"
+  header = next(line for line in table.splitlines() if line.startswith('| model | M log2 K bits'))
+  assert row.count('|') == header.count('|')
   assert (tmp_path / 'docs' / 'classification_radius_tiny.png').stat().st_size > 0
   # --no-flops: XLA's FLOP count (two more compilations) is tested with the bag-of-words bench's step.
   bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16',

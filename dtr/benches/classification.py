@@ -61,9 +61,10 @@ VARIANTS = {
     'vq_vae-global-M4-K256-rs0.1': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1',
     'vq_vae-global-M4-K256-rs0.1-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1,'
                                          'word_dropout=0.5',
-    # more latents per sentence with restarts: M = 8 and 16 slots of 256 values (64 and 128 bits)
+    # more latents per sentence with restarts: M = 8, 16 and 32 slots of 256 values (64, 128 and 256 bits)
     'vq_vae-global-M8-K256-rs0.1': 'method=vq_vae,level=global,M=8,K=256,commitment=0.001,restart=0.1',
     'vq_vae-global-M16-K256-rs0.1': 'method=vq_vae,level=global,M=16,K=256,commitment=0.001,restart=0.1',
+    'vq_vae-global-M32-K256-rs0.1': 'method=vq_vae,level=global,M=32,K=256,commitment=0.001,restart=0.1',
 }
 BUDGETS = ('200', '500', '2500', 'all')
 READ_ONLY = [False]  # --read_only: report the finished cells, train none
@@ -260,6 +261,16 @@ def run_study(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ retrieval
+TABLE_RADII = 8  # the retrieval table's widest Hamming radius (the plot shows every radius)
+
+
+def code_bits(workdir: str) -> float:
+  """M log2 K of the pretrained model in `workdir` (its config.json)."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    model = json.load(f)['model']
+  return model['num_latents'] * math.log2(model['num_values'])
+
+
 def retrieval_curves(workdir: str, radii=None):
   """(precision@100, RadiusCurve) of a global variant's saved symbol codes: database train, queries test."""
   from dtr.evaluate import codes as codes_lib, neighbours, radius  # pylint: disable=g-import-not-at-top
@@ -282,7 +293,7 @@ def run_retrieval(args) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   root = os.path.join(args.cache_dir, args.label)
-  rows, curves = [], {}
+  found, curves, bits = {}, {}, {}
   for variant in args.variants:
     if '-global-' not in variant:
       continue
@@ -290,15 +301,21 @@ def run_retrieval(args) -> None:
     if not os.path.exists(os.path.join(workdir, 'results.json')):
       print(f'{variant}: no finished pretraining in {workdir} (run the study first); skipped')
       continue
-    p_at_k, curve = retrieval_curves(workdir)
-    curves[variant] = curve
-    rows.append(f'| {variant} | {100 * p_at_k:.2f} | ' + ' | '.join(
-        f'{100 * p:.1f} / {100 * r:.1f}' for p, r in zip(curve.precision, curve.recall)) + ' |')
-  if not rows:
+    found[variant], curves[variant] = retrieval_curves(workdir)
+    bits[variant] = code_bits(workdir)
+  if not found:
     raise SystemExit('no finished global variant to evaluate')
-  radii = next(iter(curves.values())).radii
-  head = '| model | precision@100 | ' + ' | '.join(f'P / R at r={r}' for r in radii) + ' |'
-  text = '\n'.join([head, '|' + '---|' * (2 + len(radii))] + rows)
+  # Codes of M symbols have radii 0..M; the table shows radii up to TABLE_RADII of the longest codes (the
+  # plot all of them), '-' where a code is shorter.
+  longest = max((curve.radii for curve in curves.values()), key=len)
+  radii = [int(r) for r in longest[:TABLE_RADII + 1]]
+  head = '| model | M log2 K bits | precision@100 | ' + ' | '.join(f'P / R at r={r}' for r in radii) + ' |'
+  rows = []
+  for variant, curve in curves.items():
+    at = {int(r): (p, q) for r, p, q in zip(curve.radii, curve.precision, curve.recall)}
+    rows.append(f'| {variant} | {bits[variant]:g} | {100 * found[variant]:.2f} | ' + ' | '.join(
+        f'{100 * at[r][0]:.1f} / {100 * at[r][1]:.1f}' if r in at else '-' for r in radii) + ' |')
+  text = '\n'.join([head, '|' + '---|' * (3 + len(radii))] + rows)
   fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 4))
   for variant, curve in curves.items():
     ax_p.plot(curve.radii, 100 * curve.precision, marker='o', label=variant)
