@@ -39,6 +39,7 @@ def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_co
   longer = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', ('num_epochs=7',), '', tiny=True)
   assert sentences.cell_dir(str(tmp_path), 'binary_ae', longer, 'seed0') != folder
   assert sentences.cell_dir('', 'binary_ae', config, 'seed0') is None
+  assert sentences.cell_dir(str(tmp_path), 'cbow', config) == folder.replace('binary_ae', 'cbow')[:-len('/seed0')]
   # A cell of an earlier version (no digest in its name) is used only when its run had this very config.
   legacy = tmp_path / 'binary_ae' / 'seed0'
   legacy.mkdir(parents=True)

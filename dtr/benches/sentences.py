@@ -157,7 +157,8 @@ def cell_dir(parent: str | None, name: str, config, seed_folder: str = '') -> st
   folder without the digest (a cell of an earlier version) is used when the run it holds had this config."""
   if not parent:
     return None
-  legacy = os.path.join(parent, name, seed_folder)
+  tail = [seed_folder] if seed_folder else []
+  legacy = os.path.join(parent, name, *tail)
   try:
     with open(os.path.join(legacy, 'config.json')) as f:
       if json.load(f) == _config_dict(config):
@@ -167,7 +168,7 @@ def cell_dir(parent: str | None, name: str, config, seed_folder: str = '') -> st
   settings = _config_dict(config)
   settings.pop('seed', None)
   digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-  return os.path.join(parent, f'{name}-{digest}', seed_folder)
+  return os.path.join(parent, f'{name}-{digest}', *tail)
 
 
 # ------------------------------------------------------------------------------------------------ stats
