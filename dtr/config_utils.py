@@ -7,7 +7,9 @@ The configs live in the repository's top-level `configs/` folder, installed as t
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import pathlib
 
@@ -58,6 +60,14 @@ def set_dotted(config, dotted: str, value) -> None:
   get_dotted(config, dotted)
   parent, _, leaf = dotted.rpartition('.')
   (get_dotted(config, parent) if parent else config)[leaf] = value
+
+
+def settings_digest(config: ml_collections.ConfigDict) -> str:
+  """10 hex digits identifying every field of `config` but its seed: the name of a benchmark cell's folder,
+  shared by the seeds of one setting, so changed settings never read another setting's results."""
+  settings = config.to_dict()
+  settings.pop('seed', None)
+  return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

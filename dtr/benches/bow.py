@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import statistics
@@ -131,10 +130,7 @@ def cell_config(row: Row, seed: int, args) -> object:
 
 def cell_dir(cache_dir: str, row: Row, config) -> str:
   """<cache_dir>/<row>-<digest of the config without its seed>/seed<seed>."""
-  settings = config.to_dict()
-  seed = settings.pop('seed')
-  digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-  return os.path.join(cache_dir, f'{row.name}-{digest}', f'seed{seed}')
+  return os.path.join(cache_dir, f'{row.name}-{config_utils.settings_digest(config)}', f'seed{config.seed}')
 
 
 def final_settings(args) -> dict:

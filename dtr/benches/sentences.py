@@ -26,7 +26,6 @@ leaving the rest of the file as it is. `--tiny` runs the synthetic test configur
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -147,10 +146,6 @@ def _workdir(cache_dir, *parts):
   return os.path.join(cache_dir, *parts) if cache_dir else None
 
 
-def _config_dict(config) -> dict:
-  return json.loads(config.to_json_best_effort())
-
-
 def cell_dir(parent: str | None, name: str, config, seed_folder: str = '') -> str | None:
   """The folder of a cell: <parent>/<name>-<digest>[/<seed_folder>], the digest that of the config without
   its seed, so that changed settings (--set, --probe_set, sizes) never read a cell trained with others. A
@@ -161,14 +156,11 @@ def cell_dir(parent: str | None, name: str, config, seed_folder: str = '') -> st
   legacy = os.path.join(parent, name, *tail)
   try:
     with open(os.path.join(legacy, 'config.json')) as f:
-      if json.load(f) == _config_dict(config):
+      if json.load(f) == json.loads(config.to_json_best_effort()):
         return legacy
   except (OSError, ValueError):
     pass
-  settings = _config_dict(config)
-  settings.pop('seed', None)
-  digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-  return os.path.join(parent, f'{name}-{digest}', *tail)
+  return os.path.join(parent, f'{name}-{config_utils.settings_digest(config)}', *tail)
 
 
 # ------------------------------------------------------------------------------------------------ stats
