@@ -132,7 +132,9 @@ def test_analyse_a_binary_workdir(binary_workdir, tmp_path):
   for name in ('bit_spoiling.png', 'bit_means.png', 'bit_covariance.png', 'interpolation.txt', 'analysis.json'):
     assert (tmp_path / name).stat().st_size > 0, name
   model, corpus = bits.load(binary_workdir)
-  test = corpus.splits['test'].take(np.arange(20))
+  rows = bits.sample_rows(corpus.splits['test'].num_docs, 20)
+  assert summary['rows'] == rows.tolist()
+  test = corpus.splits['test'].take(rows)
   _, batch = next(ip.eval_batches('tokens', test, 32))
   codes = np.asarray(model.method.encode(model.params, batch))[:20]
   path = summary['interpolation']['path']
@@ -144,6 +146,19 @@ def test_analyse_a_binary_workdir(binary_workdir, tmp_path):
   np.testing.assert_allclose(summary['means'], codes.mean(0))
   on_disk = json.loads((tmp_path / 'analysis.json').read_text())
   assert on_disk['spoiling']['base_perplexity'] == pytest.approx(summary['spoiling']['base_perplexity'])
+
+
+def test_sample_rows_draws_across_a_class_sorted_split():
+  labels = np.repeat(np.arange(14), 1000)  # dbpedia14's test file: 1,000 sentences of each class in turn
+  rows = bits.sample_rows(len(labels), 1000, seed=0)
+  assert len(rows) == 1000 and len(set(rows.tolist())) == 1000
+  assert np.all(np.diff(rows) > 0)  # file order kept
+  counts = np.bincount(labels[rows], minlength=14)
+  assert counts.min() > 40, counts  # every class drawn (about 71 each), not only the first
+  np.testing.assert_array_equal(rows, bits.sample_rows(len(labels), 1000, seed=0))
+  assert not np.array_equal(rows, bits.sample_rows(len(labels), 1000, seed=1))
+  np.testing.assert_array_equal(bits.sample_rows(50, 0), np.arange(50))
+  np.testing.assert_array_equal(bits.sample_rows(50, 80), np.arange(50))
 
 
 def test_hoyer_report_and_the_cli_on_hsvae_workdirs(tmp_path):

@@ -2,6 +2,7 @@ r"""What the codes of a sentence autoencoder hold: bit spoiling, bit statistics,
 HSVAE's spike probabilities per class, and Average Hoyer against the Beta prior.
 
   python -m dtr.analyze bits --workdir=DIR --out=FOLDER [--max_sentences=1000] [--pair=0,1] [--seed=0]
+                                                       [--sample_seed=0]
   python -m dtr.analyze bits --workdir=HS1,HS2,HS3,HS4 --out=FOLDER      # several HSVAE runs: Hoyer(alpha, beta)
 
 Bit spoiling (Baynazarov & Piontkovskaya 2019, Sec. 5): for the deterministic test codes c (bits 1[p > 1/2];
@@ -54,11 +55,16 @@ def load(workdir: str):
   return model, encode.load_training_corpus(model)
 
 
-def first_sentences(split, max_sentences: int):
-  """The first `max_sentences` rows of a split (all when 0 or more than it has)."""
-  if max_sentences and split.num_docs > max_sentences:
-    return split.take(np.arange(max_sentences))
-  return split
+def sample_rows(num_docs: int, max_sentences: int, seed: int = 0) -> np.ndarray:
+  """`max_sentences` row indices drawn uniformly without replacement (`numpy.random.default_rng(seed)`),
+  in increasing order; all rows when `max_sentences` is 0 or at least `num_docs`.
+
+  A uniform draw, not the first rows: shared files such as dbpedia14's test split are sorted by class, so
+  their first 1,000 sentences are all of one class (and harder to model than the split as a whole).
+  """
+  if not max_sentences or num_docs <= max_sentences:
+    return np.arange(num_docs)
+  return np.sort(np.random.default_rng(seed).choice(num_docs, max_sentences, replace=False))
 
 
 def is_bits(method) -> bool:
@@ -279,16 +285,22 @@ def plot_hoyer_against_prior(reports, path: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ main
 def analyse(workdir: str, out: str, split_name: str = 'test', max_sentences: int = 1000, pair=(0, 1),
-            seed: int = 0, batch_size: int = 256) -> dict:
-  """Every analysis that applies to one workdir; PNGs and analysis.json in `out`; returns the numbers."""
+            seed: int = 0, batch_size: int = 256, sample_seed: int = 0) -> dict:
+  """Every analysis that applies to one workdir; PNGs and analysis.json in `out`; returns the numbers.
+
+  The analyses read `max_sentences` sentences of the split drawn by `sample_rows(.., sample_seed)` (their
+  indices in the split are `summary['rows']`); `pair` indexes that sample.
+  """
   os.makedirs(out, exist_ok=True)
   model, corpus = load(workdir)
   method = model.method
   if method.emits is None:
     raise ValueError(f'{workdir}: method {model.config.model.name!r} has no codes (a language model).')
   split = corpus.splits[split_name]
-  sub = first_sentences(split, max_sentences)
-  summary = {'workdir': workdir, 'method': model.config.model.name, 'split': split_name, 'files': []}
+  rows = sample_rows(split.num_docs, max_sentences, sample_seed)
+  sub = split.take(rows)
+  summary = {'workdir': workdir, 'method': model.config.model.name, 'split': split_name,
+             'rows': rows.tolist(), 'files': []}
   spoiling = bit_spoiling(method, model.params, sub, batch_size)
   summary['spoiling'] = {'base_perplexity': spoiling['base_perplexity'], 'sentences': spoiling['sentences'],
                          'increase': spoiling['increase'].tolist(), 'order': spoiling['order'].tolist()}
@@ -333,15 +345,17 @@ def main(argv=None) -> None:
                       'HSVAE workdirs add the plot of Hoyer against (alpha, beta)')
   parser.add_argument('--out', required=True, help='folder for the PNGs and analysis.json')
   parser.add_argument('--split', default='test')
-  parser.add_argument('--max_sentences', type=int, default=1000, help='first N sentences of the split (0: all)')
-  parser.add_argument('--pair', default='0,1', help='the two sentences (rows of those) to interpolate between')
+  parser.add_argument('--max_sentences', type=int, default=1000, help='N sentences of the split, drawn uniformly with --sample_seed (0: all)')
+  parser.add_argument('--sample_seed', type=int, default=0, help='the draw of those sentences')
+  parser.add_argument('--pair', default='0,1', help='the two sentences (rows of that sample) to interpolate between')
   parser.add_argument('--seed', type=int, default=0, help='order of the flips along the Hamming path')
   parser.add_argument('--batch_size', type=int, default=256)
   args = parser.parse_args(argv)
   workdirs = [w for w in args.workdir.split(',') if w]
   pair = tuple(int(i) for i in args.pair.split(','))
   if len(workdirs) == 1:
-    summary = analyse(workdirs[0], args.out, args.split, args.max_sentences, pair, args.seed, args.batch_size)
+    summary = analyse(workdirs[0], args.out, args.split, args.max_sentences, pair, args.seed, args.batch_size,
+                      args.sample_seed)
     print(f'{summary["method"]}: base perplexity {summary["spoiling"]["base_perplexity"]:.2f} on '
           f'{summary["spoiling"]["sentences"]} {args.split} sentences; largest increases '
           + ', '.join(f'dim {i}: +{summary["spoiling"]["increase"][i]:.2f}'
