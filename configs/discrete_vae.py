@@ -14,8 +14,9 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
   python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,tiny --workdir=/tmp/vq_tiny
 
 Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, dataset (dbpedia14, yahoo10,
-raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), restart (VQ: the dead-entry restart threshold
-t, 0.1 by default; 0 = off, the reference's training, whose code books collapse), em_iter, alternating,
+raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), restart (the dead-value restart threshold t;
+VQ: 0.1 by default, 0 = off, the reference's training, whose code books collapse; CatVAE and Hard EM: 0 by
+default, t > 0 splits values in use into dead ones, `dtr.latent.gumbel.split_dead`), em_iter, alternating,
 word_dropout (decoder
 inputs -> <unk> with this probability in training; none by default), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`

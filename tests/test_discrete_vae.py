@@ -220,6 +220,89 @@ def test_first_step_with_restarts_puts_unused_entries_on_the_batch_inputs():
   assert (np.asarray(new_state['usage']) > 0).all()
 
 
+def test_split_dead_matches_a_numpy_twin():
+  """A dead value (share under t / K) = the value c some real position p chose in its slot, tilted towards p:
+  w + eps v, b - eps v . mean, eps = scale / |v|^2, v = u_p - mean over real positions; its code-book vector
+  is c's plus noise. Live values, and everything when the batch is padding, stay."""
+  rng = np.random.default_rng(3)
+  f, m, k, d, t, scale, noise = 5, 2, 6, 3, 0.5, 2.0, 0.1
+  usage = np.abs(rng.normal(size=(m, k))) + 0.01
+  usage[0, 4] = usage[1, 1] = 0.0  # certainly dead
+  kernel, bias, book = rng.normal(size=(f, m, k)), rng.normal(size=(m, k)), rng.normal(size=(m, k, d))
+  codes = rng.integers(0, k, size=(3, 4, m))
+  inputs = rng.normal(size=(3, 4, f)) + 3.0
+  weight = (np.arange(4)[None, :] < np.array([[2], [4], [0]])).astype(np.float64)
+  inputs[weight == 0] = 1e3  # padding: never a donor, never in the mean
+  args = [jnp.asarray(a, jnp.float32) for a in (kernel, bias, book, usage)]
+  new_kernel, new_bias, new_book, new_usage, dead = map(np.asarray, gumbel.split_dead(
+      *args, jnp.asarray(codes), jnp.asarray(inputs, jnp.float32), jnp.asarray(weight), jax.random.key(0), t,
+      scale, noise))
+  expected_dead = usage / usage.sum(1, keepdims=True) < t / k
+  np.testing.assert_array_equal(dead, expected_dead)
+  assert expected_dead.any() and not expected_dead.all()
+  np.testing.assert_allclose(new_kernel[:, ~dead], kernel[:, ~dead], rtol=1e-6)
+  np.testing.assert_allclose(new_bias[~dead], bias[~dead], rtol=1e-6)
+  np.testing.assert_allclose(new_book[~dead], book[~dead], rtol=1e-6)
+  np.testing.assert_allclose(new_usage, np.where(dead, usage.mean(1, keepdims=True), usage), rtol=1e-5)
+  real_u, real_codes = inputs[weight > 0], codes[weight > 0]  # [N, f], [N, m]
+  mean = real_u.mean(0)
+  for i, j in zip(*np.nonzero(dead)):
+    matches = []
+    for p in range(len(real_u)):
+      c, v = real_codes[p, i], real_u[p] - mean
+      eps = scale / (v @ v)
+      if (np.allclose(new_kernel[:, i, j], kernel[:, i, c] + eps * v, rtol=1e-4, atol=1e-5)
+          and np.isclose(new_bias[i, j], bias[i, c] - eps * v @ mean, rtol=1e-4, atol=1e-4)):
+        matches.append(c)
+    assert matches, (i, j)
+    c = matches[0]
+    rms = np.sqrt(np.mean(book[i, c] ** 2))
+    assert 0 < np.abs(new_book[i, j] - book[i, c]).max() < 6 * noise * rms
+  same = gumbel.split_dead(*args, jnp.asarray(codes), jnp.asarray(inputs, jnp.float32), jnp.zeros((3, 4)),
+                           jax.random.key(0), t)
+  assert not np.asarray(same[4]).any()  # a batch of padding restarts nothing
+  np.testing.assert_allclose(same[0], kernel, rtol=1e-6)
+
+
+def test_split_dead_splits_a_collapsed_slot_into_several_codes():
+  """A slot whose argmax is one value for every input, inputs with a large common part: after the split,
+  argmax over the same inputs (brute force) uses many values."""
+  rng = np.random.default_rng(4)
+  f, k, n = 8, 16, 200
+  u = rng.normal(size=(n, f)) + 20.0
+  kernel = rng.normal(size=(f, 1, k)) * 0.01
+  bias = np.zeros((1, k))
+  bias[0, 3] = 5.0  # value 3 wins everywhere
+  codes = np.argmax(u @ kernel[:, 0] + bias[0], axis=1)
+  assert set(codes.tolist()) == {3}
+  usage = np.zeros((1, k))
+  usage[0, 3] = 1.0
+  new_kernel, new_bias, _, _, dead = gumbel.split_dead(
+      jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32), jnp.zeros((1, k, 2)),
+      jnp.asarray(usage, jnp.float32), jnp.asarray(codes[:, None]), jnp.asarray(u, jnp.float32), jnp.ones(n),
+      jax.random.key(1), 0.1)
+  assert int(np.sum(dead)) == k - 1
+  after = np.argmax(u @ np.asarray(new_kernel)[:, 0] + np.asarray(new_bias)[0], axis=1)
+  assert len(set(after.tolist())) >= 12, np.bincount(after, minlength=k)
+
+
+@pytest.mark.parametrize('name', ['hard_em', 'cat_vae'])
+def test_restarts_of_logits_latents_in_a_training_step(name):
+  method = tiny(name, 'global', restart_threshold=0.1, num_values=16, em_iter=1)
+  assert method.restarts and not tiny(name, 'global').restarts  # off by default, as the reference
+  batch = token_batch([3, 7, 5, 1, 6, 2], 9, mask=[1, 1, 1, 1, 1, 0])
+  state = method.init(jax.random.key(0), batch)
+  assert state['usage'].shape == (2, 16)
+  new_state, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+  assert 0 < float(metrics['restarts']) <= 2 * 15  # five documents use at most five values a slot
+  usage = np.asarray(new_state['usage'])
+  assert (usage > 0).all()  # the first step's unused values took the slot's mean
+  params, old = new_state['params'], state['params']
+  assert not np.allclose(params['to_latent']['kernel'], old['to_latent']['kernel'])
+  codes = np.asarray(method.encode(params, batch))[:5]
+  assert np.all((codes >= 0) & (codes < 16))
+
+
 # ---------------------------------------------------------------------------------------- layout, helpers
 def test_token_layout_shifts_and_appends_eos():
   layout = discrete_vae.token_layout({'tokens': np.array([[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]], np.int32),
@@ -333,7 +416,7 @@ TRAIN_CASES = [
     ('cat_vae', 'global', dict(alternating=True, em_iter=2)),
     ('cat_vae', 'local', dict(free_bits_mode='reference', tau_anneal=True, tau_anneal_interval=5, norm='pre')),
     ('hard_em', 'global', dict(noam=True, noam_warmup=10, noam_factor=0.1)),
-    ('hard_em', 'local', dict(em_relax=False, em_iter=1)),
+    ('hard_em', 'local', dict(em_relax=False, em_iter=1, restart_threshold=0.5)),
 ]
 
 
@@ -439,6 +522,7 @@ BAD = [
     ('vq_vae', 'global', 'codebook_update', 'kmeans', 'codebook_update'),
     ('vq_vae', 'global', 'restart_threshold', 1.5, 'restart_threshold'),
     ('vq_vae', 'local', 'usage_decay', 1.0, 'usage_decay'),
+    ('hard_em', 'global', 'restart_threshold', -0.1, 'restart_threshold'),
     ('vq_vae', 'global', 'level', 'sentence', 'level'),
     ('vq_vae', 'global', 'num_heads', 3, 'num_heads'),
 ]

@@ -65,6 +65,10 @@ VARIANTS = {
     'vq_vae-global-M8-K256-rs0.1': 'method=vq_vae,level=global,M=8,K=256,commitment=0.001,restart=0.1',
     'vq_vae-global-M16-K256-rs0.1': 'method=vq_vae,level=global,M=16,K=256,commitment=0.001,restart=0.1',
     'vq_vae-global-M32-K256-rs0.1': 'method=vq_vae,level=global,M=32,K=256,commitment=0.001,restart=0.1',
+    # restarts of the logits latents: dead values become noisy copies of live ones (`gumbel.split_dead`)
+    'hard_em-global-M4-K256-rs0.1': 'method=hard_em,level=global,M=4,K=256,restart=0.1',
+    'hard_em-global-M16-K256-rs0.1': 'method=hard_em,level=global,M=16,K=256,restart=0.1',
+    'cat_vae-global-M4-K256-rs0.1': 'method=cat_vae,level=global,M=4,K=256,restart=0.1',
 }
 BUDGETS = ('200', '500', '2500', 'all')
 READ_ONLY = [False]  # --read_only: report the finished cells, train none

@@ -29,12 +29,19 @@ a set per token), a fraction of the KL's maximum. Two forms are provided:
   the batch's summed KL is under B * lambda and kept in full otherwise:
 
       0 if sum_b KL_b < B * lambda else (1 / B) sum_b KL_b.
+
+Restarts (`split_dead`, dtr's addition): argmax codes of logits latents collapse onto a few values as the
+VQ-VAE's nearest entries do; a value whose usage falls under a share t / K of its slot becomes a copy of a
+value in use (projection column, bias and code-book vector) tilted towards one of that value's inputs, so
+that it takes part of them.
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
+
+from dtr.latent import vq
 
 
 def one_hot_argmax(scores_xK: jax.Array) -> jax.Array:
@@ -95,3 +102,53 @@ def free_bits_reference(kl_B: jax.Array, doc_weight_B: jax.Array, floor) -> jax.
   num_docs = jnp.maximum(jnp.sum(doc_weight_B), 1.0)
   total = jnp.sum(kl_B * doc_weight_B)
   return jnp.where(total < floor * num_docs, 0.0, total / num_docs)
+
+
+def split_dead(kernel_FxMxK: jax.Array, bias_MxK: jax.Array, codebook_MxKxD: jax.Array, usage_MxK: jax.Array,
+               codes_xM: jax.Array, inputs_xF: jax.Array, weight_x: jax.Array, rng: jax.Array, threshold: float,
+               scale: float = 1.0, noise: float = 0.1
+               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Restarts for latents whose logits are a linear map of an input u: l_ik = w_ik . u + b_ik (CatVAE, Hard EM).
+
+  A value k of slot i is dead when its share of the slot's usage averages is under threshold / K (the rule
+  of `dtr.latent.vq.dead_entries`). It becomes a copy of the value c that a random real position p of the
+  batch chose in slot i (weight_x > 0; drawn independently per dead value, with replacement), tilted
+  towards p: with v = u_p - u_mean (u_mean the mean input of the batch's real positions) and
+  eps = scale / |v|^2,
+
+      w_ik = w_ic + eps v,   b_ik = b_ic - eps v . u_mean,   so   l_ik(u) - l_ic(u) = eps v . (u - u_mean):
+
+  the copy takes the inputs on p's side of the batch mean from c (by `scale` nats at u_p itself), as a
+  k-means cluster is split; several copies of one value share its inputs by their directions. The copy's
+  code-book vector is c's plus Gaussian noise of `noise` times its root mean square. The usage of a
+  restarted value becomes its slot's mean. A batch with no real position changes nothing.
+
+  kernel_FxMxK: the projection's kernel with its M K outputs as [M, K]; codes_xM, inputs_xF, weight_x: the
+  positions' codes, projection inputs u and weights (any common leading shape, flattened). Returns (kernel,
+  bias, code book, usage, dead bool [M, K]).
+  """
+  m, k = usage_MxK.shape
+  codes_NxM = codes_xM.reshape(-1, m)
+  inputs_NxF = jax.lax.stop_gradient(inputs_xF).reshape(-1, inputs_xF.shape[-1]).astype(kernel_FxMxK.dtype)
+  weight_N = weight_x.reshape(-1)
+  real_N = weight_N > 0
+  dead_MxK = vq.dead_entries(usage_MxK, threshold) & jnp.any(real_N)
+  pick_rng, book_rng = jax.random.split(rng)
+  pick_MxK = jax.random.categorical(pick_rng, jnp.where(real_N, 0.0, -jnp.inf), shape=(m, k))
+  slot_Mx1 = jnp.arange(m)[:, None]
+  donor_MxK = jnp.clip(codes_NxM[pick_MxK, slot_Mx1], 0, k - 1)
+  w_N = jnp.where(real_N, weight_N, 0.0).astype(inputs_NxF.dtype)
+  mean_F = jnp.sum(inputs_NxF * w_N[:, None], axis=0) / jnp.maximum(jnp.sum(w_N), 1e-9)
+  v_MxKxF = inputs_NxF[pick_MxK] - mean_F
+  eps_MxK = scale / jnp.maximum(jnp.sum(jnp.square(v_MxKxF), axis=-1), 1e-12)
+  column_FxMxK = kernel_FxMxK[:, slot_Mx1, donor_MxK] + jnp.moveaxis(eps_MxK[..., None] * v_MxKxF, -1, 0)
+  tilted_MxK = bias_MxK[slot_Mx1, donor_MxK] - eps_MxK * (v_MxKxF @ mean_F)
+  donor_book_MxKxD = codebook_MxKxD[slot_Mx1, donor_MxK]
+  rms = jnp.sqrt(jnp.mean(jnp.square(donor_book_MxKxD), axis=-1, keepdims=True))
+  vector_MxKxD = donor_book_MxKxD + noise * rms * jax.random.normal(book_rng, donor_book_MxKxD.shape,
+                                                                    donor_book_MxKxD.dtype)
+  kernel = jnp.where(dead_MxK[None], column_FxMxK, kernel_FxMxK)
+  bias = jnp.where(dead_MxK, tilted_MxK, bias_MxK)
+  codebook = jnp.where(dead_MxK[..., None], vector_MxKxD, codebook_MxKxD)
+  usage = jnp.where(dead_MxK, jnp.mean(usage_MxK, axis=1, keepdims=True), usage_MxK)
+  return kernel, bias, codebook, usage, dead_MxK

@@ -49,7 +49,10 @@ codes: docs/results/classification.md), after
 every step the entries whose moving-average share of their slot's assignments is under t / K move onto the
 inputs u of random real positions of the batch (`dtr.latent.vq.restart_dead`; the moving averages of EMA
 code books follow). The usage averages start at zero, so the first step puts every entry the first batch
-leaves unused on a data point.
+leaves unused on a data point. CatVAE and Hard EM take the same `restart_threshold` (0 by default, as the
+reference): their dead values become copies of values in use, projection column, bias and code-book
+vector, tilted towards one of the inputs of the value they copy (`dtr.latent.gumbel.split_dead`), counted on the codes of the step (the M-step's argmax codes for
+Hard EM, the sampled codes for CatVAE).
 
 Codes and features use the deterministic codes (nearest entry / argmax) without dropout. `features` are the
 code-book vectors of those codes: global latents give their mean over the M latents ([B, d], the reference
@@ -104,6 +107,9 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(0 <= mc.get('word_dropout', 0.0) < 1,
        f"model.word_dropout must be in [0, 1), got {mc.get('word_dropout')}.")
   need(mc.em_iter >= 1, f'model.em_iter (E-steps per batch) must be >= 1, got {mc.em_iter}.')
+  need(0 <= mc.get('restart_threshold', 0.0) <= 1,
+       f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {mc.get('restart_threshold')}.")
+  need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
   need(mc.global_features in ('mean', 'concat'),
        f"model.global_features must be 'mean' or 'concat', got {mc.global_features!r}.")
   if 'commitment' in mc:
@@ -111,9 +117,6 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     need(mc.codebook_update in ('loss', 'ema'),
          f"model.codebook_update must be 'loss' or 'ema', got {mc.codebook_update!r}.")
     need(0 <= mc.ema_decay < 1, f'model.ema_decay must be in [0, 1), got {mc.ema_decay}.')
-    need(0 <= mc.get('restart_threshold', 0.0) <= 1,
-         f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {mc.get('restart_threshold')}.")
-    need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
   if 'tau' in mc:
     need(mc.tau > 0, f'model.tau (Gumbel-softmax temperature) must be > 0, got {mc.tau}.')
     need(not mc.tau_anneal or 0 < mc.tau_min <= mc.tau,
@@ -213,7 +216,7 @@ class DiscreteVAE(Method):
 
   @property
   def restarts(self) -> bool:
-    """Dead code-book entries are restarted on batch inputs (VQ only; `dtr.latent.vq.restart_dead`)."""
+    """Dead values are restarted after each step (`restart`)."""
     return self.config.get('restart_threshold', 0.0) > 0
 
   def _latent_features(self) -> int:
@@ -225,6 +228,24 @@ class DiscreteVAE(Method):
     L is 1 for global latents; `mode` is 'train' (the training codes) or 'hard' (deterministic codes).
     """
     raise NotImplementedError
+
+  def _assignments(self, extra) -> tuple[jax.Array, jax.Array]:
+    """(codes [B, L, M], position weights [B, L]) of a training step's `extra` (what `restart` counts)."""
+    return extra['codes'], extra['weight']
+
+  def restart(self, params, usage_MxK, extra, rng) -> tuple[dict, jax.Array, jax.Array]:
+    """Dead values of logits latents -> copies of live ones tilted towards their inputs
+    (`dtr.latent.gumbel.split_dead`).
+    -> (params, usage [M, K], dead bool [M, K])."""
+    mc = self.config
+    projection = params['to_latent']
+    features = projection['kernel'].shape[0]
+    kernel, bias, codebook, usage, dead_MxK = gumbel.split_dead(
+        projection['kernel'].reshape(features, mc.num_latents, mc.num_values),
+        projection['bias'].reshape(mc.num_latents, mc.num_values), params['codebook'], usage_MxK,
+        extra['codes'], extra['states'], extra['weight'], rng, mc.restart_threshold)
+    projection = {**projection, 'kernel': kernel.reshape(features, -1), 'bias': bias.reshape(-1)}
+    return {**params, 'to_latent': projection, 'codebook': codebook}, usage, dead_MxK
 
   # --- network
   def _network(self) -> TransformerAutoencoder:
@@ -281,11 +302,14 @@ class DiscreteVAE(Method):
     layout = token_layout(batch)
     enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
     variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
-    inputs_BxLxF = net.apply(variables, layout['tokens'], layout['valid'], rng is None,
-                             method=TransformerAutoencoder.encode,
+    states_BxLxD = net.apply(variables, layout['tokens'], layout['valid'], rng is None,
+                             method=TransformerAutoencoder.encode_states,
                              rngs=None if rng is None else {'dropout': enc_rng})
+    inputs_BxLxF = net.apply(variables, states_BxLxD, method=TransformerAutoencoder.latent_inputs)
     inputs_BxLxMxF = inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1)
     latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step)
+    if isinstance(latent[4], dict):  # logits latents: the projection's inputs, for `restart`
+      latent = (*latent[:4], {**latent[4], 'states': states_BxLxD})
     return layout, latent, variables, dec_rng
 
   def forward(self, params, batch, rng=None, mode='hard', step=0):
@@ -389,12 +413,11 @@ class DiscreteVAE(Method):
       new_state['ema'], codebook = vq.ema_update_masked(state['ema'], h, codes, weight, self.config.ema_decay,
                                                         self.config.ema_epsilon)
       params = {**params, 'codebook': codebook}
-    if self.restarts:  # after the step: entries the batches stopped using move onto this batch's inputs
-      h, codes, weight = extra
-      usage = vq.usage_update(state['usage'], codes, weight, self.config.usage_decay)
-      codebook, new_state['usage'], dead_MxK = vq.restart_dead(
-          params['codebook'], usage, h, weight, jax.random.fold_in(rng, 7919), self.config.restart_threshold)
-      params = {**params, 'codebook': codebook}
+    if self.restarts:  # after the step: values the batches stopped using restart (`restart`)
+      codes, weight = self._assignments(extra)
+      usage = vq.usage_update(state['usage'], codes, weight, self.config.get('usage_decay', 0.99))
+      params, new_state['usage'], dead_MxK = self.restart(params, usage, extra, jax.random.fold_in(rng, 7919))
+      codebook = params['codebook']
       if self.ema:  # keep the moving averages consistent with the restarted entries
         ema = new_state['ema']
         count_MxK = jnp.where(dead_MxK, jnp.mean(ema['count'], axis=1, keepdims=True), ema['count'])
@@ -460,6 +483,16 @@ class VQVAE(DiscreteVAE):
     vectors = vq.straight_through(inputs_BxLxMxF, quantised)
     return vectors, codes, penalty, {'commitment': commit}, (inputs_BxLxMxF, codes, weight_BxL)
 
+  def _assignments(self, extra):
+    return extra[1], extra[2]
+
+  def restart(self, params, usage_MxK, extra, rng):
+    """Dead code-book entries -> the inputs of random real positions (`dtr.latent.vq.restart_dead`)."""
+    h, _, weight = extra
+    codebook, usage, dead_MxK = vq.restart_dead(params['codebook'], usage_MxK, h, weight, rng,
+                                                self.config.restart_threshold)
+    return {**params, 'codebook': codebook}, usage, dead_MxK
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CatVAE(DiscreteVAE):
@@ -513,7 +546,8 @@ class CatVAE(DiscreteVAE):
     else:
       z, penalty = gumbel.one_hot_argmax(logits), 0.0
     codes = jnp.argmax(z, axis=-1).astype(jnp.int32)
-    return vq.weighted_lookup(z, codebook), codes, penalty, metrics, {'kl_B': kl_B}
+    extra = {'kl_B': kl_B, 'codes': codes, 'weight': self.position_weight(layout)}
+    return vq.weighted_lookup(z, codebook), codes, penalty, metrics, extra
 
   def encode(self, params, batch, rng=None) -> jax.Array:
     """argmax_k q(z_i = k | x) codes; with an rng, codes sampled from q. int32 [B, M] or [B, L, M]."""
@@ -546,7 +580,7 @@ class HardEM(DiscreteVAE):
     else:
       z = gumbel.one_hot_argmax(inputs_BxLxMxF)
     codes = jnp.argmax(inputs_BxLxMxF, axis=-1).astype(jnp.int32)
-    return vq.weighted_lookup(z, codebook), codes, 0.0, {}, {}
+    return vq.weighted_lookup(z, codebook), codes, 0.0, {}, {'codes': codes, 'weight': self.position_weight(layout)}
 
 
 METHODS = {'vq_vae': VQVAE, 'cat_vae': CatVAE, 'hard_em': HardEM}

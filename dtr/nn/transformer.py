@@ -247,12 +247,20 @@ class TransformerAutoencoder(nn.Module):
                                       self.norm)
     self.output = nn.Dense(self.vocab_size, kernel_init=xavier)
 
-  def encode(self, tokens_BxL, valid_BxL, deterministic: bool = True):
-    """Latent inputs [B, 1, F] (global) or [B, L, F] (local)."""
+  def encode_states(self, tokens_BxL, valid_BxL, deterministic: bool = True):
+    """The states the latent projection reads: [B, 1, d] (global: their masked mean) or [B, L, d] (local)."""
     states_BxLxD = self.encoder(self.embed(tokens_BxL, deterministic), valid_BxL, deterministic)
     if self.level == 'global':
       states_BxLxD = masked_mean(states_BxLxD, valid_BxL)[:, None, :]
+    return states_BxLxD
+
+  def latent_inputs(self, states_BxLxD):
+    """The latent projection of `encode_states` [.., F] (the states themselves when there is none)."""
     return states_BxLxD if self.to_latent is None else self.to_latent(states_BxLxD)
+
+  def encode(self, tokens_BxL, valid_BxL, deterministic: bool = True):
+    """Latent inputs [B, 1, F] (global) or [B, L, F] (local)."""
+    return self.latent_inputs(self.encode_states(tokens_BxL, valid_BxL, deterministic))
 
   def decode_states(self, memory_BxSxD, memory_valid_BxS, inputs_BxT, target_valid_BxT,
                     deterministic: bool = True):
