@@ -8,6 +8,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -276,3 +277,26 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
   assert 'GFLOP/step' not in printed and 'matmul on this device' in printed and 'the output layer alone' in printed
+
+
+def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path):
+  """`codebook_init='xavier'` hashes as absent, and a '-xavier' variant reads the folder of its old name."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  from dtr.benches import classification as bench  # pylint: disable=g-import-not-at-top
+  args = argparse.Namespace(tiny=False, dataset='dbpedia14', token_vocab_size=8000, data_set=[], epochs=15,
+                            em_iter=1, noam=False, dropout=0.2, pretrain_set=[])
+  new = bench.pretrain_config('hard_em-global-M4-K4096', args)
+  old = bench.pretrain_config('hard_em-global-M4-K4096-xavier', args)
+  assert new.model.codebook_init == 'normal' and old.model.codebook_init == 'xavier'
+  before = ml_collections.ConfigDict(old.to_dict())
+  del before.model['codebook_init']  # a config written before the option
+  assert bench.digest(old) == bench.digest(before) != bench.digest(new)
+  assert old.model.codebook_init == 'xavier'  # digest leaves its argument alone
+  assert 'codebook_init' not in bench.pretrain_config('vq_vae-global-M4-K256', args).model  # VQ cells unmoved
+  root = str(tmp_path)
+  fresh = bench.cell_dir(root, 'hard_em-global-M4-K4096-xavier', old)
+  assert os.path.basename(fresh) == f'hard_em-global-M4-K4096-xavier-{bench.digest(old)}'
+  legacy = os.path.join(root, f'hard_em-global-M4-K4096-{bench.digest(old)}')
+  os.makedirs(legacy)
+  assert bench.cell_dir(root, 'hard_em-global-M4-K4096-xavier', old) == legacy
+  assert bench.cell_dir(root, 'hard_em-global-M4-K4096', new) != legacy

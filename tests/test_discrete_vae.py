@@ -525,6 +525,7 @@ BAD = [
     ('hard_em', 'global', 'restart_threshold', -0.1, 'restart_threshold'),
     ('vq_vae', 'global', 'level', 'sentence', 'level'),
     ('vq_vae', 'global', 'num_heads', 3, 'num_heads'),
+    ('cat_vae', 'global', 'codebook_init', 'orthogonal', 'codebook_init'),
 ]
 
 
@@ -556,3 +557,23 @@ def test_defaults_are_valid_and_global_latents_need_no_divisibility():
   bad.embedding_dim = 0
   with pytest.raises(ValueError, match='model.embedding_dim'):
     cbow.CBOW(bad, VOCAB, DataInfo(token_vocab_size=VOCAB, num_labels=3))
+
+
+def test_code_books_start_as_the_reference_s():
+  """N(0, 1) entries for CatVAE and Hard EM, Xavier-uniform for the VQ-VAE (and wherever asked)."""
+  for name, kind in (('cat_vae', 'normal'), ('hard_em', 'normal'), ('vq_vae', 'xavier')):
+    mc = discrete_vae.default_model_config(name, 'global')
+    assert mc.get('codebook_init', 'xavier') == kind
+  rng = jax.random.key(0)
+  normal = np.asarray(discrete_vae.init_codebook(rng, 'normal', (2, 512, 64)))
+  assert abs(normal.mean()) < 0.01 and abs(normal.std() - 1.0) < 0.01
+  bound = math.sqrt(6.0 / (512 + 64))
+  xavier = np.asarray(discrete_vae.init_codebook(rng, 'xavier', (2, 512, 64)))
+  assert np.abs(xavier).max() <= bound and np.abs(xavier).max() > 0.99 * bound
+  assert abs(xavier.std() - bound / math.sqrt(3.0)) < 0.01 * bound
+  for kind in ('normal', 'xavier'):
+    method = tiny('hard_em', 'global', num_values=16, codebook_init=kind)
+    book = np.asarray(method.init(jax.random.key(1), token_batch([3, 5], 6))['params']['codebook'])
+    scale = 1.0 if kind == 'normal' else math.sqrt(6.0 / (16 + method.code_dim) / 3.0)
+    assert book.shape == (method.config.num_latents, 16, method.code_dim)
+    assert 0.6 * scale < book.std() < 1.4 * scale

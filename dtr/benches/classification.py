@@ -28,6 +28,7 @@ The table of one corpus is written between marker lines of --out that name the c
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -69,6 +70,12 @@ VARIANTS = {
     'hard_em-global-M4-K256-rs0.1': 'method=hard_em,level=global,M=4,K=256,restart=0.1',
     'hard_em-global-M16-K256-rs0.1': 'method=hard_em,level=global,M=16,K=256,restart=0.1',
     'cat_vae-global-M4-K256-rs0.1': 'method=cat_vae,level=global,M=4,K=256,restart=0.1',
+    # CatVAE and Hard EM with Xavier-uniform code books (dtr's init for them before it followed the
+    # reference's N(0, 1); their cells keep their folder names, see `digest`)
+    'cat_vae-global-M4-K256-xavier': 'method=cat_vae,level=global,M=4,K=256,book_init=xavier',
+    'cat_vae-global-M4-K256-wd0.5-xavier': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5,book_init=xavier',
+    'hard_em-global-M4-K4096-xavier': 'method=hard_em,level=global,M=4,K=4096,book_init=xavier',
+    'hard_em-global-M4-K256-rs0.1-xavier': 'method=hard_em,level=global,M=4,K=256,restart=0.1,book_init=xavier',
 }
 BUDGETS = ('200', '500', '2500', 'all')
 READ_ONLY = [False]  # --read_only: report the finished cells, train none
@@ -136,11 +143,19 @@ def cbow_config(budget: str, args):
 
 
 def digest(config) -> str:
+  """8 hex digits of the whole config. `model.codebook_init='xavier'` hashes as absent: the field came after
+  cells trained with Xavier-uniform code books, which keep their folders."""
+  if config.get('model', {}).get('codebook_init') == 'xavier':
+    config = copy.deepcopy(config)
+    del config.model['codebook_init']
   return hashlib.sha1(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
 
 
 def cell_dir(root: str, name: str, config) -> str:
-  return os.path.join(root, f'{name}-{digest(config)}')
+  """The cell's folder; a '-xavier' variant whose cell was trained before its rename keeps the old name."""
+  path = os.path.join(root, f'{name}-{digest(config)}')
+  legacy = os.path.join(root, f"{name.removesuffix('-xavier')}-{digest(config)}")
+  return legacy if name.endswith('-xavier') and not os.path.exists(path) and os.path.exists(legacy) else path
 
 
 def run_cell(config, workdir: str, log=print, corpus=None) -> dict:

@@ -54,6 +54,9 @@ reference): their dead values become copies of values in use, projection column,
 vector, tilted towards one of the inputs of the value they copy (`dtr.latent.gumbel.split_dead`), counted on the codes of the step (the M-step's argmax codes for
 Hard EM, the sampled codes for CatVAE).
 
+Code books start as the reference's (`codebook_init`): Xavier-uniform for the VQ-VAE, N(0, 1) entries for
+CatVAE and Hard EM (whose code vectors are then about sqrt(D) long, against about 0.6 for Xavier at K = 256).
+
 Codes and features use the deterministic codes (nearest entry / argmax) without dropout. `features` are the
 code-book vectors of those codes: global latents give their mean over the M latents ([B, d], the reference
 classifier's mean pooling) or with `global_features='concat'` their concatenation ([B, M d]); local latents
@@ -80,6 +83,7 @@ from dtr.nn.transformer import TransformerAutoencoder, masked_mean
 
 LEVELS = ('global', 'local')
 FREE_BITS_MODES = ('per_latent', 'reference')
+CODEBOOK_INITS = ('xavier', 'normal')  # model.codebook_init (`init_codebook`)
 ENCODER_GROUP = ('embed', 'encoder', 'to_latent')  # the rest (decoder, output, codebook): the decoder group
 
 
@@ -110,6 +114,8 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(0 <= mc.get('restart_threshold', 0.0) <= 1,
        f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {mc.get('restart_threshold')}.")
   need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
+  need(mc.get('codebook_init', 'xavier') in CODEBOOK_INITS,
+       f"model.codebook_init must be one of {CODEBOOK_INITS}, got {mc.get('codebook_init')!r}.")
   need(mc.global_features in ('mean', 'concat'),
        f"model.global_features must be 'mean' or 'concat', got {mc.global_features!r}.")
   if 'commitment' in mc:
@@ -130,6 +136,16 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     need(mc.kl_weight >= 0, f'model.kl_weight must be >= 0, got {mc.kl_weight}.')
     need(mc.free_bits_length >= 0, f'model.free_bits_length must be >= 0 (0 = the batch mean), got '
          f'{mc.free_bits_length}.')
+
+
+def init_codebook(rng: jax.Array, kind: str, shape_MxKxD: tuple[int, int, int]) -> jax.Array:
+  """M code books of K entries in R^D: 'xavier' (uniform, bound sqrt(6 / (K + D)) per K x D book; the
+  reference's VQ-VAE) or 'normal' (N(0, 1) entries, norm about sqrt(D); the reference's CatVAE and Hard EM)."""
+  if kind == 'normal':
+    return jax.random.normal(rng, shape_MxKxD)
+  _, num_values, dim = shape_MxKxD
+  bound = math.sqrt(6.0 / (num_values + dim))
+  return jax.random.uniform(rng, shape_MxKxD, minval=-bound, maxval=bound)
 
 
 def token_layout(batch) -> dict[str, jax.Array]:
@@ -278,9 +294,8 @@ class DiscreteVAE(Method):
     net_rng, book_rng = jax.random.split(rng)
     layout = token_layout(batch)
     params = dict(self._network().init(net_rng, layout['tokens'], layout['valid'])['params'])
-    bound = math.sqrt(6.0 / (mc.num_values + self.code_dim))  # Xavier-uniform per K x D book (the reference)
-    params['codebook'] = jax.random.uniform(book_rng, (mc.num_latents, mc.num_values, self.code_dim),
-                                            minval=-bound, maxval=bound)
+    params['codebook'] = init_codebook(book_rng, mc.get('codebook_init', 'xavier'),
+                                       (mc.num_latents, mc.num_values, self.code_dim))
     encoder, decoder = self._groups(params)
     tx = self.optimizer()
     if self.alternating:
@@ -622,6 +637,8 @@ def default_model_config(method: str = 'vq_vae', level: str = 'global') -> ml_co
     config.restart_threshold = 0.1  # t > 0: entries used at < t / K of their slot's codes restart on inputs
                                     # (dtr's default; 0 = the reference, whose code books collapse)
     config.usage_decay = 0.99    # decay of the usage averages that find dead entries
+  if method in ('cat_vae', 'hard_em'):
+    config.codebook_init = 'normal'  # N(0, 1) code books as the reference's (VQ: 'xavier', the default)
   if method == 'cat_vae':
     config.tau = 0.67            # Gumbel-softmax temperature (the start when annealing)
     config.tau_anneal = False    # tau = max(tau_min, tau exp(-rate * step)), recomputed every interval steps
