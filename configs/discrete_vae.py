@@ -17,10 +17,9 @@ Arguments: method (hard_em, cat_vae, vq_vae), level (global, local), M, K, datas
 raw_20news, csv, tfds:ag_news_subset, ...), commitment (VQ), restart (the dead-value restart threshold t;
 VQ: 0.1 by default, 0 = off, the reference's training, whose code books collapse; CatVAE and Hard EM: 0 by
 default, t > 0 splits values in use into dead ones, `dtr.latent.gumbel.split_dead`), em_iter, alternating,
-word_dropout (decoder
-inputs -> <unk> with this probability in training; none by default), book_init (the code books' init:
-'normal', N(0, 1), for CatVAE and Hard EM and 'xavier', Xavier-uniform, for VQ by default, as the
-reference), tiny, runlocal.
+word_dropout (decoder inputs -> <unk> with this probability in training; none by default), book_init
+(the code books' init: 'normal', N(0, 1), for CatVAE and Hard EM and 'xavier', Xavier-uniform, for VQ by
+default, as the reference), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
 symbol-Hamming retrieval (database train, queries test).
@@ -35,8 +34,8 @@ from dtr.methods import discrete_vae
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
-                               commitment=-1.0, restart=-1.0, em_iter=0, alternating=False, word_dropout=0.0, book_init='',
-                               tiny=False, runlocal=False)
+                               commitment=-1.0, restart=-1.0, em_iter=0, alternating=False, word_dropout=0.0,
+                               book_init='', tiny=False, runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))

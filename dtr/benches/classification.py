@@ -71,9 +71,10 @@ VARIANTS = {
     'hard_em-global-M16-K256-rs0.1': 'method=hard_em,level=global,M=16,K=256,restart=0.1',
     'cat_vae-global-M4-K256-rs0.1': 'method=cat_vae,level=global,M=4,K=256,restart=0.1',
     # CatVAE and Hard EM with Xavier-uniform code books (dtr's init for them before it followed the
-    # reference's N(0, 1); their cells keep their folder names, see `digest`)
+    # reference's N(0, 1); their cells keep their folder names, see `digest` and `cell_dir`)
     'cat_vae-global-M4-K256-xavier': 'method=cat_vae,level=global,M=4,K=256,book_init=xavier',
-    'cat_vae-global-M4-K256-wd0.5-xavier': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5,book_init=xavier',
+    'cat_vae-global-M4-K256-wd0.5-xavier': 'method=cat_vae,level=global,M=4,K=256,word_dropout=0.5,'
+                                           'book_init=xavier',
     'hard_em-global-M4-K4096-xavier': 'method=hard_em,level=global,M=4,K=4096,book_init=xavier',
     'hard_em-global-M4-K256-rs0.1-xavier': 'method=hard_em,level=global,M=4,K=256,restart=0.1,book_init=xavier',
 }
