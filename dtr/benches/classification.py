@@ -154,8 +154,9 @@ def digest(config) -> str:
 
 def cell_dir(root: str, name: str, config) -> str:
   """The cell's folder; a '-xavier' variant whose cell was trained before its rename keeps the old name."""
-  path = os.path.join(root, f'{name}-{digest(config)}')
-  legacy = os.path.join(root, f"{name.removesuffix('-xavier')}-{digest(config)}")
+  key = digest(config)
+  path = os.path.join(root, f'{name}-{key}')
+  legacy = os.path.join(root, f"{name.removesuffix('-xavier')}-{key}")
   return legacy if name.endswith('-xavier') and not os.path.exists(path) and os.path.exists(legacy) else path
 
 
