@@ -55,6 +55,83 @@ def test_gru_matches_numpy_twin(padded, reverse):
   np.testing.assert_allclose(final, expected_final, rtol=1e-5, atol=1e-5)
 
 
+def _loop_gru(p, x_BxLxD, lengths, initial_BxH, reverse):
+  """Autodiff reference: a Python loop over each sequence's own real steps, no masks."""
+  outputs, finals = [], []
+  for b in range(x_BxLxD.shape[0]):
+    h, out = initial_BxH[b], [jnp.zeros_like(initial_BxH[b])] * x_BxLxD.shape[1]
+    steps = range(int(lengths[b]) - 1, -1, -1) if reverse else range(int(lengths[b]))
+    for t in steps:
+      h = gru.gru_cell(p, h[None], x_BxLxD[b, t][None])[0]
+      out[t] = h
+    outputs.append(jnp.stack(out))
+    finals.append(h)
+  return jnp.stack(outputs), jnp.stack(finals)
+
+
+@pytest.mark.parametrize('reverse', [False, True])
+def test_gru_gradients_match_a_loop_and_finite_differences(padded, reverse):
+  """The hand-written backward pass of the recurrence (`_recurrence`) against autodiff of a plain loop over
+  each sequence's real steps, and against central differences, in float64, for every input."""
+  x, lengths = padded
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(3)
+    p = {'input_kernel': rng.normal(size=(5, 18)), 'input_bias': rng.normal(size=18),
+         'recurrent_kernel': 0.5 * rng.normal(size=(6, 18)), 'recurrent_bias': rng.normal(size=18)}
+    h0 = rng.normal(size=(4, 6))
+    w_out, w_final = rng.normal(size=(4, 7, 6)), rng.normal(size=(4, 6))
+
+    def loss(scan):
+      def f(p, x, h0):
+        outputs, final = scan(p, x, lengths, h0, reverse)
+        return jnp.sum(jnp.sin(outputs) * w_out) + jnp.sum(final ** 2 * w_final)
+      return f
+
+    args = (p, jnp.asarray(x, jnp.float64), jnp.asarray(h0))
+    grads = jax.grad(loss(gru.gru_scan), (0, 1, 2))(*args)
+    expected = jax.grad(loss(_loop_gru), (0, 1, 2))(*args)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert float(jnp.abs(grads[1][3]).max()) == 0.0  # the empty sequence's inputs get no gradient
+    np.testing.assert_allclose(grads[2][3], 2 * h0[3] * w_final[3])  # ... its initial state is its final one
+    for i in range(3):  # random directions, central differences
+      direction = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), args)
+      eps = 1e-6
+      shifted = lambda sign: loss(gru.gru_scan)(*jax.tree.map(lambda a, d: a + sign * eps * d, args, direction))
+      numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+      analytic = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
+      np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_bigru_scan_equals_two_scans_and_their_gradients(padded):
+  """Both directions in one scan (`bigru_scan`) against `gru_scan` per direction, values and gradients."""
+  x, lengths = padded
+  rng = np.random.default_rng(5)
+  make = lambda: {'input_kernel': jnp.asarray(rng.normal(size=(5, 18)), jnp.float32),
+                  'input_bias': jnp.asarray(rng.normal(size=18), jnp.float32),
+                  'recurrent_kernel': jnp.asarray(0.5 * rng.normal(size=(6, 18)), jnp.float32),
+                  'recurrent_bias': jnp.asarray(rng.normal(size=18), jnp.float32)}
+  forward, backward = make(), make()
+  weights = jnp.asarray(rng.normal(size=(4, 7, 12)), jnp.float32), jnp.asarray(rng.normal(size=(4, 12)), jnp.float32)
+  zeros = jnp.zeros((4, 6))
+
+  def fused(fw, bw, x):
+    return gru.bigru_scan(fw, bw, x, lengths)
+
+  def separate(fw, bw, x):
+    out_fw, final_fw = gru.gru_scan(fw, x, lengths, zeros)
+    out_bw, final_bw = gru.gru_scan(bw, x, lengths, zeros, reverse=True)
+    return jnp.concatenate([out_fw, out_bw], -1), jnp.concatenate([final_fw, final_bw], -1)
+
+  for got, want in zip(fused(forward, backward, x), separate(forward, backward, x)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  loss = lambda f: lambda *a: (jnp.sum(jnp.tanh(f(*a)[0]) * weights[0]) + jnp.sum(f(*a)[1] ** 2 * weights[1]))
+  grads = jax.grad(loss(fused), (0, 1, 2))(forward, backward, jnp.asarray(x))
+  expected = jax.grad(loss(separate), (0, 1, 2))(forward, backward, jnp.asarray(x))
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_gru_cell_is_one_step_of_the_scan(padded):
   x, _ = padded
   layer = gru.GRU(6)

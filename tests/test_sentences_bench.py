@@ -135,3 +135,41 @@ def test_speed_batches_and_the_dtr_side_on_tiny_sizes(tmp_path):
   assert result['tokens_per_s'] > 0 and result['decode_sentences_per_s'] > 0
   assert result['peak_rss_mib'] > 0 and 1 <= result['decode_steps'] <= sizes['max_len'] + 1
   assert 'dtr' in sentences_speed.table({'dtr': result})
+
+
+def test_speed_bound_counts_the_step_products_and_times_them(tmp_path):
+  """`step_products` has 3x the forward FLOPs of the network written out by hand (real tokens only); the bound
+  child times every group and the table compares it with each framework's step."""
+  import argparse
+  from dtr.benches import sentences_speed
+  parser = argparse.ArgumentParser()
+  sentences_speed.add_arguments(parser)
+  args = parser.parse_args(['--tiny', '--steps=4', '--steps_per_call=2'])
+  path = str(tmp_path / 'batches.npz')
+  sizes = sentences_speed.make_batches(args, path)
+  chunks = sentences_speed._load_chunks(path)
+  lengths = np.concatenate([l for _, l in chunks]).astype(float)  # [batches, B]
+  enc, dec = lengths.sum(axis=1).mean(), (lengths + 1).sum(axis=1).mean()
+  e, h, v = sizes['embed'], sizes['hidden'], sizes['vocab']
+  forward = 2 * (2 * enc * e * 3 * h + dec * e * 3 * h       # input projections: 2 encoder directions, decoder
+                 + (2 * enc + dec) * h * 3 * h              # one recurrent product per real token and direction
+                 + dec * h * v)                             # the output layer on the predicted positions
+  products = sentences_speed.step_products(sizes, chunks)
+  counted = sum(2.0 * m * k * n * r for _, m, k, n, r in products)
+  np.testing.assert_allclose(counted, 3 * forward, rtol=0.02)  # rows rounded to whole tokens
+  assert {g for g, *_ in products} == {'input projections', 'recurrent products', 'output layer'}
+  args.batches = path
+  bound = sentences_speed.run_bound(args, sizes)
+  assert set(bound['groups_ms']) == {'input projections', 'recurrent products', 'output layer'}
+  assert all(ms > 0 for ms in bound['groups_ms'].values())
+  np.testing.assert_allclose(bound['ms_per_step'], sum(bound['groups_ms'].values()))
+  text = sentences_speed.bound_table(bound, {'dtr': {'ms_per_step': 2 * bound['ms_per_step']},
+                                             'torch': {'ms_per_step': 3 * bound['ms_per_step']}})
+  assert 'dtr: measured' in text and 'x2.00 the bound' in text and 'over PyTorch here: x3.00' in text
+
+
+def test_speed_rounds_report_the_median_of_each_figure():
+  from dtr.benches import sentences_speed
+  rounds = [{'framework': 'dtr', 'tokens_per_s': t, 'ms_per_step': 1000.0 / t} for t in (10.0, 30.0, 20.0)]
+  median = sentences_speed.median_result(rounds)
+  assert median['framework'] == 'dtr' and median['tokens_per_s'] == 20.0 and median['ms_per_step'] == 50.0

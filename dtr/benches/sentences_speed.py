@@ -19,17 +19,30 @@ both children train on exactly those arrays:
            `clip_grad_norm_`; one optimizer step per batch
 
 Each child runs every batch once untimed (dtr compiles one program per bucket width; PyTorch warms its
-allocator), then times the same batches again. Reported: training tokens/s (predicted tokens, n + 1 per
+allocator), then times `--repeats` passes over the same batches and keeps the fastest; the children run in
+`--rounds` alternating rounds (dtr, PyTorch, dtr, PyTorch, ...), the table shows each figure's median over
+the rounds and the training ratio of each round is printed, so that a drift of the machine's speed between
+children shows instead of passing for a difference between the frameworks. Reported: training tokens/s (predicted tokens, n + 1 per
 sentence with eos, over wall-clock), sentences/s, peak resident memory of the child (ru_maxrss; and peak
 device memory where the platform reports it), greedy decoding sentences/s of `--decode_batch` random codes
 up to max_len + 1 tokens (both stop when every row has emitted eos; the mean number of decoder steps is
 shown, since untrained models of different initialisations stop at different steps), and dtr / PyTorch.
 Threads: JAX and PyTorch use all cores by default (`--threads` sets torch's intra-op threads).
 Quiet machine only: timings on a shared machine are meaningless.
+
+`--bound` (on by default) adds a third child that times the step's matrix products alone, at the step's own
+shapes, with JAX and (when installed) PyTorch, keeping the faster library per shape (`run_bound`): every
+product of the forward pass (input projections of both encoder directions and the decoder, the recurrent
+products, the output layer on the predicted positions) and the two of its backward pass, counted on real
+tokens only (as PyTorch's packed sequences run them). Their summed time is a lower bound on a training step of
+this arithmetic on this machine, whatever the framework: it leaves out every elementwise operation, the
+softmax, the optimiser and all loop overhead. The measured PyTorch step over that bound is the most any
+implementation of the same network could gain over PyTorch here.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -52,9 +65,13 @@ def add_arguments(parser) -> None:
   parser.add_argument('--decode_batch', type=int, default=64)
   parser.add_argument('--decode_repeats', type=int, default=5)
   parser.add_argument('--max_len', type=int, default=-1, help='data.max_len (-1: the size preset\'s)')
+  parser.add_argument('--repeats', type=int, default=3, help='timed passes over the batches (the fastest counts)')
+  parser.add_argument('--rounds', type=int, default=2, help='dtr, PyTorch, dtr, PyTorch, ...: children per framework')
   parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: its default)')
   parser.add_argument('--tiny', action='store_true', help='synthetic tiny sizes (a smoke run)')
-  parser.add_argument('--which', default='both', choices=('both', 'dtr', 'torch'))
+  parser.add_argument('--which', default='both', choices=('both', 'dtr', 'torch', 'bound'))
+  parser.add_argument('--bound', action=argparse.BooleanOptionalAction, default=True,
+                      help='also time the step\'s matrix products alone: the lower bound (`run_bound`)')
   parser.add_argument('--batches', default='', help='(internal) the batch file a child reads')
 
 
@@ -96,7 +113,7 @@ def make_batches(args, path: str) -> dict:
 def run(args) -> None:
   if args.which != 'both':
     sizes = json.loads(os.environ['DTR_SPEED_SIZES'])
-    result = (run_dtr if args.which == 'dtr' else run_torch)(args, sizes)
+    result = {'dtr': run_dtr, 'torch': run_torch, 'bound': run_bound}[args.which](args, sizes)
     print('RESULT ' + json.dumps(result), flush=True)
     return
   with tempfile.TemporaryDirectory() as tmp:
@@ -105,12 +122,15 @@ def run(args) -> None:
     print(f'{sizes["dataset"]}: {sizes["steps"]} steps of batch {args.batch_size} in chunks of '
           f'{args.steps_per_call}; vocab {sizes["vocab"]}, embed {sizes["embed"]}, hidden {sizes["hidden"]}, '
           f'{sizes["bits"]} bits, max_len {sizes["max_len"]}; {os.cpu_count()} CPUs', flush=True)
-    results = {}
-    for which in ('dtr', 'torch'):
+    runs = {}
+    order = ['dtr', 'torch'] * max(args.rounds, 1) + (['bound'] if args.bound else [])
+    for which in order:
+      if which == 'torch' and runs.get('torch') is None and 'torch' in runs:
+        continue  # torch is not installed
       command = [sys.executable, '-m', 'dtr.bench', 'sentences', 'speed', f'--which={which}', f'--batches={path}',
                  f'--decode_batch={args.decode_batch}', f'--decode_repeats={args.decode_repeats}',
                  f'--threads={args.threads}', f'--batch_size={args.batch_size}',
-                 f'--steps_per_call={args.steps_per_call}']
+                 f'--steps_per_call={args.steps_per_call}', f'--repeats={args.repeats}']
       env = dict(os.environ, DTR_SPEED_SIZES=json.dumps(sizes))
       done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
       lines = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')]
@@ -118,16 +138,37 @@ def run(args) -> None:
         tail = (done.stderr or done.stdout)[-3000:]
         if which == 'torch' and 'No module named \'torch\'' in tail:
           print('torch is not installed: pip install torch (the `bench` extra); dtr measured alone.', flush=True)
+          runs['torch'] = None
           continue
         raise SystemExit(f'the {which} child failed:\n{tail}')
-      results[which] = json.loads(lines[-1][len('RESULT '):])
+      runs.setdefault(which, []).append(json.loads(lines[-1][len('RESULT '):]))
+  bound = runs.pop('bound', [None])[0]
+  rounds = {which: r for which, r in runs.items() if r}
+  results = {which: median_result(r) for which, r in rounds.items()}
   print(table(results))
+  if 'dtr' in rounds and 'torch' in rounds:
+    ratios = [d['tokens_per_s'] / t['tokens_per_s'] for d, t in zip(rounds['dtr'], rounds['torch'])]
+    print('dtr / PyTorch training tokens/s per round (each child its fastest of '
+          f'{args.repeats} passes): ' + ', '.join(f'x{r:.2f}' for r in ratios))
+  if bound:
+    print(bound_table(bound, results))
+
+
+def median_result(results: list[dict]) -> dict:
+  """Per figure, the median over a framework's rounds (its children)."""
+  out = dict(results[0])
+  for key, value in results[0].items():
+    if isinstance(value, (int, float)):
+      out[key] = float(np.median([r[key] for r in results]))
+  return out
 
 
 def table(results: dict) -> str:
   lines = ['| framework | train tokens/s | train sentences/s | ms/step | peak RSS (MiB) | peak device (MiB) '
            '| decode sentences/s | decode steps |', '|---|---|---|---|---|---|---|---|']
   for which, r in results.items():
+    if which == 'bound':
+      continue
     device = f'{r["peak_device_mib"]:,.0f}' if r.get('peak_device_mib') else '-'
     lines.append(f'| {r["framework"]} | {r["tokens_per_s"]:,.0f} | {r["sentences_per_s"]:,.0f} | '
                  f'{r["ms_per_step"]:.1f} | {r["peak_rss_mib"]:,.0f} | {device} | '
@@ -178,9 +219,11 @@ def run_dtr(args, sizes: dict) -> dict:
     return state
 
   state = epoch(state)  # compiles every bucket width
-  t0 = time.perf_counter()
-  state = epoch(state)
-  seconds = time.perf_counter() - t0
+  seconds = float('inf')
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    state = epoch(state)
+    seconds = min(seconds, time.perf_counter() - t0)
   params = jax.tree.map(lambda x: x[0], state['method']['params'])
   codes = jax.random.bernoulli(jax.random.key(1), 0.5, (args.decode_batch, sizes['bits'])).astype(np.int8)
   max_len = sizes['max_len'] + 1
@@ -209,6 +252,96 @@ def _result(framework, chunks, seconds, decode_rate, decode_steps, peak_device_m
   return {'framework': framework, 'tokens_per_s': tokens / seconds, 'sentences_per_s': sentences / seconds,
           'ms_per_step': 1000 * seconds / steps, 'peak_rss_mib': _peak_rss_mib(),
           'peak_device_mib': peak_device_mib, 'decode_sentences_per_s': decode_rate, 'decode_steps': decode_steps}
+
+
+# ------------------------------------------------------------------------------------------------ bound child
+def step_products(sizes: dict, chunks) -> list[tuple[str, int, int, int, float]]:
+  """The matrix products of one training step: (group, m, k, n, repeats) per product [m, k] @ [k, n], at a
+  batch of the mean real sizes of `chunks` (forward products and the two of each backward; rows counted on
+  real tokens, the recurrent ones at the full batch, repeated once per step of the mean length)."""
+  lengths = np.concatenate([l.reshape(-1, l.shape[-1]) for _, l in chunks]).astype(np.float64)
+  batch = lengths.shape[-1]
+  enc_rows = float(lengths.sum(axis=-1).mean())             # encoder tokens per batch (per direction)
+  dec_rows = float((lengths + 1).sum(axis=-1).mean())       # decoder inputs = predicted positions
+  e, h, v = sizes['embed'], sizes['hidden'], sizes['vocab']
+  products = []
+
+  def product(group, m, k, n, repeats=1.0):  # forward, then d input = dY W^T and d W = X^T dY
+    products.extend([(group, m, k, n, repeats), (group, m, n, k, repeats), (group, k, m, n, repeats)])
+
+  product('input projections', round(enc_rows), e, 3 * h, 2.0)
+  product('input projections', round(dec_rows), e, 3 * h)
+  product('recurrent products', batch, h, 3 * h, (2 * enc_rows + dec_rows) / batch)
+  product('output layer', round(dec_rows), h, v)
+  return products
+
+
+def _time_jax(m, k, n, repeats=64) -> float:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def loop(x, w):
+    def body(_, c):  # x + c keeps each product inside the loop (nothing to hoist)
+      return c + 1e-30 * ((x + c) @ w)[0, 0]
+    return jax.lax.fori_loop(0, repeats, body, jnp.zeros((), x.dtype))
+
+  x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  loop(x, w).block_until_ready()
+  best = float('inf')
+  for _ in range(3):
+    t0 = time.perf_counter()
+    loop(x, w).block_until_ready()
+    best = min(best, (time.perf_counter() - t0) / repeats)
+  return best
+
+
+def _time_torch(m, k, n, repeats=64) -> float:
+  import torch  # pylint: disable=g-import-not-at-top
+  x, w = torch.ones(m, k), torch.ones(k, n)
+  out = torch.empty(m, n)
+  torch.mm(x, w, out=out)
+  best = float('inf')
+  for _ in range(3):
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      torch.mm(x, w, out=out)
+    best = min(best, (time.perf_counter() - t0) / repeats)
+  return best
+
+
+def run_bound(args, sizes: dict) -> dict:
+  """Seconds per training step of the step's matrix products alone (`step_products`), per group."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    if args.threads:
+      torch.set_num_threads(args.threads)
+    timers = {'jax': _time_jax, 'torch': _time_torch}
+  except ImportError:
+    timers = {'jax': _time_jax}
+  groups, flops, libraries = {}, 0.0, set()
+  for group, m, k, n, repeats in step_products(sizes, _load_chunks(args.batches)):
+    times = {name: timer(m, k, n) for name, timer in timers.items()}
+    library = min(times, key=times.get)
+    libraries.add(library)
+    groups[group] = groups.get(group, 0.0) + repeats * times[library]
+    flops += repeats * 2.0 * m * k * n
+  return {'groups_ms': {g: 1000 * s for g, s in groups.items()}, 'ms_per_step': 1000 * sum(groups.values()),
+          'gflop_per_step': flops / 1e9, 'libraries': sorted(libraries)}
+
+
+def bound_table(bound: dict, results: dict) -> str:
+  """The lower bound against each framework's measured step."""
+  parts = ', '.join(f'{g} {ms:.1f}' for g, ms in bound['groups_ms'].items())
+  lines = [f'\nmatrix products alone ({"/".join(bound["libraries"])}, the faster per shape): '
+           f'{bound["ms_per_step"]:.1f} ms/step ({parts}); {bound["gflop_per_step"]:.2f} GFLOP a step']
+  for which, r in results.items():
+    lines.append(f'{which}: measured {r["ms_per_step"]:.1f} ms/step = x{r["ms_per_step"] / bound["ms_per_step"]:.2f} '
+                 'the bound')
+  if 'torch' in results:
+    lines.append(f'the most any implementation of this arithmetic can gain over PyTorch here: '
+                 f'x{results["torch"]["ms_per_step"] / bound["ms_per_step"]:.2f}')
+  return '\n'.join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ torch child
@@ -292,9 +425,11 @@ def run_torch(args, sizes: dict) -> dict:
       torch.cuda.synchronize()
 
   epoch()  # warm-up
-  t0 = time.perf_counter()
-  epoch()
-  seconds = time.perf_counter() - t0
+  seconds = float('inf')
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    epoch()
+    seconds = min(seconds, time.perf_counter() - t0)
   model.eval()
   generator = torch.Generator().manual_seed(1)
   codes = (torch.rand((args.decode_batch, sizes['bits']), generator=generator) < 0.5).to(device)

@@ -23,6 +23,7 @@ linear heads, a GRU decoder fed a code z) take the special token ids as argument
 `dtr.methods.base` fixes (pad 0, bos 2, eos 3).
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -50,17 +51,112 @@ def gru_cell(params, h_BxH: jax.Array, x_BxD: jax.Array) -> jax.Array:
 def gru_scan(params, x_BxLxD: jax.Array, lengths_B: jax.Array, initial_BxH: jax.Array,
              reverse: bool = False) -> tuple[jax.Array, jax.Array]:
   """Masked GRU over a padded batch: (outputs [B, L, H], 0 past each length; final states [B, H])."""
-  x_proj_LxBx3H = jnp.swapaxes(x_BxLxD @ params['input_kernel'] + params['input_bias'], 0, 1)
-  steps_L = jnp.arange(x_BxLxD.shape[1])
+  batch, length, dim = x_BxLxD.shape
+  x_proj_LxBx3H = (jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim) @ params['input_kernel']
+                   + params['input_bias']).reshape(length, batch, -1)
+  real_LxB = jnp.arange(length)[:, None] < lengths_B[None, :]
+  outputs_LxBxH, final_BxH = _recurrence(params['recurrent_kernel'], params['recurrent_bias'], x_proj_LxBx3H,
+                                         real_LxB.astype(x_proj_LxBx3H.dtype), initial_BxH, reverse)
+  return jnp.swapaxes(outputs_LxBxH, 0, 1), final_BxH
+
+
+def bigru_scan(params_forward, params_backward, x_BxLxD: jax.Array, lengths_B: jax.Array
+               ) -> tuple[jax.Array, jax.Array]:
+  """Both directions of a bidirectional GRU in one scan: (outputs [B, L, 2H], finals [B, 2H]), forward then
+  backward, equal to `gru_scan` of each direction (the backward one with reverse=True).
+
+  Step i reads position i forwards and position L-1-i backwards: one input projection [D, 6H] for both and
+  one batched [2, B, H] x [2, H, 3H] product a step, half the steps of two scans.
+  """
+  batch, length, dim = x_BxLxD.shape
+  kernel = jnp.concatenate([params_forward['input_kernel'], params_backward['input_kernel']], axis=-1)
+  bias = jnp.concatenate([params_forward['input_bias'], params_backward['input_bias']], axis=-1)
+  x_proj = (jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim) @ kernel + bias)
+  x_proj_Lx2xBx3H = jnp.swapaxes(x_proj.reshape(length, batch, 2, -1), 1, 2)
+  flip = lambda a: jnp.stack([a[:, 0], a[::-1, 1]], axis=1)  # the backward direction's time reversed
+  real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_proj.dtype)
+  stack = lambda key: jnp.stack([params_forward[key], params_backward[key]])
+  outputs, finals_2xBxH = _recurrence(stack('recurrent_kernel'), stack('recurrent_bias'), flip(x_proj_Lx2xBx3H),
+                                      flip(jnp.stack([real_LxB, real_LxB], axis=1)),
+                                      jnp.zeros((2, batch, params_forward['recurrent_kernel'].shape[0]),
+                                                x_proj.dtype), False)
+  outputs_Lx2xBxH = flip(outputs)
+  outputs_BxLx2H = jnp.concatenate([jnp.swapaxes(outputs_Lx2xBxH[:, 0], 0, 1),
+                                    jnp.swapaxes(outputs_Lx2xBxH[:, 1], 0, 1)], axis=-1)
+  return outputs_BxLx2H, jnp.concatenate([finals_2xBxH[0], finals_2xBxH[1]], axis=-1)
+
+
+def _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
+  """The scan of `gru_scan` from the projected inputs: (outputs [L, B, H], final [B, H]), and the residuals
+  of the backward pass (previous state, reset and update gates, candidate, U_n h + c_n; each [L, B, H]).
+  With kernels [2, H, 3H] and biases [2, 3H], every array has a direction axis before B (`bigru_scan`)."""
+
+  bias = recurrent_bias[..., None, :]  # [(2,) 1, 3H]
 
   def step(h_BxH, inputs):
-    t, x_proj_Bx3H = inputs
-    real_Bx1 = (t < lengths_B)[:, None]
-    h_new = jnp.where(real_Bx1, gru_update(params, h_BxH, x_proj_Bx3H), h_BxH)
-    return h_new, jnp.where(real_Bx1, h_new, 0.0)
+    x_proj_Bx3H, real_B = inputs
+    xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
+    hr, hu, hn = jnp.split(jnp.einsum('...bh,...hk->...bk', h_BxH, recurrent_kernel) + bias, 3, axis=-1)
+    reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
+    candidate = jnp.tanh(xn + reset * hn)
+    h_new = (1.0 - update) * candidate + update * h_BxH
+    real_Bx1 = real_B[..., None] > 0
+    return jnp.where(real_Bx1, h_new, h_BxH), (jnp.where(real_Bx1, h_new, 0.0),
+                                                (h_BxH, reset, update, candidate, hn))
 
-  final_BxH, outputs_LxBxH = jax.lax.scan(step, initial_BxH, (steps_L, x_proj_LxBx3H), reverse=reverse)
-  return jnp.swapaxes(outputs_LxBxH, 0, 1), final_BxH
+  final_BxH, (outputs_LxBxH, residuals) = jax.lax.scan(step, initial_BxH, (x_proj_LxBx3H, real_LxB),
+                                                       reverse=reverse)
+  return (outputs_LxBxH, final_BxH), residuals
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _recurrence(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
+  """h_t = GRU(h_{t-1}) where real_LxB is 1, else h_{t-1}, from the projected inputs (see `gru_scan`).
+
+  Its backward pass is written out: a scan that carries dL/dh and emits the gradients of the gate
+  pre-activations, one [B, 3H] x [3H, H] product a step; the gradient of U is then one product over all
+  steps, sum_t h_{t-1}^T dg_t, instead of one accumulated inside every step.
+  """
+  return _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse)[0]
+
+
+def _recurrence_fwd(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
+  out, residuals = _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH,
+                                       reverse)
+  return out, (recurrent_kernel, real_LxB, residuals)
+
+
+def _recurrence_bwd(reverse, saved, cotangents):
+  recurrent_kernel, real_LxB, residuals = saved
+  d_outputs_LxBxH, d_final_BxH = cotangents
+  kernel_T = jnp.swapaxes(recurrent_kernel, -1, -2)
+
+  def step(dh_BxH, inputs):  # dh: the gradient of the carried state after this step
+    d_output, real_B, (h_prev, reset, update, candidate, hn) = inputs
+    real_Bx1 = real_B[..., None] > 0
+    dh_new = jnp.where(real_Bx1, dh_BxH + d_output, 0.0)
+    d_candidate = dh_new * (1.0 - update) * (1.0 - candidate * candidate)
+    d_update = dh_new * (h_prev - candidate) * update * (1.0 - update)
+    d_reset = d_candidate * hn * reset * (1.0 - reset)
+    d_x_proj = jnp.concatenate([d_reset, d_update, d_candidate], axis=-1)
+    d_h_proj = jnp.concatenate([d_reset, d_update, d_candidate * reset], axis=-1)
+    dh_prev = dh_new * update + jnp.einsum('...bk,...kh->...bh', d_h_proj, kernel_T)
+    return jnp.where(real_Bx1, dh_prev, dh_BxH), (d_x_proj, d_h_proj)
+
+  d_initial_BxH, (d_x_proj_LxBx3H, d_h_proj_LxBx3H) = jax.lax.scan(
+      step, d_final_BxH, (d_outputs_LxBxH, real_LxB, residuals), reverse=not reverse)
+  h_prev_LxBxH = residuals[0]
+  hidden = h_prev_LxBxH.shape[-1]
+  if recurrent_kernel.ndim == 2:  # one product over all steps and sequences
+    d_kernel = h_prev_LxBxH.reshape(-1, hidden).T @ d_h_proj_LxBx3H.reshape(-1, 3 * hidden)
+  else:  # per direction: [L, 2, B, .] -> [2, L B, .]
+    per_direction = lambda a: jnp.swapaxes(a, 0, 1).reshape(a.shape[1], -1, a.shape[-1])
+    d_kernel = jnp.einsum('dnh,dnk->dhk', per_direction(h_prev_LxBxH), per_direction(d_h_proj_LxBx3H))
+  d_bias = jnp.sum(d_h_proj_LxBx3H, axis=(0, h_prev_LxBxH.ndim - 2))
+  return d_kernel, d_bias, d_x_proj_LxBx3H, jnp.zeros_like(real_LxB), d_initial_BxH
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 class GRU(nn.Module):
@@ -72,29 +168,34 @@ class GRU(nn.Module):
   recurrent_init: Callable = nn.initializers.orthogonal()
 
   @nn.compact
-  def __call__(self, x_BxLxD, lengths_B, initial_BxH=None) -> tuple[jax.Array, jax.Array]:
-    dim = x_BxLxD.shape[-1]
-    params = {
+  def parameters(self, dim: int) -> dict[str, jax.Array]:
+    """The layer's parameters for inputs of width `dim` (W, b, U, c of the module docstring)."""
+    return {
         'input_kernel': self.param('input_kernel', self.kernel_init, (dim, 3 * self.hidden)),
         'input_bias': self.param('input_bias', nn.initializers.zeros, (3 * self.hidden,)),
         'recurrent_kernel': self.param('recurrent_kernel', self.recurrent_init, (self.hidden, 3 * self.hidden)),
         'recurrent_bias': self.param('recurrent_bias', nn.initializers.zeros, (3 * self.hidden,)),
     }
+
+  def __call__(self, x_BxLxD, lengths_B, initial_BxH=None) -> tuple[jax.Array, jax.Array]:
+    params = self.parameters(x_BxLxD.shape[-1])
     if initial_BxH is None:
       initial_BxH = jnp.zeros((x_BxLxD.shape[0], self.hidden), x_BxLxD.dtype)
     return gru_scan(params, x_BxLxD, lengths_B, initial_BxH, self.reverse)
 
 
 class BiGRU(nn.Module):
-  """Bidirectional GRU: outputs [B, L, 2H] and final states [B, 2H], forward then backward, concatenated."""
+  """Bidirectional GRU: outputs [B, L, 2H] and final states [B, 2H], forward then backward, concatenated
+  (`bigru_scan`: both directions in one scan)."""
 
   hidden: int
 
   @nn.compact
   def __call__(self, x_BxLxD, lengths_B) -> tuple[jax.Array, jax.Array]:
-    out_fw, final_fw = GRU(self.hidden, name='forward')(x_BxLxD, lengths_B)
-    out_bw, final_bw = GRU(self.hidden, reverse=True, name='backward')(x_BxLxD, lengths_B)
-    return jnp.concatenate([out_fw, out_bw], -1), jnp.concatenate([final_fw, final_bw], -1)
+    dim = x_BxLxD.shape[-1]
+    forward = GRU(self.hidden, name='forward').parameters(dim)
+    backward = GRU(self.hidden, reverse=True, name='backward').parameters(dim)
+    return bigru_scan(forward, backward, x_BxLxD, lengths_B)
 
 
 class GRUDecoder(nn.Module):

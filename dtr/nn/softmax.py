@@ -23,16 +23,19 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   sqrt(2) times its valid positions (above the smallest buffer) instead of B T; a batch with more valid
   positions than C_0 takes the full [B, T] path
   (`lax.switch` over the buffers; under `vmap` every branch runs, so populations of members pay for all of
-  them). Every path gives the same numbers and gradients. pack = 0: the full path always.
+  them). The packed branches are rematerialised (`jax.checkpoint`): the gradient of a switch carries every
+  branch's residuals, zero-filled where the branch was not taken, and the packed logits would be most of them;
+  so the backward pass recomputes the taken buffer's logits instead. Every path gives the same numbers and
+  gradients. pack = 0: the full path always.
   """
   batch, length = targets_BxT.shape
   n = batch * length
 
-  def full(_):
-    logits_BxTxV = project(states_BxTxD)
-    nll_BxT = (jax.nn.logsumexp(logits_BxTxV, axis=-1)
-               - jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], -1)[..., 0])
-    return jnp.sum(jnp.where(valid_BxT, nll_BxT, 0.0), axis=1)
+  def full(_):  # on [B T, d] rows: XLA:CPU compiles the gradient of the [B, T, d] form to a slower program
+    logits_NxV = project(states_BxTxD.reshape(n, -1))
+    nll_N = (jax.nn.logsumexp(logits_NxV, axis=-1)
+             - jnp.take_along_axis(logits_NxV, targets_BxT.reshape(n, 1), -1)[:, 0])
+    return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
 
   def packed(capacity):
     def branch(_):
@@ -54,4 +57,4 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
     return full(None)
   count = jnp.sum(valid_BxT)
   level = jnp.sum(count > jnp.asarray(capacities))  # the first buffer that holds them; len(capacities): none
-  return jax.lax.switch(level, [packed(c) for c in capacities] + [full], None)
+  return jax.lax.switch(level, [jax.checkpoint(packed(c)) for c in capacities] + [full], None)
