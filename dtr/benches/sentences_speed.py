@@ -321,7 +321,8 @@ def run_bound(args, sizes: dict) -> dict:
     timers = {'jax': _time_jax}
   groups, flops, libraries = {}, 0.0, set()
   for group, m, k, n, repeats in step_products(sizes, _load_chunks(args.batches)):
-    times = {name: timer(m, k, n) for name, timer in timers.items()}
+    loops = int(np.clip(1e10 / (2.0 * m * k * n), 1, 64))  # about 0.1 s a trial at 100 GFLOP/s
+    times = {name: timer(m, k, n, loops) for name, timer in timers.items()}
     library = min(times, key=times.get)
     libraries.add(library)
     groups[group] = groups.get(group, 0.0) + repeats * times[library]
