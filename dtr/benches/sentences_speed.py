@@ -22,11 +22,12 @@ Each child runs every batch once untimed (dtr compiles one program per bucket wi
 allocator), then times `--repeats` passes over the same batches and keeps the fastest; the children run in
 `--rounds` alternating rounds (dtr, PyTorch, dtr, PyTorch, ...), the table shows each figure's median over
 the rounds and the training ratio of each round is printed, so that a drift of the machine's speed between
-children shows instead of passing for a difference between the frameworks. Reported: training tokens/s (predicted tokens, n + 1 per
-sentence with eos, over wall-clock), sentences/s, peak resident memory of the child (ru_maxrss; and peak
-device memory where the platform reports it), greedy decoding sentences/s of `--decode_batch` random codes
-up to max_len + 1 tokens (both stop when every row has emitted eos; the mean number of decoder steps is
-shown, since untrained models of different initialisations stop at different steps), and dtr / PyTorch.
+children shows instead of passing for a difference between the frameworks. Reported: training tokens/s
+(predicted tokens, n + 1 per sentence with eos, over wall-clock), sentences/s, peak resident memory of the
+child (ru_maxrss; and peak device memory where the platform reports it), greedy decoding sentences/s of
+`--decode_batch` random codes up to max_len + 1 tokens (both stop when every row has emitted eos; the mean
+number of decoder steps is shown, since untrained models of different initialisations stop at different
+steps), and dtr / PyTorch.
 Threads: JAX and PyTorch use all cores by default (`--threads` sets torch's intra-op threads).
 Quiet machine only: timings on a shared machine are meaningless.
 
@@ -122,11 +123,10 @@ def run(args) -> None:
     print(f'{sizes["dataset"]}: {sizes["steps"]} steps of batch {args.batch_size} in chunks of '
           f'{args.steps_per_call}; vocab {sizes["vocab"]}, embed {sizes["embed"]}, hidden {sizes["hidden"]}, '
           f'{sizes["bits"]} bits, max_len {sizes["max_len"]}; {os.cpu_count()} CPUs', flush=True)
-    runs = {}
-    order = ['dtr', 'torch'] * max(args.rounds, 1) + (['bound'] if args.bound else [])
-    for which in order:
-      if which == 'torch' and runs.get('torch') is None and 'torch' in runs:
-        continue  # torch is not installed
+    runs, missing = {}, set()
+    for which in ['dtr', 'torch'] * max(args.rounds, 1) + (['bound'] if args.bound else []):
+      if which in missing:
+        continue
       command = [sys.executable, '-m', 'dtr.bench', 'sentences', 'speed', f'--which={which}', f'--batches={path}',
                  f'--decode_batch={args.decode_batch}', f'--decode_repeats={args.decode_repeats}',
                  f'--threads={args.threads}', f'--batch_size={args.batch_size}',
@@ -138,16 +138,15 @@ def run(args) -> None:
         tail = (done.stderr or done.stdout)[-3000:]
         if which == 'torch' and 'No module named \'torch\'' in tail:
           print('torch is not installed: pip install torch (the `bench` extra); dtr measured alone.', flush=True)
-          runs['torch'] = None
+          missing.add(which)
           continue
         raise SystemExit(f'the {which} child failed:\n{tail}')
       runs.setdefault(which, []).append(json.loads(lines[-1][len('RESULT '):]))
   bound = runs.pop('bound', [None])[0]
-  rounds = {which: r for which, r in runs.items() if r}
-  results = {which: median_result(r) for which, r in rounds.items()}
+  results = {which: median_result(r) for which, r in runs.items()}
   print(table(results))
-  if 'dtr' in rounds and 'torch' in rounds:
-    ratios = [d['tokens_per_s'] / t['tokens_per_s'] for d, t in zip(rounds['dtr'], rounds['torch'])]
+  if 'dtr' in runs and 'torch' in runs:
+    ratios = [d['tokens_per_s'] / t['tokens_per_s'] for d, t in zip(runs['dtr'], runs['torch'])]
     print('dtr / PyTorch training tokens/s per round (each child its fastest of '
           f'{args.repeats} passes): ' + ', '.join(f'x{r:.2f}' for r in ratios))
   if bound:
@@ -167,8 +166,6 @@ def table(results: dict) -> str:
   lines = ['| framework | train tokens/s | train sentences/s | ms/step | peak RSS (MiB) | peak device (MiB) '
            '| decode sentences/s | decode steps |', '|---|---|---|---|---|---|---|---|']
   for which, r in results.items():
-    if which == 'bound':
-      continue
     device = f'{r["peak_device_mib"]:,.0f}' if r.get('peak_device_mib') else '-'
     lines.append(f'| {r["framework"]} | {r["tokens_per_s"]:,.0f} | {r["sentences_per_s"]:,.0f} | '
                  f'{r["ms_per_step"]:.1f} | {r["peak_rss_mib"]:,.0f} | {device} | '
@@ -276,7 +273,7 @@ def step_products(sizes: dict, chunks) -> list[tuple[str, int, int, int, float]]
   return products
 
 
-def _time_jax(m, k, n, repeats=64) -> float:
+def _time_jax(m, k, n, loops: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -284,7 +281,7 @@ def _time_jax(m, k, n, repeats=64) -> float:
   def loop(x, w):
     def body(_, c):  # x + c keeps each product inside the loop (nothing to hoist)
       return c + 1e-30 * ((x + c) @ w)[0, 0]
-    return jax.lax.fori_loop(0, repeats, body, jnp.zeros((), x.dtype))
+    return jax.lax.fori_loop(0, loops, body, jnp.zeros((), x.dtype))
 
   x, w = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
   loop(x, w).block_until_ready()
@@ -292,11 +289,11 @@ def _time_jax(m, k, n, repeats=64) -> float:
   for _ in range(3):
     t0 = time.perf_counter()
     loop(x, w).block_until_ready()
-    best = min(best, (time.perf_counter() - t0) / repeats)
+    best = min(best, (time.perf_counter() - t0) / loops)
   return best
 
 
-def _time_torch(m, k, n, repeats=64) -> float:
+def _time_torch(m, k, n, loops: int) -> float:
   import torch  # pylint: disable=g-import-not-at-top
   x, w = torch.ones(m, k), torch.ones(k, n)
   out = torch.empty(m, n)
@@ -304,9 +301,9 @@ def _time_torch(m, k, n, repeats=64) -> float:
   best = float('inf')
   for _ in range(3):
     t0 = time.perf_counter()
-    for _ in range(repeats):
+    for _ in range(loops):
       torch.mm(x, w, out=out)
-    best = min(best, (time.perf_counter() - t0) / repeats)
+    best = min(best, (time.perf_counter() - t0) / loops)
   return best
 
 

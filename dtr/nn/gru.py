@@ -33,13 +33,19 @@ import jax.numpy as jnp
 PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # the ids `dtr.methods.base` reserves; passed explicitly by the methods
 
 
+def _gates(recurrent_kernel, recurrent_bias, h_BxH: jax.Array, x_proj_Bx3H: jax.Array):
+  """(reset, update, candidate, U_n h + c_n), each [(2,) B, H], of one step from the projected input W x_t + b
+  (see the module docstring). Kernels [2, H, 3H] and biases [2, 3H] run both directions (`bigru_scan`)."""
+  xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
+  h_proj = jnp.einsum('...bh,...hk->...bk', h_BxH, recurrent_kernel) + recurrent_bias[..., None, :]
+  hr, hu, hn = jnp.split(h_proj, 3, axis=-1)
+  reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
+  return reset, update, jnp.tanh(xn + reset * hn), hn
+
+
 def gru_update(params, h_BxH: jax.Array, x_proj_Bx3H: jax.Array) -> jax.Array:
   """One GRU step from the projected input W x_t + b (see the module docstring)."""
-  h_proj_Bx3H = h_BxH @ params['recurrent_kernel'] + params['recurrent_bias']
-  xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
-  hr, hu, hn = jnp.split(h_proj_Bx3H, 3, axis=-1)
-  reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
-  candidate = jnp.tanh(xn + reset * hn)
+  _, update, candidate, _ = _gates(params['recurrent_kernel'], params['recurrent_bias'], h_BxH, x_proj_Bx3H)
   return (1.0 - update) * candidate + update * h_BxH
 
 
@@ -91,14 +97,9 @@ def _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_Lx
   of the backward pass (previous state, reset and update gates, candidate, U_n h + c_n; each [L, B, H]).
   With kernels [2, H, 3H] and biases [2, 3H], every array has a direction axis before B (`bigru_scan`)."""
 
-  bias = recurrent_bias[..., None, :]  # [(2,) 1, 3H]
-
   def step(h_BxH, inputs):
     x_proj_Bx3H, real_B = inputs
-    xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
-    hr, hu, hn = jnp.split(jnp.einsum('...bh,...hk->...bk', h_BxH, recurrent_kernel) + bias, 3, axis=-1)
-    reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
-    candidate = jnp.tanh(xn + reset * hn)
+    reset, update, candidate, hn = _gates(recurrent_kernel, recurrent_bias, h_BxH, x_proj_Bx3H)
     h_new = (1.0 - update) * candidate + update * h_BxH
     real_Bx1 = real_B[..., None] > 0
     return jnp.where(real_Bx1, h_new, h_BxH), (jnp.where(real_Bx1, h_new, 0.0),

@@ -31,10 +31,12 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   batch, length = targets_BxT.shape
   n = batch * length
 
-  def full(_):  # on [B T, d] rows: XLA:CPU compiles the gradient of the [B, T, d] form to a slower program
-    logits_NxV = project(states_BxTxD.reshape(n, -1))
-    nll_N = (jax.nn.logsumexp(logits_NxV, axis=-1)
-             - jnp.take_along_axis(logits_NxV, targets_BxT.reshape(n, 1), -1)[:, 0])
+  def row_nll(states_NxD, targets_N):  # on [N, d] rows: XLA:CPU compiles the gradient of a [B, T, d] form slower
+    logits_NxV = project(states_NxD)
+    return jax.nn.logsumexp(logits_NxV, axis=-1) - jnp.take_along_axis(logits_NxV, targets_N[:, None], -1)[:, 0]
+
+  def full(_):
+    nll_N = row_nll(states_BxTxD.reshape(n, -1), targets_BxT.reshape(n))
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
 
   def packed(capacity):
@@ -42,10 +44,7 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
       flat_valid = valid_BxT.reshape(-1)
       (index_C,) = jnp.nonzero(flat_valid, size=capacity, fill_value=0)
       real_C = jnp.arange(capacity) < jnp.sum(flat_valid)
-      logits_CxV = project(states_BxTxD.reshape(n, -1)[index_C])
-      target_C = targets_BxT.reshape(-1)[index_C]
-      nll_C = (jax.nn.logsumexp(logits_CxV, axis=-1)
-               - jnp.take_along_axis(logits_CxV, target_C[:, None], -1)[:, 0])
+      nll_C = row_nll(states_BxTxD.reshape(n, -1)[index_C], targets_BxT.reshape(-1)[index_C])
       return jax.ops.segment_sum(jnp.where(real_C, nll_C, 0.0), index_C // length, num_segments=batch)
     return branch
 
