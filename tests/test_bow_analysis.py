@@ -173,6 +173,24 @@ def test_bench_table_writes_a_row_and_reads_a_finished_cell_back(cell, monkeypat
   assert json.loads((workdir / bench.eval_file(settings)).read_text()) == record
 
 
+def test_only_seed_trains_that_seed_alone_into_the_shared_cache(cell, monkeypatch, capsys):
+  root, workdir, _ = cell
+  # Seed 0 is the fixture's finished cell; --only_seed=1 of a 2-seed row trains seed 1 and never touches seed 0.
+  trained = []
+  real = train.train_and_evaluate
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda c, w, **k: (trained.append(w), real(c, w, **k)))
+  args = [a for a in _table_args(root / 'cells', root / 'only.md') if a != '--seeds=1']
+  bench.main(args + ['--seeds=2', '--only_seed=1', '--spectra_out=-'])
+  assert len(trained) == 1 and trained[0].endswith('seed1') and trained[0] != str(workdir)
+  assert '| 2-layer | tfidf | none |' in capsys.readouterr().out
+  # The whole row read back afterwards: both seeds, nothing trained.
+  monkeypatch.setattr(train, 'train_and_evaluate', lambda *a, **k: pytest.fail('a finished cell retrained'))
+  bench.main(args + ['--seeds=2', '--read_only', '--spectra_out=-'])
+  (line,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith('| 2-layer | tfidf | none |')]
+  assert line.endswith('| 2 |'), line  # two seeds read, not '1 of 2'
+  assert sorted(p.parent.name for p in (root / 'cells').glob('*/seed*/bow_eval_k3_*.json')) == ['seed0', 'seed1']
+
+
 def test_cell_folders_follow_the_config_and_svi_settings_reach_only_rows_that_refine():
   ns = types.SimpleNamespace(dataset='synthetic', svi_steps=-1, svi_lr=0.0, tiny=True, overrides={},
                              nvdm_overrides={}, num_epochs=0, switch_epoch=-1, validate_svi=False)

@@ -268,6 +268,8 @@ def run_table(args) -> str:
   records = {}
   for row in rows:
     for seed in range(args.seeds_per_row.get(row.name, args.seeds)):
+      if args.only_seed >= 0 and seed != args.only_seed:
+        continue
       record = run_cell(row, seed, args, corpus=corpus)
       if record is not None:
         records.setdefault(row.name, []).append(record)
@@ -420,6 +422,9 @@ def main(argv=None) -> None:
   tp.add_argument('--nvdm', action=argparse.BooleanOptionalAction, default=True, help='the NVDM-style row')
   tp.add_argument('--seeds_per_row', default='', help='fewer (or more) seeds for some rows, e.g. '
                   'd2-counts-finopt=1,nvdm=3 (row names as in the cell folders)')
+  tp.add_argument('--only_seed', type=int, default=-1,
+                  help='train (or read) only this seed of each row, e.g. to run a row\'s seeds as parallel '
+                  'processes into one --cache_dir; the table then shows that seed alone')
   tp.add_argument('--svi_steps', type=int, default=-1, help='K of training-time SVI (-1: the config\'s, 100)')
   tp.add_argument('--svi_lr', type=float, default=0.0, help='its Adam rate (0: the config\'s, 0.01)')
   tp.add_argument('--num_epochs', type=int, default=0, help='cap of the grid rows (0: the config\'s)')
