@@ -82,8 +82,8 @@ run_cell() {  # depth input regime seed: one cell, killed at the deadline
   echo "$name: rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/cells/$name.log"
 }
 export -f run_cell; export DEADLINE T0 OUT CACHE
-export COMMON_FLAGS="${COMMON[*]}"
-printf '%s\n' "${CELLS[@]}" | xargs -P "$PARALLEL" -L 1 bash -c 'COMMON=($COMMON_FLAGS); run_cell "$@"' _
+export COMMON_DECL="$(declare -p COMMON)"  # the array, quoting kept, for the cells' shells
+printf '%s\n' "${CELLS[@]}" | xargs -P "$PARALLEL" -L 1 bash -c 'eval "$COMMON_DECL"; run_cell "$@"' _
 # The table of every cell that finished, and the spectra of the 2-layer TF-IDF rows (seed 0 of each).
 timeout $(( T0 + BUDGET - $(date +%s) - 10 )) python3 -m dtr.bench bow table "${COMMON[@]}" --depths=0,2 \
   --inputs=counts,tfidf --regimes=none,finopt,none_finopt,finopt_none --read_only --out="$OUT/bow_grid.md" \
