@@ -81,7 +81,7 @@ run_cell() {  # depth input regime seed: one cell, killed at the deadline
     --only_seed="$4" --spectra_out=- > "$OUT/cells/$name.log" 2>&1
   echo "$name: rc $? at $(( $(date +%s) - T0 )) s" >> "$OUT/cells/$name.log"
 }
-export -f run_cell; export DEADLINE T0 OUT CACHE
+export -f run_cell; export DEADLINE T0 OUT
 export COMMON_DECL="$(declare -p COMMON)"  # the array, quoting kept, for the cells' shells
 printf '%s\n' "${CELLS[@]}" | xargs -P "$PARALLEL" -L 1 bash -c 'eval "$COMMON_DECL"; run_cell "$@"' _
 # The table of every cell that finished, and the spectra of the 2-layer TF-IDF rows (seed 0 of each).

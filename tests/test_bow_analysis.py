@@ -189,6 +189,9 @@ def test_only_seed_trains_that_seed_alone_into_the_shared_cache(cell, monkeypatc
   (line,) = [l for l in capsys.readouterr().out.splitlines() if l.startswith('| 2-layer | tfidf | none |')]
   assert line.endswith('| 2 |'), line  # two seeds read, not '1 of 2'
   assert sorted(p.parent.name for p in (root / 'cells').glob('*/seed*/bow_eval_k3_*.json')) == ['seed0', 'seed1']
+  with pytest.raises(SystemExit):  # a seed no row has: refused, not an empty table
+    bench.main(args + ['--seeds=2', '--only_seed=2', '--spectra_out=-'])
+  assert '--only_seed=2: no row has that seed' in capsys.readouterr().err
 
 
 def test_cell_folders_follow_the_config_and_svi_settings_reach_only_rows_that_refine():

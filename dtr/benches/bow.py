@@ -460,6 +460,8 @@ def main(argv=None) -> None:
   if args.cmd == 'table':
     args.overrides, args.nvdm_overrides = _pairs(args.overrides), _pairs(args.nvdm_overrides)
     args.seeds_per_row = {k: int(v) for k, v in _pairs(filter(None, args.seeds_per_row.split(','))).items()}
+    if args.only_seed >= max([args.seeds, *args.seeds_per_row.values()]):
+      parser.error(f'--only_seed={args.only_seed}: no row has that seed (seeds count from 0; --seeds={args.seeds}).')
     run_table(args)
   else:
     run_speed(args)
