@@ -13,8 +13,9 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
 
 Arguments: method (cbow; probe when `features` is given), dataset, labels (200, 500, 2500 or all: N random
 labelled training examples per subsample, `data.labels`), seeds (subsamples, `data.label_seeds`, 5),
-features (a pretraining workdir), reembed, normalize (none, example: standardise each feature vector,
-`dtr.methods.probe`), kind (features, codes or samples: the mean of `samples` sampled
+features (a pretraining workdir), reembed, normalize (none; example: standardise each feature vector over
+its dimensions, `dtr.methods.probe`; feature: standardise each dimension over the training split,
+`data.feature_standardize` of `dtr.probe`), kind (features, codes or samples: the mean of `samples` sampled
 codes), overrides (fields of the pretrained model's config, ';'-separated, e.g. probe_features=zeros_ones),
 hidden (probe MLP widths, e.g. 32-32), activation (relu, leaky_relu, tanh), tiny, runlocal.
 results.json: `test/accuracy` (mean over the subsamples, %) and `test/accuracy_std`; early stopping on each
@@ -44,13 +45,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.features:
     config.model = methods.default_model_config('probe')
     config.model.reembed = bool(arg.reembed)
-    if arg.normalize:
+    if arg.normalize and arg.normalize != 'feature':
       config.model.normalize = arg.normalize
     config.data.name = 'features'
     config.data.path = arg.features
     config.data.feature_kind = arg.kind or ('codes' if arg.reembed else 'features')
     config.data.feature_samples = int(arg.samples)
     config.data.feature_overrides = arg.overrides.replace(';', ',')
+    if arg.normalize == 'feature':  # per-dimension z-scores over the training split (dtr.probe); the field
+      config.data.feature_standardize = True  # exists only then, so other probes' settings digests stay
   else:
     if arg.method != 'cbow':
       raise ValueError(f'method={arg.method!r}: configs/classify.py trains cbow, or a probe with features=WORKDIR '

@@ -14,6 +14,14 @@ computes once, with dropout off, every split's features:
   data.feature_kind='samples'   the mean of `data.feature_samples` sampled codes, `method.encode(params, batch,
                                 rng)` (Monte-Carlo features of a stochastic encoder, e.g. HSVAE's 5 samples)
 
+`data.feature_standardize=True` standardises every feature dimension j of every split with the mean m_j and
+standard deviation s_j of the **training split's** features (all its rows, labelled or not: the unlabelled
+pool a low-resource setting has; never valid or test), x_j <- (x_j - m_j) / s_j, and s_j = 1 where a
+dimension is constant over the training split. A probe with Adam 3e-4 and early stopping cannot learn from
+features whose spread between documents is tiny (HSVAE's mean representation varies by about 1e-3 per
+dimension: docs/results/sentences.md); per-dimension z-scores make the probe see that spread. The statistics
+are in `FeatureCorpus.standardize` (None without it). Features only, not codes.
+
 `data.feature_overrides` ('field=value,...') changes fields of the pretrained model's config before its
 features are computed, e.g. 'probe_features=zeros_ones' for a binary autoencoder's 0/1 codes.
 
@@ -67,6 +75,22 @@ class FeatureCorpus:
   vocab: Sequence[str] = ()
   featurizer: object = None
   token_vocab: object = None
+  standardize: tuple | None = None  # (mean [F], std [F]) of the training features when standardised
+
+
+def standardize_splits(splits: Mapping[str, FeatureSplit]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+  """Every split's features as per-dimension z-scores under the training split's mean and std (float64
+  statistics; std 1 for a dimension constant over the training split). -> (splits, (mean, std))."""
+  train = np.asarray(splits['train'].features, np.float64).reshape(splits['train'].num_docs, -1)
+  mean = train.mean(axis=0)
+  std = train.std(axis=0)
+  std = np.where(std > 0, std, 1.0)
+  out = {}
+  for name, split in splits.items():
+    flat = np.asarray(split.features, np.float64).reshape(split.num_docs, -1)
+    z = ((flat - mean) / std).astype(np.float32).reshape(split.features.shape)
+    out[name] = FeatureSplit(z, split.labels, split.doc_ids)
+  return out, (mean.astype(np.float32), std.astype(np.float32))
 
 
 def _with_overrides(model, overrides: str):
@@ -101,6 +125,10 @@ def load_features(data_config) -> FeatureCorpus:
   if kind not in ('features', 'codes', 'samples'):
     raise ValueError(f"data.feature_kind={kind!r}: use 'features' (method.features), 'codes' (the codes, for a "
                      "re-embedding probe) or 'samples' (the mean of sampled codes).")
+  standardize = bool(data_config.get('feature_standardize', False))
+  if standardize and kind == 'codes':
+    raise ValueError('data.feature_standardize=True standardises feature values; data.feature_kind=codes gives '
+                     'symbols to re-embed. Use feature_kind=features or samples, or feature_standardize=False.')
   model = encode.load_model(workdir)
   overrides = data_config.get('feature_overrides', '')
   if overrides:
@@ -127,7 +155,10 @@ def load_features(data_config) -> FeatureCorpus:
                                            model.config.get('eval_batch_size', 1024), seed=s).codes(name, True)[0]
                         for s in range(samples)], axis=0).astype(np.float32)
     splits[name] = FeatureSplit(np.asarray(values), split.labels, split.doc_ids)
+  stats = None
+  if standardize:
+    splits, stats = standardize_splits(splits)
   return FeatureCorpus(name=f'{corpus.name}:{kind}:{model.config.model.name}', splits=splits,
                        label_names=list(corpus.label_names), synthetic=corpus.synthetic, source=workdir,
                        kind=kind, code_kind=method.emits,
-                       num_values=method.num_values if method.emits == 'symbols' else 0)
+                       num_values=method.num_values if method.emits == 'symbols' else 0, standardize=stats)

@@ -107,6 +107,38 @@ def test_features_are_computed_without_dropout(pretrained):
   np.testing.assert_array_equal(first, model.method.features(model.params, batch))
 
 
+def test_standardised_features_use_the_training_split_statistics(pretrained):
+  """normalize=feature: every split's dimension j becomes (x_j - m_j) / s_j with the training split's float64
+  mean and std (1 for a constant dimension), written out here; codes are refused."""
+  rng = np.random.default_rng(0)
+  train_x = rng.normal(3.0, 1e-3, (50, 4)).astype(np.float32)
+  train_x[:, 2] = 7.0  # constant over the training split
+  test_x = rng.normal(3.0, 1e-3, (20, 4)).astype(np.float32)
+  labels = lambda n: np.eye(2, dtype=bool)[np.arange(n) % 2]
+  splits = {'train': probe.FeatureSplit(train_x, labels(50)), 'test': probe.FeatureSplit(test_x, labels(20))}
+  out, (mean, std) = probe.standardize_splits(splits)
+  m = train_x.astype(np.float64).sum(axis=0) / 50
+  s = np.sqrt(((train_x.astype(np.float64) - m) ** 2).sum(axis=0) / 50)
+  s[2] = 1.0
+  np.testing.assert_allclose(out['test'].features, (test_x - m) / s, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out['train'].features[:, 2], 0.0)
+  np.testing.assert_allclose(out['train'].features[:, [0, 1, 3]].std(axis=0), 1.0, rtol=1e-4)
+  np.testing.assert_allclose(std, s, rtol=1e-6)
+  np.testing.assert_array_equal(out['test'].labels, splits['test'].labels)
+
+  config = CLASSIFY.get_config(f'features={pretrained},labels=64,seeds=1,normalize=feature,tiny')
+  assert config.data.feature_standardize and config.model.normalize == 'none'
+  standardised = probe.load_features(config.data)
+  raw = probe.load_features(CLASSIFY.get_config(f'features={pretrained},labels=64,seeds=1,tiny').data)
+  assert raw.standardize is None
+  mean, std = standardised.standardize
+  np.testing.assert_allclose(standardised.splits['valid'].features,
+                             (raw.splits['valid'].features - mean) / std, rtol=1e-4, atol=1e-4)
+  config.data.feature_kind = 'codes'
+  with pytest.raises(ValueError, match='feature_standardize'):
+    probe.load_features(config.data)
+
+
 # ------------------------------------------------------------------------------------------------ user data
 def write_ag_news_csv(path, rows=48, empty_rows=()):
   topics = ['world', 'sports', 'business', 'science']

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dtr import train
+from dtr import config_utils, train
 from dtr.benches import sentences
 
 
@@ -46,6 +46,17 @@ def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_co
   (legacy / 'config.json').write_text(longer.to_json_best_effort())
   assert sentences.cell_dir(str(tmp_path), 'binary_ae', config, 'seed0') == folder
   assert sentences.cell_dir(str(tmp_path), 'binary_ae', longer, 'seed0') == str(legacy)
+
+
+def test_probe_config_standardises_only_when_asked():
+  """--probe_normalize=feature sets data.feature_standardize; without it the field is absent, so the digests
+  (folder names) of the probe cells trained before the option are unchanged."""
+  plain = sentences.probe_config('/w', 3, False)
+  assert 'feature_standardize' not in plain.data
+  standardised = sentences.probe_config('/w', 3, False, normalize='feature')
+  assert standardised.data.feature_standardize and standardised.model.normalize == 'none'
+  assert sentences.probe_config('/w', 3, False, normalize='example').model.normalize == 'example'
+  assert config_utils.settings_digest(plain) != config_utils.settings_digest(standardised)
 
 
 # The sparse table trains an HSVAE, its probe and CBOW: it runs in a child process of its own, which keeps the

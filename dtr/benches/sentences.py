@@ -251,8 +251,9 @@ def hsvae_rows(settings: str) -> dict:
   return rows
 
 
-def probe_config(workdir: str, seeds: int, tiny: bool, sets=(), kind: str = 'samples'):
-  arg = f'features={workdir},{PROBE},kind={kind},seeds={seeds}' + (',tiny' if tiny else '')
+def probe_config(workdir: str, seeds: int, tiny: bool, sets=(), kind: str = 'samples', normalize: str = ''):
+  arg = (f'features={workdir},{PROBE},kind={kind},seeds={seeds}' + (f',normalize={normalize}' if normalize else '')
+         + (',tiny' if tiny else ''))
   config = config_utils.load_config_module('classify').get_config(arg)
   config.progress_bar = config.tensorboard = False
   for item in sets:
@@ -271,8 +272,10 @@ def cbow_config(dataset: str, seeds: int, size: str, tiny: bool):
 
 def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe_seeds: int, cache_dir='',
                  size='small', sets=(), probe_sets=(), tiny=False, dims_rows=None, log=print,
-                 probe_kind: str = 'samples') -> tuple[str, dict]:
-  """(markdown table, {(d, row): [cells]}) of the probe table; a cell is {'pretrain', 'probe', 'hoyer'}."""
+                 probe_kind: str = 'samples', probe_normalize: str = '') -> tuple[str, dict]:
+  """(markdown table, {(d, row): [cells]}) of the probe table; a cell is {'pretrain', 'probe', 'hoyer'}.
+  `probe_normalize` is configs/classify.py's normalize ('example', or 'feature': per-dimension z-scores over
+  the training split)."""
   from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
   rows = {**hsvae_rows(settings), **{b: SPARSE_BASELINES[b] for b in baselines}}
   corpora = Corpora(tiny)
@@ -292,7 +295,7 @@ def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe
           base = tmp
         pretrain = run_cell(config, base, corpora(config), log, f'{dataset} d={d} {label} seed {seed}')
         hoyer = bits.hoyer_report(base)
-        probe_cfg = probe_config(base, probe_seeds, tiny, probe_sets, probe_kind)
+        probe_cfg = probe_config(base, probe_seeds, tiny, probe_sets, probe_kind, probe_normalize)
         probe = run_cell(probe_cfg, cell_dir(base, f'probe_{probe_kind}', probe_cfg), None, log,
                          f'{dataset} d={d} {label} seed {seed} probe')
         if tmp:
@@ -304,7 +307,9 @@ def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe
   cbow_cfg = cbow_config(dataset, probe_seeds, size, tiny)
   cbow = run_cell(cbow_cfg, cell_dir(_workdir(cache_dir, 'sparse', 'tiny' if tiny else dataset, size), 'cbow',
                                      cbow_cfg), None, log, f'{dataset} CBOW')
-  lines = [f'| model | d | probe accuracy (%, {probe_kind}) | Hoyer sample | Hoyer mean | Hoyer sample, raw '
+  probe_label = probe_kind + {'feature': ', standardised per dimension', 'example': ', standardised per example'}.get(
+      probe_normalize, '')
+  lines = [f'| model | d | probe accuracy (%, {probe_label}) | Hoyer sample | Hoyer mean | Hoyer sample, raw '
            '| Hoyer mean, raw | test PPL | KL | runs |', '|---|---|---|---|---|---|---|---|---|---|']
   for d in dims:
     for row, (_, _, label) in rows.items():
@@ -352,6 +357,9 @@ def main(argv=None) -> None:
   sp.add_argument('--probe_seeds', type=int, default=3, help='probe (and CBOW) seeds, members of one run')
   sp.add_argument('--probe_kind', default='samples', choices=('samples', 'features'),
                   help='the mean of 5 sampled codes (the paper) or the mean representation')
+  sp.add_argument('--probe_normalize', default='', choices=('', 'example', 'feature'),
+                  help="the probe's input: as it is (''), each example standardised, or each dimension "
+                  'standardised over the training split (feature)')
   sp.add_argument('--probe_set', action='append', default=[], help='probe config override key=value, e.g. '
                   'model.normalize=example')
   for p in (lp, sp):
@@ -385,7 +393,7 @@ def main(argv=None) -> None:
                                                          filter(None, args.dims_rows.split(',')))}
     text, _ = sparse_table(args.dataset, dims, args.settings, baselines, args.seeds, args.probe_seeds,
                            args.cache_dir, args.size, args.set, args.probe_set, args.tiny, dims_rows, log,
-                           args.probe_kind)
+                           args.probe_kind, args.probe_normalize)
   print(text)
   if args.out:
     write_block(args.out, f'{args.cmd} {args.dataset}', _command(argv), text)
