@@ -45,8 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg.features:
     config.model = methods.default_model_config('probe')
     config.model.reembed = bool(arg.reembed)
-    if arg.normalize and arg.normalize != 'feature':
-      config.model.normalize = arg.normalize
     config.data.name = 'features'
     config.data.path = arg.features
     config.data.feature_kind = arg.kind or ('codes' if arg.reembed else 'features')
@@ -54,6 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.feature_overrides = arg.overrides.replace(';', ',')
     if arg.normalize == 'feature':  # per-dimension z-scores over the training split (dtr.probe); the field
       config.data.feature_standardize = True  # exists only then, so other probes' settings digests stay
+    elif arg.normalize:
+      config.model.normalize = arg.normalize
   else:
     if arg.method != 'cbow':
       raise ValueError(f'method={arg.method!r}: configs/classify.py trains cbow, or a probe with features=WORKDIR '

@@ -47,7 +47,8 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   if mc.learning_rate <= 0:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
   if mc.get('normalize', 'none') not in NORMALIZE:
-    raise ValueError(f"model.normalize={mc.normalize!r}; use one of {NORMALIZE}.")
+    raise ValueError(f"model.normalize={mc.normalize!r}; use one of {NORMALIZE} (each dimension standardised over "
+                     "the training split is data.feature_standardize=True: normalize=feature in configs/classify.py).")
   if mc.reembed and mc.embed_dim < 1:
     raise ValueError(f'model.embed_dim must be >= 1, got {mc.embed_dim}.')
 
