@@ -23,7 +23,8 @@ takes l1 / l2 penalties on mu and sigma). Arguments: method, dataset (yahoo_lm, 
 word_dropout, latent (code size), alpha, beta (HSVAE's Beta prior over the spike probability gamma, both > 0;
 E[gamma] = alpha / (alpha + beta), so a larger alpha / (alpha + beta) asks for sparser codes), l1, l2, tiny,
 kl_weight (the weight on z's KL of the sparse methods: HSVAE's psi, MAT-VAE's and the VAE's beta),
-runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
+buckets (W > 0: each epoch's sentences sorted by length within windows of W chunks,
+`dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
 fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
 (where they apply), `test/nll`, `test/kl`, and for the sparse models `test/hoyer_sample`, `test/hoyer_mean`
@@ -55,7 +56,7 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=-1.0, latent=0,
-                               alpha=None, beta=None, l1=0.0, l2=0.0, kl_weight=None, tiny=False,
+                               alpha=None, beta=None, l1=0.0, l2=0.0, kl_weight=None, buckets=0, tiny=False,
                                runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
@@ -92,6 +93,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.model.latent_size = 8 if not arg.latent else int(arg.latent)
     if 'kl_anneal_sentences' in config.model:
       config.model.kl_anneal_sentences = 1000
+  if arg.buckets:  # absent unless asked: configs without it keep their digests (the benches' cells)
+    config.data.length_buckets = int(arg.buckets)
   if arg.runlocal:
     config.num_epochs = 1
   return config

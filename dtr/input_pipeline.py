@@ -20,7 +20,9 @@ batch per member ([P, K, ...]).
 
 Token batches are padded to one of a few fixed widths (`TOKEN_WIDTHS`, the smallest that leaves one free
 slot after the longest sequence of the chunk over the global batch), so a jitted step compiles at most a
-few times.
+few times. With `data.length_buckets` = W > 0 the epoch's order is regrouped by `length_bucketed` (sorted by
+length within windows of W chunks, chunks shuffled), so a chunk's sequences have similar lengths and little
+padding; still a pure function of (seed, epoch).
 
 `prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
 gathers release the GIL), so host batching overlaps the jitted steps.
@@ -143,6 +145,49 @@ def member_order(rows: np.ndarray | None, seed: int, epoch: int, num_docs: int) 
   if rows is None:
     return epoch_order(seed, epoch, num_docs)
   return np.asarray(rows)[epoch_order(seed, epoch, len(rows))]
+
+
+def length_bucketed(order: np.ndarray, lengths: np.ndarray, *, batch_size: int, steps_per_call: int,
+                    window: int, seed: int, epoch: int) -> np.ndarray:
+  """`order` regrouped so that each chunk of K = `steps_per_call` batches holds sequences of similar lengths.
+
+  The rows the epoch trains on (the first `steps_per_epoch` x B of `order`; the dropped remainder stays at the
+  end) are cut into windows of `window` chunks (W K B rows, the last window shorter). Within a window the
+  rows are sorted by `lengths[row]` (stably, so equal lengths keep `order`'s random order) and cut into
+  chunks of K B rows; the window's whole chunks are shuffled, a last partial chunk stays last (so later
+  chunks still start at multiples of K B), and the batches of each chunk are shuffled. A chunk is padded to
+  its own longest sequence (`token_width`), so sorting cuts the padding a chunk of random rows pays for; the
+  shuffles are seeded by (seed, epoch), so the order stays a pure function of them and a resumed run sees
+  the same batches. Every row keeps its window: W bounds how far a row can move within the epoch.
+  """
+  if window < 1:
+    raise ValueError(f'data.length_buckets (chunks per sorting window) must be >= 1 here, got {window}.')
+  order = np.asarray(order)
+  used = steps_per_epoch(len(order), batch_size) * batch_size
+  chunk, span = steps_per_call * batch_size, window * steps_per_call * batch_size
+  rng = np.random.default_rng([seed, epoch, 0x6c656e])
+  pieces = []
+  for start in range(0, used, span):
+    rows = order[start:min(start + span, used)]
+    rows = rows[np.argsort(np.asarray(lengths)[rows], kind='stable')]
+    whole = len(rows) // chunk
+    chunks = [rows[i * chunk:(i + 1) * chunk] for i in range(whole)]
+    for i in rng.permutation(whole):
+      batches = chunks[i].reshape(steps_per_call, batch_size)
+      pieces.append(batches[rng.permutation(steps_per_call)].reshape(-1))
+    if len(rows) > whole * chunk:
+      batches = rows[whole * chunk:].reshape(-1, batch_size)
+      pieces.append(batches[rng.permutation(len(batches))].reshape(-1))
+  pieces.append(order[used:])
+  return np.concatenate(pieces)
+
+
+def token_lengths(split) -> np.ndarray:
+  """int [N] tokens per document of a token split (what `length_bucketed` sorts by)."""
+  if getattr(split, 'tokens', None) is None:
+    raise ValueError('data.length_buckets sorts token sequences by length, but this corpus has no token '
+                     'sequences (TF-IDF only); unset data.length_buckets or use a corpus with text.')
+  return np.diff(split.tokens.offsets)
 
 
 def steps_per_epoch(num_docs: int, batch_size: int) -> int:

@@ -134,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   select = evaluators_lib.parse_select(config.select, evaluators)
 
   # --- data, method and members
+  check_length_buckets(config, methods.method_class(config.model.name))
   data = corpus if corpus is not None else load_data(config)
   timings['data_s'] = time.time() - t_start
   announce_data(data)
@@ -166,6 +167,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   timings['train_s'] = time.time() - t_train
   run.timings = dict(timings, t_start=t_start)
   return run.finish(time.time() - t_start)
+
+
+def check_length_buckets(config, cls) -> None:
+  """`data.length_buckets` (chunks per length-sorting window, `ip.length_bucketed`; 0 or absent = off)."""
+  window = config.data.get('length_buckets', 0)
+  if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+    raise ValueError('data.length_buckets (chunks per window in which token sequences are sorted by length; '
+                     f'0 = off) must be an integer >= 0, got {window!r}.')
+  if window and cls.reads != 'tokens':
+    raise ValueError(f'data.length_buckets groups token sequences by length, but method '
+                     f'{config.model.name!r} reads {cls.reads!r} batches; leave it unset (0).')
 
 
 def check_inputs(method, data) -> None:
@@ -234,6 +246,16 @@ class Run:
                  _shown(self.select_name, self.meta['best_metrics'][0][self.select_name]))
 
   # --- training
+  def _order(self, member, epoch: int, split) -> np.ndarray:
+    """The member's order of the epoch's training rows; grouped by length with data.length_buckets."""
+    order = ip.member_order(member.rows, member.order_seed, epoch, ip.num_examples(split))
+    window = self.config.data.get('length_buckets', 0)
+    if not window:
+      return order
+    return ip.length_bucketed(order, ip.token_lengths(split), batch_size=self.config.batch_size,
+                              steps_per_call=self.config.steps_per_call, window=window,
+                              seed=member.order_seed, epoch=epoch)
+
   def _sample_batch(self) -> dict:
     """The first training batch of member 0 (what `init` traces), in the layout its stack trains on."""
     m = self.members[0]
@@ -286,7 +308,7 @@ class Run:
       whole = members_lib.is_identity(rows, size)
       sub = states if whole else members_lib.place_state(members_lib.take(states, rows), self.mesh)
       stack = [self.members[i] for i in rows]
-      orders = [ip.member_order(m.rows, m.order_seed, epoch, num_docs) for m in stack[:1 if self.shared else None]]
+      orders = [self._order(m, epoch, split) for m in stack[:1 if self.shared else None]]
       train_chunk = members_lib.train_chunk_fn(self.method, self.mesh, len(rows), self.shared)
       bar = _progress(steps_per_epoch, meta['step_in_epoch'], f'epoch {epoch}',
                       enabled=self.is_main and config.get('progress_bar', False))

@@ -1,5 +1,6 @@
 """The one loop's pieces: batchers of every input kind, label budgets as members, evaluators from the config."""
 
+import ml_collections
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -155,3 +156,93 @@ def test_cbow_trains_one_member_per_label_subsample_and_reports_mean_and_std(tmp
   probe.num_epochs = 3
   out = train.train_and_evaluate(probe, str(tmp_path / 'probe'))
   assert out['members_reported'] == 5 and 'test/accuracy_std' in out and out['test/accuracy'] > 50
+
+
+# ------------------------------------------------------------------------------------------------ length buckets
+def _bucketed(order, lengths, batch_size=4, per_call=3, window=2, seed=1, epoch=0):
+  return ip.length_bucketed(order, lengths, batch_size=batch_size, steps_per_call=per_call, window=window,
+                            seed=seed, epoch=epoch)
+
+
+def test_length_bucketed_keeps_rows_and_windows_and_sorts_chunks():
+  """A permutation that leaves the dropped tail alone, keeps every row in its window, and cuts each window
+  into chunks whose length ranges do not overlap (each chunk is a run of the window's sorted lengths)."""
+  rng = np.random.default_rng(3)
+  num_docs, batch_size, per_call, window = 118, 4, 3, 2  # 29 batches = 4 windows of 6 + one of 3 + 2
+  lengths = rng.integers(1, 60, num_docs)
+  order = rng.permutation(num_docs)
+  out = _bucketed(order, lengths, batch_size, per_call, window)
+  used = (num_docs // batch_size) * batch_size
+  assert sorted(out.tolist()) == list(range(num_docs))
+  np.testing.assert_array_equal(out[used:], order[used:])
+  span, chunk = window * per_call * batch_size, per_call * batch_size
+  for start in range(0, used, span):
+    stop = min(start + span, used)
+    assert set(out[start:stop]) == set(order[start:stop])
+    pieces = [lengths[out[s:min(s + chunk, stop)]] for s in range(start, stop, chunk)]
+    pieces.sort(key=lambda p: (p.min(), p.max()))
+    for a, b in zip(pieces, pieces[1:]):
+      assert a.max() <= b.min()
+    partial = (stop - start) % chunk  # the final window's last 2 batches: its longest rows, kept last
+    if partial:
+      assert lengths[out[stop - partial:stop]].min() >= lengths[out[start:stop - partial]].max()
+      assert stop == used and stop - partial > start
+
+
+def test_length_bucketed_is_a_pure_function_of_seed_and_epoch():
+  rng = np.random.default_rng(4)
+  lengths, order = rng.integers(1, 40, 96), rng.permutation(96)
+  a = _bucketed(order, lengths, epoch=0)
+  np.testing.assert_array_equal(a, _bucketed(order, lengths, epoch=0))
+  assert not np.array_equal(a, _bucketed(order, lengths, epoch=1))
+  assert not np.array_equal(a, _bucketed(order, lengths, seed=2))
+  with pytest.raises(ValueError, match='length_buckets'):
+    _bucketed(order, lengths, window=0)
+
+
+def test_length_bucketed_chunks_pad_less_than_random_chunks():
+  """Padded positions of the tokens batches train_chunks builds, against the same order unsorted."""
+  split = _split(num_docs=240, seed=5)
+  order = ip.epoch_order(0, 0, split.num_docs)
+  bucketed = _bucketed(order, ip.token_lengths(split), batch_size=8, per_call=3, window=10)
+
+  def padded(o):
+    return sum(int(np.prod(b['tokens'].shape)) for _, _, b in ip.train_chunks(
+        'tokens', split, [o], per_member=False, batch_size=8, start_step=0, steps_per_call=3, sharded=True))
+
+  real = int(np.diff(split.tokens.offsets).sum())
+  assert real <= padded(bucketed) < padded(order)
+
+
+def test_length_buckets_is_checked_before_the_data_loads():
+  from dtr import methods
+  config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
+  assert config.data.length_buckets == 2
+  train.check_length_buckets(config, methods.method_class(config.model.name))  # fine
+  for bad in (-1, 1.5, True, '4'):
+    plain = ml_collections.ConfigDict({'data': {'length_buckets': bad}, 'model': {'name': 'sentence_ae'}})
+    with pytest.raises(ValueError, match='data.length_buckets'):
+      train.check_length_buckets(plain, methods.method_class('sentence_ae'))
+  bow = config_utils.load_config_module('bow_vae').get_config('tiny')
+  bow.data.length_buckets = 2
+  with pytest.raises(ValueError, match='data.length_buckets groups token sequences'):
+    train.check_length_buckets(bow, methods.method_class(bow.model.name))
+  assert 'length_buckets' not in config_utils.load_config_module('sentence_ae').get_config('tiny').data
+
+
+def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypatch):
+  """A tiny binary autoencoder with buckets=2 trains on `length_bucketed` orders, once per epoch."""
+  calls = []
+  original = ip.length_bucketed
+
+  def spy(order, lengths, **kw):
+    calls.append(kw)
+    return original(order, lengths, **kw)
+
+  monkeypatch.setattr(ip, 'length_bucketed', spy)
+  config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
+  config.num_epochs = 2
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert [c['epoch'] for c in calls] == [0, 1]
+  assert all(c['window'] == 2 and c['batch_size'] == config.batch_size for c in calls)
+  assert np.isfinite(result['test/perplexity'])

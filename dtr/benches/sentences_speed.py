@@ -5,7 +5,8 @@ r"""Training and decoding speed of dtr's binary autoencoder against a PyTorch `n
 
 One command measures both, side by side, each in its own child process (so that each one's peak memory is
 its own): the parent builds the training batches once with dtr's input pipeline (batch 64, a seeded
-order, each chunk of `--steps_per_call` steps padded to one of dtr's length buckets, `TOKEN_WIDTHS`) and
+order, each chunk of `--steps_per_call` steps padded to one of dtr's length buckets, `TOKEN_WIDTHS`; with
+`--buckets=W` the order is first sorted by length within windows of W chunks, `data.length_buckets`) and
 both children train on exactly those arrays:
 
   dtr      `SentenceAE` (configs/sentence_ae.py:method=binary_ae; embeddings, bidirectional GRU encoder,
@@ -66,6 +67,9 @@ def add_arguments(parser) -> None:
   parser.add_argument('--decode_batch', type=int, default=64)
   parser.add_argument('--decode_repeats', type=int, default=5)
   parser.add_argument('--max_len', type=int, default=-1, help='data.max_len (-1: the size preset\'s)')
+  parser.add_argument('--buckets', type=int, default=0,
+                      help='data.length_buckets: sort sentences by length within windows of this many chunks '
+                           '(`length_bucketed`; 0: random chunks)')
   parser.add_argument('--repeats', type=int, default=3, help='timed passes over the batches (the fastest counts)')
   parser.add_argument('--rounds', type=int, default=2, help='dtr, PyTorch, dtr, PyTorch, ...: children per framework')
   parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: its default)')
@@ -92,6 +96,9 @@ def make_batches(args, path: str) -> dict:
   chunks, steps, epoch = {}, 0, 0
   while steps < args.steps:
     order = ip.epoch_order(0, epoch, split.num_docs)
+    if args.buckets:
+      order = ip.length_bucketed(order, ip.token_lengths(split), batch_size=args.batch_size,
+                                 steps_per_call=args.steps_per_call, window=args.buckets, seed=0, epoch=epoch)
     for _, k, host in ip.train_chunks('tokens', split, [order], per_member=False, batch_size=args.batch_size,
                                       start_step=0, steps_per_call=args.steps_per_call, sharded=True):
       if k < args.steps_per_call:
@@ -103,12 +110,16 @@ def make_batches(args, path: str) -> dict:
         break
     epoch += 1
   np.savez(path, **chunks)
+  widths = [chunks[f'tokens_{i}'].shape[-1] for i in range(len(chunks) // 2)]
+  predicted = sum(int((chunks[f'lengths_{i}'] + 1).sum()) for i in range(len(chunks) // 2))
+  padded = sum(chunks[f'lengths_{i}'].size * w for i, w in enumerate(widths))
   mc = config.model
   max_len = max(int(np.diff(s.tokens.offsets).max(initial=0)) for s in corpus.splits.values())
   return {'vocab': len(corpus.token_vocab), 'embed': int(mc.embed_size), 'hidden': int(mc.hidden_size),
           'bits': int(mc.latent_size), 'dropout': float(mc.dropout), 'learning_rate': float(mc.learning_rate),
           'clip': float(mc.clip), 'max_len': max_len, 'chunks': len(chunks) // 2, 'steps': steps,
-          'model': mc.to_dict(), 'dataset': corpus.name + (' (SYNTHETIC)' if corpus.synthetic else '')}
+          'model': mc.to_dict(), 'dataset': corpus.name + (' (SYNTHETIC)' if corpus.synthetic else ''),
+          'widths': widths, 'padding': padded / max(predicted, 1)}
 
 
 def run(args) -> None:
@@ -123,6 +134,9 @@ def run(args) -> None:
     print(f'{sizes["dataset"]}: {sizes["steps"]} steps of batch {args.batch_size} in chunks of '
           f'{args.steps_per_call}; vocab {sizes["vocab"]}, embed {sizes["embed"]}, hidden {sizes["hidden"]}, '
           f'{sizes["bits"]} bits, max_len {sizes["max_len"]}; {os.cpu_count()} CPUs', flush=True)
+    grouping = f'sorted by length in windows of {args.buckets} chunks' if args.buckets else 'random chunks'
+    print(f'chunk widths {sizes["widths"]} ({grouping}): {sizes["padding"]:.2f} padded positions per predicted '
+          'token (dtr\'s GRUs run over all of them, PyTorch\'s packed GRUs over the predicted ones)', flush=True)
     runs, missing = {}, set()
     for which in ['dtr', 'torch'] * max(args.rounds, 1) + (['bound'] if args.bound else []):
       if which in missing:

@@ -184,16 +184,23 @@ def default_data_config() -> ml_collections.ConfigDict:
   return config
 
 
+# `config.data` fields that batching reads, not loading; absent from the defaults unless a run asks for them
+# (so configs without them keep their digests): `length_buckets` (`dtr.input_pipeline.length_bucketed`).
+BATCHING_FIELDS = ('length_buckets',)
+
+
 def _merged(cfg) -> ml_collections.ConfigDict:
   """`cfg` over the defaults; unknown fields are an error (likely typos)."""
   merged = default_data_config()
   given = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-  unknown = set(given) - set(merged)
+  unknown = set(given) - set(merged) - set(BATCHING_FIELDS)
   unknown |= {f'synthetic.{k}' for k in given.get('synthetic', {})
               if k not in merged.synthetic}
   if unknown:
     raise ValueError(f'unknown data config fields {sorted(unknown)}')
   for key, value in given.items():
+    if key in BATCHING_FIELDS:
+      continue
     if key == 'synthetic':
       merged.synthetic.update(value)
     else:
