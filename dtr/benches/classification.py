@@ -60,6 +60,7 @@ VARIANTS = {
     'hard_em-local-M1-K1024-wd0.5': 'method=hard_em,level=local,M=1,K=1024,word_dropout=0.5',
     # dead-entry restarts against code-book collapse (dtr's addition; `dtr.latent.vq.restart_dead`)
     'vq_vae-global-M4-K256-rs0.1': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1',
+    'vq_vae-local-M1-K1024-rs0.1': 'method=vq_vae,level=local,M=1,K=1024,commitment=0.001,restart=0.1',
     'vq_vae-global-M4-K256-rs0.1-wd0.5': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0.1,'
                                          'word_dropout=0.5',
     # more latents per sentence with restarts: M = 8, 16 and 32 slots of 256 values (64, 128 and 256 bits)
