@@ -22,7 +22,7 @@ Token batches are padded to one of a few fixed widths (`TOKEN_WIDTHS`, the small
 slot after the longest sequence of the chunk over the global batch), so a jitted step compiles at most a
 few times. With `data.length_buckets` = W > 0 the epoch's order is regrouped by `length_bucketed` (sorted by
 length within windows of W chunks, chunks shuffled), so a chunk's sequences have similar lengths and little
-padding; still a pure function of (seed, epoch).
+padding (still a pure function of (seed, epoch)), and training chunks take the finer `FINE_TOKEN_WIDTHS`.
 
 `prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
 gathers release the GIL), so host batching overlaps the jitted steps.
@@ -44,6 +44,9 @@ from dtr.data.batching import flat_width
 DATA_AXIS = 'data'
 KINDS = ('bow', 'tokens', 'pairs', 'features')
 TOKEN_WIDTHS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# With length buckets a chunk's lengths are close, so the padding is mostly the rounding up to a width: there
+# the widths step by 1.5 and 4/3 instead of 2 (more programs to compile, a third less padding at most).
+FINE_TOKEN_WIDTHS = tuple(sorted(set(TOKEN_WIDTHS) | {3 * w // 2 for w in TOKEN_WIDTHS[:-1]}))
 T = TypeVar('T')
 
 
@@ -217,15 +220,16 @@ def chunk_rows(order: np.ndarray, step: int, k: int, batch_size: int, steps_per_
 
 
 def train_chunks(kind: str, split, orders: Sequence[np.ndarray], *, per_member: bool, batch_size: int,
-                 start_step: int, steps_per_call: int, sharded: bool, fields: Sequence[str] = ()
-                 ) -> Iterator[tuple[int, int, dict]]:
+                 start_step: int, steps_per_call: int, sharded: bool, fields: Sequence[str] = (),
+                 widths: Sequence[int] = TOKEN_WIDTHS) -> Iterator[tuple[int, int, dict]]:
   """Yields (first_step, k, host batch) of one epoch from `start_step` on.
 
   `orders` are the epoch's row orders: one (shared by every member, batches [K, ...]) or one per member
   (`per_member`, batches [P, K, ...]); all of one length. Chunks start at multiples of K = `steps_per_call`
   within the epoch, so a run resumed at a chunk boundary runs the very same chunks as an uninterrupted one.
   Every chunk has K steps; in the epoch's last one, steps k..K-1 repeat the last batch and have `valid`
-  False (the train step skips them).
+  False (the train step skips them). Token chunks are padded to the smallest of `widths` that fits
+  (`token_width`; `FINE_TOKEN_WIDTHS` for length-bucketed orders).
   """
   lengths = {len(o) for o in orders}
   if len(lengths) != 1:
@@ -233,7 +237,7 @@ def train_chunks(kind: str, split, orders: Sequence[np.ndarray], *, per_member: 
   num_steps = steps_per_epoch(lengths.pop(), batch_size)
   for step, k in chunk_windows(num_steps, start_step, steps_per_call):
     rows = np.stack([chunk_rows(o, step, k, batch_size, steps_per_call) for o in orders])  # [P, K, B]
-    batch = gather(kind, split, rows if per_member else rows[0], sharded=sharded, fields=fields)
+    batch = gather(kind, split, rows if per_member else rows[0], sharded=sharded, fields=fields, widths=widths)
     yield step, k, {**batch, 'valid': np.arange(steps_per_call) < k}
 
 
@@ -260,7 +264,7 @@ def eval_batches(kind: str, split, batch_size: int, fields: Sequence[str] = ()) 
 
 # ------------------------------------------------------------------------------------------------ gather
 def gather(kind: str, split, global_rows: np.ndarray, *, sharded: bool, fields: Sequence[str] = (),
-           width=None) -> dict:
+           width=None, widths: Sequence[int] = TOKEN_WIDTHS) -> dict:
   """Host arrays of the examples `global_rows` [..., B] of `split` in the layout of `kind`.
 
   `sharded`: this process's slice, grouped per local device (single runs); else the whole batch (members).
@@ -274,7 +278,7 @@ def gather(kind: str, split, global_rows: np.ndarray, *, sharded: bool, fields: 
     return {'x': _bow(split.x, global_rows, sharded, 'counts' in fields, wx),
             'y': _bow(split.y, global_rows, sharded, 'counts' in fields, wy)}
   elif kind == 'tokens':
-    batch = _tokens(split, global_rows, sharded)
+    batch = _tokens(split, global_rows, sharded, widths)
   elif kind == 'features':
     rows = _local_slice(global_rows) if sharded else global_rows
     batch = {'features': np.asarray(split.features[rows]), 'mask': np.ones(rows.shape, np.float32)}
@@ -310,16 +314,16 @@ def _bow(split, global_rows: np.ndarray, sharded: bool, with_counts: bool, width
   return batch
 
 
-def token_width(longest: int) -> int:
-  """The smallest of `TOKEN_WIDTHS` that holds `longest` tokens and one free slot (for eos)."""
-  for width in TOKEN_WIDTHS:
+def token_width(longest: int, widths: Sequence[int] = TOKEN_WIDTHS) -> int:
+  """The smallest of `widths` that holds `longest` tokens and one free slot (for eos)."""
+  for width in widths:
     if width > longest:
       return width
-  raise ValueError(f'a sequence of {longest} tokens is longer than the widest batch ({TOKEN_WIDTHS[-1] - 1}); '
+  raise ValueError(f'a sequence of {longest} tokens is longer than the widest batch ({widths[-1] - 1}); '
                    'set data.max_len to truncate sequences.')
 
 
-def _tokens(split, global_rows: np.ndarray, sharded: bool) -> dict:
+def _tokens(split, global_rows: np.ndarray, sharded: bool, widths: Sequence[int] = TOKEN_WIDTHS) -> dict:
   """{'tokens': int32 [..., B, L] (pad 0), 'lengths': int32 [..., B], 'mask': [..., B]}; L over the global
   batch, so every process pads to the same width."""
   tokens = split.tokens
@@ -328,7 +332,7 @@ def _tokens(split, global_rows: np.ndarray, sharded: bool) -> dict:
                      'with text: dbpedia14, yahoo10, ptb, yahoo_lm, raw_20news, raw_reuters, csv, folder, '
                      'tfds:<name> or synthetic.')
   offsets = tokens.offsets
-  width = token_width(int((offsets[global_rows + 1] - offsets[global_rows]).max(initial=0)))
+  width = token_width(int((offsets[global_rows + 1] - offsets[global_rows]).max(initial=0)), widths)
   rows = _local_slice(global_rows) if sharded else global_rows
   flat = rows.reshape(-1)
   starts, lengths = offsets[flat], offsets[flat + 1] - offsets[flat]

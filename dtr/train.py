@@ -315,7 +315,9 @@ class Run:
       chunks = ip.train_chunks(self.method.reads, split, orders, per_member=not self.shared,
                                batch_size=config.batch_size, start_step=meta['step_in_epoch'],
                                steps_per_call=config.steps_per_call, sharded=len(rows) == 1,
-                               fields=self.method.batch_fields)
+                               fields=self.method.batch_fields,
+                               widths=ip.FINE_TOKEN_WIDTHS if config.data.get('length_buckets', 0)
+                               else ip.TOKEN_WIDTHS)
       for step_lo, k, host in ip.prefetch(chunks):
         sub, metrics = train_chunk(sub, members_lib.place_batch(host, self.mesh, len(rows), self.shared))
         metrics = jax.tree.map(lambda v: np.asarray(v)[:, :k], jax.device_get(metrics))

@@ -206,12 +206,20 @@ def test_length_bucketed_chunks_pad_less_than_random_chunks():
   order = ip.epoch_order(0, 0, split.num_docs)
   bucketed = _bucketed(order, ip.token_lengths(split), batch_size=8, per_call=3, window=10)
 
-  def padded(o):
-    return sum(int(np.prod(b['tokens'].shape)) for _, _, b in ip.train_chunks(
-        'tokens', split, [o], per_member=False, batch_size=8, start_step=0, steps_per_call=3, sharded=True))
+  def padded(o, widths=ip.TOKEN_WIDTHS):
+    total = 0
+    for _, _, b in ip.train_chunks('tokens', split, [o], per_member=False, batch_size=8, start_step=0,
+                                   steps_per_call=3, sharded=True, widths=widths):
+      width = b['tokens'].shape[-1]
+      smaller = [w for w in widths if w < width]
+      assert width in widths and width > b['lengths'].max()
+      assert not smaller or b['lengths'].max() >= smaller[-1]  # the smallest width that fits
+      total += int(np.prod(b['tokens'].shape))
+    return total
 
   real = int(np.diff(split.tokens.offsets).sum())
-  assert real <= padded(bucketed) < padded(order)
+  assert real <= padded(bucketed, ip.FINE_TOKEN_WIDTHS) < padded(bucketed) < padded(order)
+  assert set(ip.TOKEN_WIDTHS) < set(ip.FINE_TOKEN_WIDTHS)
 
 
 def test_length_buckets_is_checked_before_the_data_loads():
@@ -240,9 +248,18 @@ def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypa
     return original(order, lengths, **kw)
 
   monkeypatch.setattr(ip, 'length_bucketed', spy)
+  widths_seen = []
+  original_chunks = ip.train_chunks
+
+  def chunks_spy(*args, **kw):
+    widths_seen.append(kw.get('widths'))
+    return original_chunks(*args, **kw)
+
+  monkeypatch.setattr(ip, 'train_chunks', chunks_spy)
   config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
   config.num_epochs = 2
   result = train.train_and_evaluate(config, str(tmp_path))
   assert [c['epoch'] for c in calls] == [0, 1]
+  assert ip.FINE_TOKEN_WIDTHS in widths_seen  # the epochs' chunks (the sample batch keeps the default)
   assert all(c['window'] == 2 and c['batch_size'] == config.batch_size for c in calls)
   assert np.isfinite(result['test/perplexity'])

@@ -100,7 +100,8 @@ def make_batches(args, path: str) -> dict:
       order = ip.length_bucketed(order, ip.token_lengths(split), batch_size=args.batch_size,
                                  steps_per_call=args.steps_per_call, window=args.buckets, seed=0, epoch=epoch)
     for _, k, host in ip.train_chunks('tokens', split, [order], per_member=False, batch_size=args.batch_size,
-                                      start_step=0, steps_per_call=args.steps_per_call, sharded=True):
+                                      start_step=0, steps_per_call=args.steps_per_call, sharded=True,
+                                      widths=ip.FINE_TOKEN_WIDTHS if args.buckets else ip.TOKEN_WIDTHS):
       if k < args.steps_per_call:
         continue  # whole chunks only: one program shape per width
       i = len(chunks) // 2
