@@ -304,8 +304,10 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   assert row.count('|') == header.count('|')
   assert (tmp_path / 'docs' / 'classification_radius_tiny.png').stat().st_size > 0
   # --no-flops: XLA's FLOP count (two more compilations) is tested with the bag-of-words bench's step.
+  with pytest.raises(SystemExit, match='whole windows'):  # 2 chunks timed: a window of 3 would be cut
+    bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--buckets=3'])
   bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16',
-              '--no-flops'])
+              '--no-flops', '--buckets=2'])  # the pretraining steps on length-bucketed chunks
   printed = capsys.readouterr().out
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
   assert 'GFLOP/step' not in printed and 'matmul on this device' in printed and 'the output layer alone' in printed

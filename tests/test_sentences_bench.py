@@ -148,6 +148,25 @@ def test_speed_batches_and_the_dtr_side_on_tiny_sizes(tmp_path):
   assert 'dtr' in sentences_speed.table({'dtr': result})
 
 
+def test_speed_batches_with_length_buckets_pad_less(tmp_path):
+  """--buckets=W: the same rows' chunks sorted by length pad less, to the finer widths; a part of a window is
+  refused."""
+  import argparse
+  from dtr import input_pipeline as ip
+  from dtr.benches import sentences_speed
+  parser = argparse.ArgumentParser()
+  sentences_speed.add_arguments(parser)
+  common = ['--tiny', '--steps=8', '--steps_per_call=2', '--max_len=0']
+  plain = sentences_speed.make_batches(parser.parse_args(common), str(tmp_path / 'a.npz'))
+  bucketed = sentences_speed.make_batches(parser.parse_args(common + ['--buckets=4']), str(tmp_path / 'b.npz'))
+  assert 1.0 < bucketed['padding'] <= plain['padding']
+  assert set(bucketed['widths']) <= set(ip.FINE_TOKEN_WIDTHS) and set(plain['widths']) <= set(ip.TOKEN_WIDTHS)
+  rows = lambda path: sorted(np.concatenate([l.ravel() for _, l in sentences_speed._load_chunks(path)]).tolist())
+  assert rows(str(tmp_path / 'a.npz')) == rows(str(tmp_path / 'b.npz'))  # one window: the same sentences
+  with pytest.raises(SystemExit, match='whole windows'):
+    sentences_speed.make_batches(parser.parse_args(common + ['--buckets=3']), str(tmp_path / 'c.npz'))
+
+
 def test_speed_bound_counts_the_step_products_and_times_them(tmp_path):
   """`step_products` has 3x the forward FLOPs of the network written out by hand (real tokens only); the bound
   child times every group and the table compares it with each framework's step."""

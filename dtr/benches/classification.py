@@ -379,10 +379,16 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   method = methods.get_method(config.model, info)
   mesh = ip.make_mesh()
 
+  window = config.data.get('length_buckets', 0)
+
   def chunks(epoch):
-    return ip.train_chunks(method.reads, split, [ip.epoch_order(0, epoch, split.num_docs)], per_member=False,
-                           batch_size=config.batch_size, start_step=0, steps_per_call=steps_per_call,
-                           sharded=True, fields=method.batch_fields)
+    order = ip.epoch_order(0, epoch, split.num_docs)
+    if window:  # as the loop orders them (`Run._order`): whole windows of chunks sorted by length
+      order = ip.length_bucketed(order, ip.token_lengths(split), batch_size=config.batch_size,
+                                 steps_per_call=steps_per_call, window=window, seed=0, epoch=epoch)
+    return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
+                           start_step=0, steps_per_call=steps_per_call, sharded=True, fields=method.batch_fields,
+                           widths=ip.FINE_TOKEN_WIDTHS if window else ip.TOKEN_WIDTHS)
 
   host = []
   epoch = 0
@@ -461,9 +467,14 @@ def run_speed(args) -> None:
   print(f'dense float32 1024 x 1024 matmul on this device: {peak:.1f} GFLOP/s (the best of 20; a step at that '
         f'rate would take its GFLOP / {peak:.1f} s)', flush=True)
   corpus = None
+  if args.buckets and (args.steps // args.steps_per_call) % args.buckets:
+    raise SystemExit(f'--buckets={args.buckets}: time whole windows, --steps / --steps_per_call a multiple of it '
+                     '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
   for variant in args.variants:
     config = pretrain_config(variant, args)
     config.batch_size = args.batch_size
+    if args.buckets:
+      config.data.length_buckets = args.buckets
     corpus = corpus or load_corpus(config.data)
     if corpus.synthetic and not args.tiny:
       raise SystemExit(f'{args.dataset}: no real data found (set DTR_DATA_DIR).')
@@ -545,6 +556,8 @@ def main(argv=None) -> None:
   pp.add_argument('--batch_size', type=int, default=64)
   pp.add_argument('--steps', type=int, default=64)
   pp.add_argument('--steps_per_call', type=int, default=16)
+  pp.add_argument('--buckets', type=int, default=0, help='data.length_buckets: sentences sorted by length within '
+                  'windows of this many chunks (0: random chunks, the reference\'s order)')
   pp.add_argument('--probe_epochs', type=int, default=5)
   pp.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
                   help='XLA FLOP counts per step (Hard EM: two more compilations per batch width)')

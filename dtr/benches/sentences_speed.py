@@ -83,6 +83,9 @@ def add_arguments(parser) -> None:
 # ------------------------------------------------------------------------------------------------ parent
 def make_batches(args, path: str) -> dict:
   """Writes the chunks both frameworks train on to `path` (npz); returns the network's sizes."""
+  if args.buckets and (args.steps // args.steps_per_call) % args.buckets:
+    raise SystemExit(f'--buckets={args.buckets}: time whole windows, --steps / --steps_per_call a multiple of it '
+                     '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
   from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   from dtr.benches import sentences  # pylint: disable=g-import-not-at-top
   config = sentences.sentence_config('binary_ae', args.dataset, 0, args.size, tiny=args.tiny)
