@@ -120,6 +120,9 @@ def check_config(argv: list[str]) -> None:
         where = '.'.join(['config'] + walked)
         close = difflib.get_close_matches(part, keys, n=1)
         hint = f' Did you mean {where}.{close[0]}?' if close else ''
+        if dotted == 'data.length_buckets':  # absent unless asked, so that other configs keep their digests
+          hint = (' It exists only when the config argument asks for it: add buckets=W to the --config string '
+                  f'(--config={path}:{arg + "," if arg else ""}buckets=W).')
         fail(f'--config.{dotted}: {where} has no field {part!r}.{hint} Its fields: {", ".join(sorted(keys))}.')
       node = node[part]
       walked.append(part)
