@@ -185,6 +185,24 @@ def length_bucketed(order: np.ndarray, lengths: np.ndarray, *, batch_size: int, 
   return np.concatenate(pieces)
 
 
+def epoch_rows(order: np.ndarray, split, *, window: int, batch_size: int, steps_per_call: int, seed: int,
+               epoch: int) -> tuple[np.ndarray, tuple[int, ...]]:
+  """(order, token widths) of an epoch: `order` regrouped by `length_bucketed` with `FINE_TOKEN_WIDTHS` when
+  `window` (data.length_buckets) > 0, else `order` as it is with `TOKEN_WIDTHS`."""
+  if not window:
+    return order, TOKEN_WIDTHS
+  return length_bucketed(order, token_lengths(split), batch_size=batch_size, steps_per_call=steps_per_call,
+                         window=window, seed=seed, epoch=epoch), FINE_TOKEN_WIDTHS
+
+
+def check_whole_windows(window: int, steps: int, steps_per_call: int) -> None:
+  """A speed bench times whole windows of length-sorted chunks, or none (a part of a window is its shortest
+  or longest chunks, not a sample of the corpus)."""
+  if window and (steps // steps_per_call) % window:
+    raise SystemExit(f'--buckets={window}: time whole windows, --steps / --steps_per_call a multiple of it '
+                     '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
+
+
 def token_lengths(split) -> np.ndarray:
   """int [N] tokens per document of a token split (what `length_bucketed` sorts by)."""
   if getattr(split, 'tokens', None) is None:

@@ -246,15 +246,13 @@ class Run:
                  _shown(self.select_name, self.meta['best_metrics'][0][self.select_name]))
 
   # --- training
-  def _order(self, member, epoch: int, split) -> np.ndarray:
-    """The member's order of the epoch's training rows; grouped by length with data.length_buckets."""
+  def _order(self, member, epoch: int, split) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(the member's order of the epoch's training rows, token widths); grouped by length with
+    data.length_buckets (`ip.epoch_rows`)."""
     order = ip.member_order(member.rows, member.order_seed, epoch, ip.num_examples(split))
-    window = self.config.data.get('length_buckets', 0)
-    if not window:
-      return order
-    return ip.length_bucketed(order, ip.token_lengths(split), batch_size=self.config.batch_size,
-                              steps_per_call=self.config.steps_per_call, window=window,
-                              seed=member.order_seed, epoch=epoch)
+    return ip.epoch_rows(order, split, window=self.config.data.get('length_buckets', 0),
+                         batch_size=self.config.batch_size, steps_per_call=self.config.steps_per_call,
+                         seed=member.order_seed, epoch=epoch)
 
   def _sample_batch(self) -> dict:
     """The first training batch of member 0 (what `init` traces), in the layout its stack trains on."""
@@ -308,16 +306,15 @@ class Run:
       whole = members_lib.is_identity(rows, size)
       sub = states if whole else members_lib.place_state(members_lib.take(states, rows), self.mesh)
       stack = [self.members[i] for i in rows]
-      orders = [self._order(m, epoch, split) for m in stack[:1 if self.shared else None]]
+      ordered = [self._order(m, epoch, split) for m in stack[:1 if self.shared else None]]
+      orders, widths = [o for o, _ in ordered], ordered[0][1]
       train_chunk = members_lib.train_chunk_fn(self.method, self.mesh, len(rows), self.shared)
       bar = _progress(steps_per_epoch, meta['step_in_epoch'], f'epoch {epoch}',
                       enabled=self.is_main and config.get('progress_bar', False))
       chunks = ip.train_chunks(self.method.reads, split, orders, per_member=not self.shared,
                                batch_size=config.batch_size, start_step=meta['step_in_epoch'],
                                steps_per_call=config.steps_per_call, sharded=len(rows) == 1,
-                               fields=self.method.batch_fields,
-                               widths=ip.FINE_TOKEN_WIDTHS if config.data.get('length_buckets', 0)
-                               else ip.TOKEN_WIDTHS)
+                               fields=self.method.batch_fields, widths=widths)
       for step_lo, k, host in ip.prefetch(chunks):
         sub, metrics = train_chunk(sub, members_lib.place_batch(host, self.mesh, len(rows), self.shared))
         metrics = jax.tree.map(lambda v: np.asarray(v)[:, :k], jax.device_get(metrics))

@@ -379,16 +379,13 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   method = methods.get_method(config.model, info)
   mesh = ip.make_mesh()
 
-  window = config.data.get('length_buckets', 0)
-
-  def chunks(epoch):
-    order = ip.epoch_order(0, epoch, split.num_docs)
-    if window:  # as the loop orders them (`Run._order`): whole windows of chunks sorted by length
-      order = ip.length_bucketed(order, ip.token_lengths(split), batch_size=config.batch_size,
-                                 steps_per_call=steps_per_call, window=window, seed=0, epoch=epoch)
+  def chunks(epoch):  # as the loop orders them (`Run._order`), length-bucketed with data.length_buckets
+    order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,
+                                  window=config.data.get('length_buckets', 0), batch_size=config.batch_size,
+                                  steps_per_call=steps_per_call, seed=0, epoch=epoch)
     return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
                            start_step=0, steps_per_call=steps_per_call, sharded=True, fields=method.batch_fields,
-                           widths=ip.FINE_TOKEN_WIDTHS if window else ip.TOKEN_WIDTHS)
+                           widths=widths)
 
   host = []
   epoch = 0
@@ -458,7 +455,7 @@ def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots:
 def run_speed(args) -> None:
   import tempfile  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from dtr import train  # pylint: disable=g-import-not-at-top
+  from dtr import input_pipeline as ip, train  # pylint: disable=g-import-not-at-top
   from dtr.benches import flops  # pylint: disable=g-import-not-at-top
   from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
   print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {args.batch_size}; '
@@ -467,9 +464,7 @@ def run_speed(args) -> None:
   print(f'dense float32 1024 x 1024 matmul on this device: {peak:.1f} GFLOP/s (the best of 20; a step at that '
         f'rate would take its GFLOP / {peak:.1f} s)', flush=True)
   corpus = None
-  if args.buckets and (args.steps // args.steps_per_call) % args.buckets:
-    raise SystemExit(f'--buckets={args.buckets}: time whole windows, --steps / --steps_per_call a multiple of it '
-                     '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
+  ip.check_whole_windows(args.buckets, args.steps, args.steps_per_call)
   for variant in args.variants:
     config = pretrain_config(variant, args)
     config.batch_size = args.batch_size

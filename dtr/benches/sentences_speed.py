@@ -83,10 +83,8 @@ def add_arguments(parser) -> None:
 # ------------------------------------------------------------------------------------------------ parent
 def make_batches(args, path: str) -> dict:
   """Writes the chunks both frameworks train on to `path` (npz); returns the network's sizes."""
-  if args.buckets and (args.steps // args.steps_per_call) % args.buckets:
-    raise SystemExit(f'--buckets={args.buckets}: time whole windows, --steps / --steps_per_call a multiple of it '
-                     '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
   from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+  ip.check_whole_windows(args.buckets, args.steps, args.steps_per_call)
   from dtr.benches import sentences  # pylint: disable=g-import-not-at-top
   config = sentences.sentence_config('binary_ae', args.dataset, 0, args.size, tiny=args.tiny)
   if args.max_len >= 0:
@@ -98,13 +96,12 @@ def make_batches(args, path: str) -> dict:
                      f'{args.steps_per_call} steps of batch {args.batch_size}; lower --steps_per_call.')
   chunks, steps, epoch = {}, 0, 0
   while steps < args.steps:
-    order = ip.epoch_order(0, epoch, split.num_docs)
-    if args.buckets:
-      order = ip.length_bucketed(order, ip.token_lengths(split), batch_size=args.batch_size,
-                                 steps_per_call=args.steps_per_call, window=args.buckets, seed=0, epoch=epoch)
+    order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split, window=args.buckets,
+                                  batch_size=args.batch_size, steps_per_call=args.steps_per_call, seed=0,
+                                  epoch=epoch)
     for _, k, host in ip.train_chunks('tokens', split, [order], per_member=False, batch_size=args.batch_size,
                                       start_step=0, steps_per_call=args.steps_per_call, sharded=True,
-                                      widths=ip.FINE_TOKEN_WIDTHS if args.buckets else ip.TOKEN_WIDTHS):
+                                      widths=widths):
       if k < args.steps_per_call:
         continue  # whole chunks only: one program shape per width
       i = len(chunks) // 2
