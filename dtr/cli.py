@@ -94,6 +94,11 @@ def print_help(program: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ overrides
+# Fields a config adds only when its argument asks for them (so that other configs keep their settings
+# digests, the benches' cell names): the argument that adds each.
+ASKED_BY_ARGUMENT = {'data.length_buckets': 'buckets=W', 'data.feature_standardize': 'normalize=feature'}
+
+
 def check_config(argv: list[str]) -> None:
   """Builds the config of `--config=FILE:ARGS` once before absl does, so that a bad file, argument or
   `--config.a.b=value` override fails with one message: the valid fields (and the closest match) for an
@@ -120,9 +125,10 @@ def check_config(argv: list[str]) -> None:
         where = '.'.join(['config'] + walked)
         close = difflib.get_close_matches(part, keys, n=1)
         hint = f' Did you mean {where}.{close[0]}?' if close else ''
-        if dotted == 'data.length_buckets':  # absent unless asked, so that other configs keep their digests
-          hint = (' It exists only when the config argument asks for it: add buckets=W to the --config string '
-                  f'(--config={path}:{arg + "," if arg else ""}buckets=W).')
+        if dotted in ASKED_BY_ARGUMENT:
+          asked = ASKED_BY_ARGUMENT[dotted]
+          hint = (f' It exists only when the config argument asks for it: add {asked} to the --config string '
+                  f'(--config={path}:{arg + "," if arg else ""}{asked}).')
         fail(f'--config.{dotted}: {where} has no field {part!r}.{hint} Its fields: {", ".join(sorted(keys))}.')
       node = node[part]
       walked.append(part)

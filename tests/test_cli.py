@@ -36,6 +36,9 @@ def test_show_config_prints_the_fields():
     (['--config=configs/ammi.py:tiny,fast=1'], ["Unknown config argument 'fast'", 'known:']),
     (['--config=configs/sentence_ae.py:tiny', '--config.data.length_buckets=8'],
      ["config.data has no field 'length_buckets'", '--config=configs/sentence_ae.py:tiny,buckets=W']),
+    (['--config=configs/classify.py:features=/nonexistent,labels=200', '--config.data.feature_standardize=True'],
+     ["config.data has no field 'feature_standardize'",
+      '--config=configs/classify.py:features=/nonexistent,labels=200,normalize=feature']),
     (['--config=configs/nope.py'], ['no config file configs/nope.py', 'configs/ammi.py']),
 ])
 def test_config_mistakes_give_one_message_and_exit_2(args, expected, tmp_path):
