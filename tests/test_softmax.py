@@ -8,12 +8,12 @@ import pytest
 from dtr.nn import softmax
 
 CASES = [  # (lengths of 4 rows padded to 8, pack): valid positions = lengths + 1 (words + eos)
-    ([3, 7, 1, 0], 0.0),   # off: the full layer
-    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid: buffers 8, 16, 24, the second holds them
-    ([3, 7, 1, 0], 0.5),   # buffers 8 and 16
-    ([3, 7, 1, 0], 0.2),   # one buffer of 8: too small, the full path
+    ([3, 7, 1, 0], 0.0),   # off: the full layer by automatic differentiation
+    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid: buffers 8, 16, 24, 32; the second holds them
+    ([3, 7, 1, 0], 0.5),   # the same buffers from 16 down and up
+    ([3, 7, 1, 0], 0.2),   # from 6.4 up: 8, 16, 24, 32
     ([0, 0, 1, 0], 1.0),   # 5 valid: the smallest buffer (8)
-    ([7, 7, 7, 6], 0.75),  # 31 of 32 valid: more than the largest buffer (24), the full path
+    ([7, 7, 7, 6], 0.75),  # 31 of 32 valid: the buffer of all 32 positions
 ]
 
 
@@ -45,18 +45,57 @@ def test_packed_output_layer_equals_the_full_layer_and_its_gradients(lengths, pa
 
 
 def test_buffers_shrink_by_sqrt2_from_pack_and_round_up_to_8():
-  """The buffers a 64 x 50 batch gets with pack 0.75: 2400 / 2^(j/2), j = 0..5, rounded up to multiples of 8."""
-  seen = []
+  """The buffers a 64 x 50 batch gets with pack 0.75: 2400 / 2^(j/4), j = -1 .. 11, rounded up to multiples
+  of 8, then all 3200 positions; one branch of the switch per buffer, each projecting that many rows."""
+  expected = sorted({-(-int(np.ceil(2400 / 2**(j / 4))) // 8) * 8 for j in range(-1, 12)})
+  assert expected == [360, 432, 512, 600, 720, 856, 1016, 1200, 1432, 1704, 2024, 2400, 2856]  # 2400 / 6.73 = 357
+  kernel = jnp.ones((3, 7))
+  jaxpr = jax.make_jaxpr(lambda s: softmax.target_nll(lambda h: h @ kernel, s, jnp.zeros((64, 50), jnp.int32),
+                                                      jnp.ones((64, 50), bool), 0.75))(jnp.zeros((64, 50, 3)))
+  [cond] = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'cond']
+  rows = []
+  for branch in cond.params['branches']:
+    [dot] = [e for e in branch.jaxpr.eqns if e.primitive.name == 'dot_general']
+    rows.append(dot.outvars[0].aval.shape[0])
+  assert rows == expected + [3200]
 
-  def project(h):
-    seen.append(int(np.prod(h.shape[:-1])))  # rows the output layer is applied to
-    return h
 
-  states = jnp.zeros((64, 50, 3))
-  softmax.target_nll(project, states, jnp.zeros((64, 50), jnp.int32), jnp.ones((64, 50), bool), 0.75)
-  expected = sorted({-(-int(np.ceil(2400 / 2**(j / 2))) // 8) * 8 for j in range(6)})
-  assert expected == [432, 600, 856, 1200, 1704, 2400]
-  assert sorted(seen) == expected + [3200]  # the six buffers and the full [B, T] path
+def _equations(jaxpr):
+  """Every equation of a jaxpr and of the jaxprs in its equations' parameters (custom_vjp, cond, ...)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else [value]:
+        inner = getattr(sub, 'jaxpr', sub)
+        if hasattr(inner, 'eqns'):
+          yield from _equations(inner)
+
+
+@pytest.mark.parametrize('pack', [0.0, 0.75])
+def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pack):
+  """A Dense layer (kernel and bias, both closed over) for two members at once (`vmap`, as populations
+  run it), against float64 NumPy: the packed path's own gradient reaches the layer's parameters."""
+  rng = np.random.default_rng(3)
+  lengths = np.array([[2, 6, 0, 4], [7, 7, 7, 5]])  # member 0 fits a packed buffer, member 1 does not
+  valid = np.arange(8)[None, None, :] <= lengths[..., None]
+  targets = np.where(valid, rng.integers(0, 13, (2, 4, 8)), 0).astype(np.int32)
+  states = rng.normal(size=(2, 4, 8, 6))
+  kernel, bias = rng.normal(size=(2, 6, 13)), rng.normal(size=(2, 13))
+
+  def total(states, kernel, bias, targets, valid):
+    nll = softmax.target_nll(lambda h: h @ kernel + bias, states, targets, valid, pack)
+    return jnp.sum(nll * jnp.arange(1.0, 5.0))
+
+  grad = jax.jit(jax.vmap(jax.grad(total, argnums=(0, 1, 2))))
+  grads = grad(*(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias)), jnp.asarray(targets),
+               jnp.asarray(valid))
+  logits = np.einsum('mbtd,mdv->mbtv', states, kernel) + bias[:, None, None, :]
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  d_logits = np.arange(1.0, 5.0)[None, :, None, None] * valid[..., None] * (p - np.eye(13)[targets])
+  np.testing.assert_allclose(grads[0], np.einsum('mbtv,mdv->mbtd', d_logits, kernel), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(grads[1], np.einsum('mbtd,mbtv->mdv', states, d_logits), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(grads[2], d_logits.sum(axis=(1, 2)), rtol=1e-4, atol=1e-4)
 
 
 def test_hand_values_of_the_full_layer():

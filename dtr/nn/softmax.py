@@ -5,55 +5,107 @@ to width T holds B T positions of which only the valid ones count. `target_nll` 
 fixed buffer holds them.
 """
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
 
-LEVELS = 6  # packed buffers of pack B T 2^(-j/2) positions, j = 0 .. LEVELS - 1 (down to pack B T / 5.7)
+LEVELS = 12  # packed buffers of pack B T 2^(-j/4) positions, j = 0 .. LEVELS - 1 (down to pack B T / 7.4)
 
 
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
   """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
 
-  The output layer (d x V, the step's largest cost) is applied only where it is needed. With `pack` in (0, 1]
-  the valid positions are gathered first into the smallest buffer that holds them of C_j = ceil(pack B T /
-  2^(j/2)) rows (j = 0 .. LEVELS - 1, each rounded up to 8), so a batch padded to width T pays for at most
-  sqrt(2) times its valid positions (above the smallest buffer) instead of B T; a batch with more valid
-  positions than C_0 takes the full [B, T] path
-  (`lax.switch` over the buffers; under `vmap` every branch runs, so populations of members pay for all of
-  them). The packed branches are rematerialised (`jax.checkpoint`): the gradient of a switch carries every
-  branch's residuals, zero-filled where the branch was not taken, and the packed logits would be most of them;
-  so the backward pass recomputes the taken buffer's logits instead. Every path gives the same numbers and
-  gradients. pack = 0: the full path always.
+  `project` is linear in h (an output layer: h W + b). It is applied only where it is needed: with `pack`
+  in (0, 1] the valid positions are gathered first into the smallest buffer that holds them (`buffer_sizes`:
+  pack B T positions, and from there steps of 2^(1/4) down LEVELS - 1 times and up to all B T), so a batch
+  padded to width T pays for at most 2^(1/4) = 1.19 times its valid positions (above the smallest buffer)
+  instead of B T (`lax.switch` over the buffers; under `vmap` every branch runs, so populations of members
+  pay for all of them).
+
+  The packed path has its own gradient (`_packed_nll`): the forward pass keeps softmax(o) - onehot(y) of the
+  taken buffer (in a [B T, V] residual, the size of the full layer's logits), so the backward pass is the two
+  products of the output layer's gradient and never recomputes the logits. Every path gives the same numbers
+  and gradients. pack = 0: the full [B, T] layer by automatic differentiation.
   """
   batch, length = targets_BxT.shape
   n = batch * length
-
-  def row_nll(states_NxD, targets_N):  # on [N, d] rows: XLA:CPU compiles the gradient of a [B, T, d] form slower
-    logits_NxV = project(states_NxD)
-    return jax.nn.logsumexp(logits_NxV, axis=-1) - jnp.take_along_axis(logits_NxV, targets_N[:, None], -1)[:, 0]
-
-  def full(_):
-    nll_N = row_nll(states_BxTxD.reshape(n, -1), targets_BxT.reshape(n))
-    return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
-
-  def packed(capacity):
-    def branch(_):
-      flat_valid = valid_BxT.reshape(-1)
-      (index_C,) = jnp.nonzero(flat_valid, size=capacity, fill_value=0)
-      real_C = jnp.arange(capacity) < jnp.sum(flat_valid)
-      nll_C = row_nll(states_BxTxD.reshape(n, -1)[index_C], targets_BxT.reshape(-1)[index_C])
-      return jax.ops.segment_sum(jnp.where(real_C, nll_C, 0.0), index_C // length, num_segments=batch)
-    return branch
-
   if pack <= 0:
-    return full(None)
-  capacities = sorted({-(-int(math.ceil(pack * n / 2**(j / 2))) // 8) * 8 for j in range(LEVELS)})
-  capacities = [c for c in capacities if c < n]
-  if not capacities:
-    return full(None)
-  count = jnp.sum(valid_BxT)
-  level = jnp.sum(count > jnp.asarray(capacities))  # the first buffer that holds them; len(capacities): none
-  return jax.lax.switch(level, [jax.checkpoint(packed(c)) for c in capacities] + [full], None)
+    rows_NxD = states_BxTxD.reshape(n, -1)
+    nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))  # [N, d] rows: XLA:CPU's gradient is faster
+    return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
+  capacities = buffer_sizes(pack, n)
+  rows_NxD = states_BxTxD.reshape(n, -1)
+  linear, consts = jax.closure_convert(project, rows_NxD[:1])
+  return _packed_nll(linear, capacities, batch, rows_NxD, targets_BxT.reshape(n).astype(jnp.int32),
+                     valid_BxT.reshape(n), *consts)
+
+
+def buffer_sizes(pack: float, n: int) -> tuple[int, ...]:
+  """The packed buffers' rows for n = B T positions: pack n 2^(-j/4) for j = LEVELS - 1, ..., 0, -1, ... (the
+  negative j while below n), each rounded up to a multiple of 8, then n."""
+  above = int(math.floor(4 * math.log2(1 / pack))) + 1 if pack < 1 else 0  # 2^(j/4) pack < 1 for j < above
+  sizes = {-(-int(math.ceil(pack * n / 2**(j / 4))) // 8) * 8 for j in range(-above, LEVELS)}
+  return tuple(sorted(c for c in sizes if c < n)) + (n,)
+
+
+def _row_nll(logits_NxV, targets_N):
+  return jax.nn.logsumexp(logits_NxV, axis=-1) - jnp.take_along_axis(logits_NxV, targets_N[:, None], -1)[:, 0]
+
+
+def _level(capacities, valid_N):
+  """The index of the first buffer that holds the valid positions."""
+  return jnp.sum(jnp.sum(valid_N) > jnp.asarray(capacities[:-1]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+  """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them."""
+  return _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts)[0]
+
+
+def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+  n = rows_NxD.shape[0]
+  length = n // batch
+
+  def branch(capacity):
+    def run(_):
+      (index_C,) = jnp.nonzero(valid_N, size=capacity, fill_value=0)
+      real_C = jnp.arange(capacity) < jnp.sum(valid_N)
+      logits_CxV = linear(rows_NxD[index_C], *consts)
+      targets_C = targets_N[index_C]
+      lse_C = jax.nn.logsumexp(logits_CxV, axis=-1)
+      nll_C = jnp.where(real_C, lse_C - jnp.take_along_axis(logits_CxV, targets_C[:, None], -1)[:, 0], 0.0)
+      onehot_CxV = jnp.arange(logits_CxV.shape[-1])[None, :] == targets_C[:, None]
+      d_logits_CxV = jnp.where(real_C[:, None], jnp.exp(logits_CxV - lse_C[:, None]) - onehot_CxV, 0.0)
+      nll_B = jax.ops.segment_sum(nll_C, index_C // length, num_segments=batch)
+      pad = n - capacity
+      return nll_B, jnp.pad(d_logits_CxV, ((0, pad), (0, 0))), jnp.pad(index_C, (0, pad))
+    return run
+
+  level = _level(capacities, valid_N)
+  nll_B, d_logits_NxV, index_N = jax.lax.switch(level, [branch(c) for c in capacities], None)
+  return nll_B, (rows_NxD, valid_N, d_logits_NxV, index_N, consts)
+
+
+def _packed_bwd(linear, capacities, batch, residuals, g_B):
+  rows_NxD, valid_N, d_logits_NxV, index_N, consts = residuals
+  n = rows_NxD.shape[0]
+  length = n // batch
+
+  def branch(capacity):
+    def run(_):
+      index_C = index_N[:capacity]
+      d_logits_CxV = d_logits_NxV[:capacity] * g_B[index_C // length][:, None]  # 0 on the buffer's padding
+      _, pullback = jax.vjp(linear, rows_NxD[index_C], *consts)  # linear: its forward product is unused
+      d_rows_CxD, *d_consts = pullback(d_logits_CxV)
+      return jnp.zeros_like(rows_NxD).at[index_C].add(d_rows_CxD), tuple(d_consts)
+    return run
+
+  d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  return (d_rows_NxD, None, None, *d_consts)
+
+
+_packed_nll.defvjp(_packed_fwd, _packed_bwd)
