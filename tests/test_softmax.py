@@ -36,6 +36,7 @@ def test_packed_output_layer_equals_the_full_layer_and_its_gradients(lengths, pa
   log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   expected = -np.sum(np.where(valid, np.take_along_axis(log_p, targets[..., None], -1)[..., 0], 0.0), axis=1)
   np.testing.assert_allclose(nll, expected, rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(total, static_argnums=2)(states, kernel, pack)[1], expected, rtol=1e-5)
   # d/dstates and d/dkernel in float64: softmax(o) - onehot(y) at the valid positions, row-weighted by 1..4
   weight = np.arange(1.0, 5.0)[:, None, None] * valid[..., None]
   d_logits = weight * (np.exp(log_p) - np.eye(11)[targets])

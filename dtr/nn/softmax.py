@@ -63,10 +63,12 @@ def _level(capacities, valid_N):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
   """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them."""
-  return _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts)[0]
+  return _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts, gradient=False)[0]
 
 
-def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+def _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts, gradient: bool):
+  """(NLL per document [B], and with `gradient` the residuals of `_packed_bwd`: softmax(o) - onehot(y) of the
+  taken buffer's rows, zero below them, [N, V]; their positions [N])."""
   n = rows_NxD.shape[0]
   length = n // batch
 
@@ -78,15 +80,22 @@ def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts
       targets_C = targets_N[index_C]
       lse_C = jax.nn.logsumexp(logits_CxV, axis=-1)
       nll_C = jnp.where(real_C, lse_C - jnp.take_along_axis(logits_CxV, targets_C[:, None], -1)[:, 0], 0.0)
+      nll_B = jax.ops.segment_sum(nll_C, index_C // length, num_segments=batch)
+      if not gradient:
+        return nll_B
       onehot_CxV = jnp.arange(logits_CxV.shape[-1])[None, :] == targets_C[:, None]
       d_logits_CxV = jnp.where(real_C[:, None], jnp.exp(logits_CxV - lse_C[:, None]) - onehot_CxV, 0.0)
-      nll_B = jax.ops.segment_sum(nll_C, index_C // length, num_segments=batch)
       pad = n - capacity
-      return nll_B, jnp.pad(d_logits_CxV, ((0, pad), (0, 0))), jnp.pad(index_C, (0, pad))
+      return nll_B, (jnp.pad(d_logits_CxV, ((0, pad), (0, 0))), jnp.pad(index_C, (0, pad)))
     return run
 
-  level = _level(capacities, valid_N)
-  nll_B, d_logits_NxV, index_N = jax.lax.switch(level, [branch(c) for c in capacities], None)
+  out = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  return out if gradient else (out, None)
+
+
+def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+  nll_B, (d_logits_NxV, index_N) = _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts,
+                                           gradient=True)
   return nll_B, (rows_NxD, valid_N, d_logits_NxV, index_N, consts)
 
 
