@@ -22,7 +22,7 @@ Token batches are padded to one of a few fixed widths (`TOKEN_WIDTHS`, the small
 slot after the longest sequence of the chunk over the global batch), so a jitted step compiles at most a
 few times. With `data.length_buckets` = W > 0 the epoch's order is regrouped by `length_bucketed` (sorted by
 length within windows of W chunks, chunks shuffled), so a chunk's sequences have similar lengths and little
-padding (still a pure function of (seed, epoch)), and training chunks take the finer `FINE_TOKEN_WIDTHS`.
+padding (still a pure function of (seed, epoch)), and training chunks take the finer `bucket_widths`.
 
 `prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
 gathers release the GIL), so host batching overlaps the jitted steps.
@@ -187,12 +187,20 @@ def length_bucketed(order: np.ndarray, lengths: np.ndarray, *, batch_size: int, 
 
 def epoch_rows(order: np.ndarray, split, *, window: int, batch_size: int, steps_per_call: int, seed: int,
                epoch: int) -> tuple[np.ndarray, tuple[int, ...]]:
-  """(order, token widths) of an epoch: `order` regrouped by `length_bucketed` with `FINE_TOKEN_WIDTHS` when
+  """(order, token widths) of an epoch: `order` regrouped by `length_bucketed` with `bucket_widths` when
   `window` (data.length_buckets) > 0, else `order` as it is with `TOKEN_WIDTHS`."""
   if not window:
     return order, TOKEN_WIDTHS
-  return length_bucketed(order, token_lengths(split), batch_size=batch_size, steps_per_call=steps_per_call,
-                         window=window, seed=seed, epoch=epoch), FINE_TOKEN_WIDTHS
+  lengths = token_lengths(split)
+  return length_bucketed(order, lengths, batch_size=batch_size, steps_per_call=steps_per_call, window=window,
+                         seed=seed, epoch=epoch), bucket_widths(int(lengths.max(initial=0)))
+
+
+def bucket_widths(longest: int) -> tuple[int, ...]:
+  """`FINE_TOKEN_WIDTHS` and the split's own widest batch, its longest sequence + 1 rounded up to 8: the chunk
+  of the longest sequences (usually far above the next longest chunk) pads to that, not to the next fine
+  width (a split cut at 200 tokens: 208 instead of 256)."""
+  return tuple(sorted(set(FINE_TOKEN_WIDTHS) | {-(-(longest + 1) // 8) * 8}))
 
 
 def check_whole_windows(window: int, steps: int, steps_per_call: int) -> None:
@@ -247,7 +255,7 @@ def train_chunks(kind: str, split, orders: Sequence[np.ndarray], *, per_member: 
   within the epoch, so a run resumed at a chunk boundary runs the very same chunks as an uninterrupted one.
   Every chunk has K steps; in the epoch's last one, steps k..K-1 repeat the last batch and have `valid`
   False (the train step skips them). Token chunks are padded to the smallest of `widths` that fits
-  (`token_width`; `FINE_TOKEN_WIDTHS` for length-bucketed orders).
+  (`token_width`; `bucket_widths` for length-bucketed orders).
   """
   lengths = {len(o) for o in orders}
   if len(lengths) != 1:

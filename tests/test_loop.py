@@ -220,6 +220,12 @@ def test_length_bucketed_chunks_pad_less_than_random_chunks():
   real = int(np.diff(split.tokens.offsets).sum())
   assert real <= padded(bucketed, ip.FINE_TOKEN_WIDTHS) < padded(bucketed) < padded(order)
   assert set(ip.TOKEN_WIDTHS) < set(ip.FINE_TOKEN_WIDTHS)
+  # A bucketed epoch's widths add the split's own widest batch: sentences cut at 200 tokens pad to 208, not 256.
+  assert ip.bucket_widths(200) == tuple(sorted(ip.FINE_TOKEN_WIDTHS + (208,)))
+  assert ip.token_width(200, ip.bucket_widths(200)) == 208 and ip.token_width(192, ip.bucket_widths(200)) == 208
+  assert ip.token_width(191, ip.bucket_widths(200)) == 192 and ip.bucket_widths(63) == ip.FINE_TOKEN_WIDTHS
+  _, widths = ip.epoch_rows(order, split, window=10, batch_size=8, steps_per_call=3, seed=0, epoch=0)
+  assert widths == ip.bucket_widths(int(ip.token_lengths(split).max()))
 
 
 def test_length_buckets_is_checked_before_the_data_loads():
@@ -260,6 +266,6 @@ def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypa
   config.num_epochs = 2
   result = train.train_and_evaluate(config, str(tmp_path))
   assert [c['epoch'] for c in calls] == [0, 1]
-  assert ip.FINE_TOKEN_WIDTHS in widths_seen  # the epochs' chunks (the sample batch keeps the default)
+  assert any(w is not None and set(ip.FINE_TOKEN_WIDTHS) <= set(w) for w in widths_seen)  # the epochs' chunks
   assert all(c['window'] == 2 and c['batch_size'] == config.batch_size for c in calls)
   assert np.isfinite(result['test/perplexity'])
