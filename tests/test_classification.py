@@ -318,8 +318,11 @@ def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path)
   import argparse  # pylint: disable=g-import-not-at-top
   from dtr.benches import classification as bench  # pylint: disable=g-import-not-at-top
   args = argparse.Namespace(tiny=False, dataset='dbpedia14', token_vocab_size=8000, data_set=[], epochs=15,
-                            em_iter=1, noam=False, dropout=0.2, pretrain_set=[])
+                            em_iter=1, noam=False, dropout=0.2, pretrain_set=[], buckets=0)
   new = bench.pretrain_config('hard_em-global-M4-K4096', args)
+  assert 'length_buckets' not in new.data  # absent unless asked: the cells before --buckets keep their folders
+  bucketed = bench.pretrain_config('hard_em-global-M4-K4096', argparse.Namespace(**{**vars(args), 'buckets': 4}))
+  assert bucketed.data.length_buckets == 4 and bench.digest(bucketed) != bench.digest(new)
   old = bench.pretrain_config('hard_em-global-M4-K4096-xavier', args)
   assert new.model.codebook_init == 'normal' and old.model.codebook_init == 'xavier'
   before = ml_collections.ConfigDict(old.to_dict())

@@ -30,6 +30,13 @@ def test_lm_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
   assert again == text and cached['binary_ae'][0] == results
 
 
+def test_lm_command_pretrains_on_length_buckets_when_asked(tmp_path, capsys):
+  sentences.main(['lm', '--tiny', '--rows=binary_ae', '--seeds=1', '--buckets=2', f'--cache_dir={tmp_path}'])
+  (config_path,) = list((tmp_path / 'lm' / 'tiny' / 'small').glob('binary_ae-*/seed0/config.json'))
+  assert json.loads(config_path.read_text())['data']['length_buckets'] == 2
+  assert '| binary AE |' in capsys.readouterr().out
+
+
 def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_config_matches(tmp_path):
   config = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', (), '', tiny=True)
   folder = sentences.cell_dir(str(tmp_path), 'binary_ae', config, 'seed0')
@@ -39,6 +46,9 @@ def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_co
   longer = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', ('num_epochs=7',), '', tiny=True)
   assert sentences.cell_dir(str(tmp_path), 'binary_ae', longer, 'seed0') != folder
   assert sentences.cell_dir('', 'binary_ae', config, 'seed0') is None
+  bucketed = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', (), '', tiny=True, buckets=4)
+  assert bucketed.data.length_buckets == 4 and 'length_buckets' not in config.data  # absent unless asked
+  assert sentences.cell_dir(str(tmp_path), 'binary_ae', bucketed, 'seed0') != folder
   assert sentences.cell_dir(str(tmp_path), 'cbow', config) == folder.replace('binary_ae', 'cbow')[:-len('/seed0')]
   # A cell of an earlier version (no digest in its name) is used only when its run had this very config.
   legacy = tmp_path / 'binary_ae' / 'seed0'

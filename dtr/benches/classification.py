@@ -118,6 +118,8 @@ def pretrain_config(variant: str, args):
     config.model.em_iter = args.em_iter
     config.model.noam = args.noam  # Noam's 2000 warm-up steps outlast a short pretraining
   config.model.dropout = args.dropout
+  if args.buckets:  # absent unless asked, so the cells trained without it keep their digests
+    config.data.length_buckets = args.buckets
   for key, value in args.pretrain_set:
     _set(config, key, value)
   return config
@@ -468,8 +470,6 @@ def run_speed(args) -> None:
   for variant in args.variants:
     config = pretrain_config(variant, args)
     config.batch_size = args.batch_size
-    if args.buckets:
-      config.data.length_buckets = args.buckets
     corpus = corpus or load_corpus(config.data)
     if corpus.synthetic and not args.tiny:
       raise SystemExit(f'{args.dataset}: no real data found (set DTR_DATA_DIR).')
@@ -539,6 +539,8 @@ def main(argv=None) -> None:
   common.add_argument('--probe_set', action='append', default=[], help='probe config key=value')
   common.add_argument('--data_set', action='append', default=[], help='config.data key=value (every cell)')
   common.add_argument('--tiny', action='store_true', help='synthetic tiny configs (a smoke run)')
+  common.add_argument('--buckets', type=int, default=0, help='pretraining data.length_buckets: sentences sorted '
+                      'by length within windows of this many chunks (0: random chunks, the reference\'s order)')
   sp = sub.add_parser('study', parents=[common], help='pretrain, classify, the table (resumable)')
   sp.add_argument('--kinds', default=','.join(KINDS), help='features (code-book vectors), reembed (codes)')
   sp.add_argument('--cbow', action=argparse.BooleanOptionalAction, default=True)
@@ -551,8 +553,6 @@ def main(argv=None) -> None:
   pp.add_argument('--batch_size', type=int, default=64)
   pp.add_argument('--steps', type=int, default=64)
   pp.add_argument('--steps_per_call', type=int, default=16)
-  pp.add_argument('--buckets', type=int, default=0, help='data.length_buckets: sentences sorted by length within '
-                  'windows of this many chunks (0: random chunks, the reference\'s order)')
   pp.add_argument('--probe_epochs', type=int, default=5)
   pp.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
                   help='XLA FLOP counts per step (Hard EM: two more compilations per batch width)')
