@@ -109,3 +109,17 @@ def test_hand_values_of_the_full_layer():
   expected = [-(log_p[0, 0, 1] + log_p[0, 1, 2] + log_p[0, 2, 0]), -log_p[1, 0, 3]]
   nll = softmax.target_nll(lambda h: h, jnp.asarray(logits, jnp.float32), jnp.asarray(targets), valid, 0.0)
   np.testing.assert_allclose(nll, expected, rtol=1e-5)
+
+
+def test_a_gradient_of_the_states_alone_leaves_the_layers_gradient_out():
+  """Hard EM's E-steps differentiate the encoder only: the packed backward's switch for the output layer's
+  parameters (a [d, C] x [C, V] product per buffer) is then unused, and XLA drops it from the program."""
+  kernel = jnp.full((4, 9), 0.1)
+  states, targets = jnp.ones((8, 6, 4)), jnp.zeros((8, 6), jnp.int32)
+  valid = jnp.arange(6)[None, :] < jnp.arange(8)[:, None] % 6
+
+  def conditionals(argnums):
+    f = lambda s, k, v: softmax.target_nll(lambda h: h @ k, s, targets, v, 0.75).sum()
+    return jax.jit(jax.grad(f, argnums)).lower(states, kernel, valid).compile().as_text().count('conditional(')
+
+  assert conditionals(0) == 2 and conditionals((0, 1)) == 3  # forward + d rows; + d kernel

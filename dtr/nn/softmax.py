@@ -100,20 +100,34 @@ def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts
 
 
 def _packed_bwd(linear, capacities, batch, residuals, g_B):
+  """Two switches over the buffers, one for d/d rows and one for d/d the layer's parameters, so that a
+  gradient that needs only one of them (Hard EM's E-steps: the encoder's) leaves the other's product out of
+  the program (XLA removes a conditional whose results are unused, not one of its results)."""
   rows_NxD, valid_N, d_logits_NxV, index_N, consts = residuals
   n = rows_NxD.shape[0]
   length = n // batch
+  level = _level(capacities, valid_N)
 
-  def branch(capacity):
+  def taken(capacity):  # the buffer's rows and its d loss / d logits (0 on the buffer's padding)
+    index_C = index_N[:capacity]
+    return index_C, rows_NxD[index_C], d_logits_NxV[:capacity] * g_B[index_C // length][:, None]
+
+  def rows_branch(capacity):
     def run(_):
-      index_C = index_N[:capacity]
-      d_logits_CxV = d_logits_NxV[:capacity] * g_B[index_C // length][:, None]  # 0 on the buffer's padding
-      _, pullback = jax.vjp(linear, rows_NxD[index_C], *consts)  # linear: its forward product is unused
-      d_rows_CxD, *d_consts = pullback(d_logits_CxV)
-      return jnp.zeros_like(rows_NxD).at[index_C].add(d_rows_CxD), tuple(d_consts)
+      index_C, rows_CxD, d_logits_CxV = taken(capacity)
+      _, pullback = jax.vjp(lambda r: linear(r, *consts), rows_CxD)  # linear: its forward product is unused
+      return jnp.zeros_like(rows_NxD).at[index_C].add(pullback(d_logits_CxV)[0])
     return run
 
-  d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  def consts_branch(capacity):
+    def run(_):
+      _, rows_CxD, d_logits_CxV = taken(capacity)
+      _, pullback = jax.vjp(lambda *c: linear(rows_CxD, *c), *consts)
+      return tuple(pullback(d_logits_CxV))
+    return run
+
+  d_rows_NxD = jax.lax.switch(level, [rows_branch(c) for c in capacities], None)
+  d_consts = jax.lax.switch(level, [consts_branch(c) for c in capacities], None) if consts else ()
   return (d_rows_NxD, None, None, *d_consts)
 
 
