@@ -18,7 +18,7 @@ LEVELS = 12  # packed buffers of pack B T 2^(-j/4) positions, j = 0 .. LEVELS - 
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
   """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
 
-  `project` is linear in h (an output layer: h W + b). It is applied only where it is needed: with `pack`
+  `project` is an output layer (h W + b). It is applied only where it is needed: with `pack`
   in (0, 1] the valid positions are gathered first into the smallest buffer that holds them (`buffer_sizes`:
   pack B T positions, and from there steps of 2^(1/4) down LEVELS - 1 times and up to all B T), so a batch
   padded to width T pays for at most 2^(1/4) = 1.19 times its valid positions (above the smallest buffer)
@@ -29,7 +29,8 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
 
   The packed path has its own gradient (`_packed_nll`): the forward pass keeps softmax(o) - onehot(y) of the
   taken buffer (in a [B T, V] residual, the size of the full layer's logits), so the backward pass is the two
-  products of the output layer's gradient and never recomputes the logits. Every path gives the same numbers
+  products of the output layer's gradient and never recomputes the logits (for a linear `project`; any other
+  is still exact, its forward pass then runs again inside the backward one). Every path gives the same numbers
   and gradients. pack = 0: the full [B, T] layer by automatic differentiation.
   """
   batch, length = targets_BxT.shape
@@ -70,7 +71,7 @@ def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts
 
 def _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts, gradient: bool):
   """(NLL per document [B], and with `gradient` the residuals of `_packed_bwd`: softmax(o) - onehot(y) of the
-  taken buffer's rows, zero below them, [N, V]; their positions [N])."""
+  taken buffer's rows, zero past them, [N, V]; their positions [N])."""
   n = rows_NxD.shape[0]
   length = n // batch
 
