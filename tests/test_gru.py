@@ -35,10 +35,11 @@ def numpy_gru(p, x_BxLxD, lengths, reverse=False):
   return outputs, finals
 
 
-@pytest.fixture(scope='module')
-def padded():
+@pytest.fixture(scope='module', params=[7, 10], ids=['width7', 'width10'])
+def padded(request):
+  """Lengths 7, 3, 1, 0 at width 7, and at width 10, whose last 3 steps no sequence reaches."""
   rng = np.random.default_rng(0)
-  x = rng.normal(size=(4, 7, 5)).astype(np.float32)
+  x = rng.normal(size=(4, request.param, 5)).astype(np.float32)
   lengths = np.array([7, 3, 1, 0], np.int32)
   return x, lengths
 
@@ -79,7 +80,7 @@ def test_gru_gradients_match_a_loop_and_finite_differences(padded, reverse):
     p = {'input_kernel': rng.normal(size=(5, 18)), 'input_bias': rng.normal(size=18),
          'recurrent_kernel': 0.5 * rng.normal(size=(6, 18)), 'recurrent_bias': rng.normal(size=18)}
     h0 = rng.normal(size=(4, 6))
-    w_out, w_final = rng.normal(size=(4, 7, 6)), rng.normal(size=(4, 6))
+    w_out, w_final = rng.normal(size=(4, x.shape[1], 6)), rng.normal(size=(4, 6))
 
     def loss(scan):
       def f(p, x, h0):
@@ -112,7 +113,7 @@ def test_bigru_scan_equals_two_scans_and_their_gradients(padded):
                   'recurrent_kernel': jnp.asarray(0.5 * rng.normal(size=(6, 18)), jnp.float32),
                   'recurrent_bias': jnp.asarray(rng.normal(size=18), jnp.float32)}
   forward, backward = make(), make()
-  weights = jnp.asarray(rng.normal(size=(4, 7, 12)), jnp.float32), jnp.asarray(rng.normal(size=(4, 12)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(4, x.shape[1], 12)), jnp.float32), jnp.asarray(rng.normal(size=(4, 12)), jnp.float32)
   zeros = jnp.zeros((4, 6))
 
   def fused(fw, bw, x):
@@ -143,7 +144,7 @@ def test_gru_cell_is_one_step_of_the_scan(padded):
 def test_padding_never_changes_an_encoding(padded):
   x, lengths = padded
   wider = np.concatenate([x, np.random.default_rng(3).normal(size=(4, 5, 5)).astype(np.float32)], axis=1)
-  wider[np.arange(12)[None, :] >= lengths[:, None]] = 9.0  # garbage on the padding, both widths
+  wider[np.arange(wider.shape[1])[None, :] >= lengths[:, None]] = 9.0  # garbage on the padding, both widths
   narrow = wider[:, :7]
   layer = gru.BiGRU(6)
   params = layer.init(jax.random.key(4), narrow, lengths)
@@ -151,7 +152,7 @@ def test_padding_never_changes_an_encoding(padded):
   out_wide, final_wide = layer.apply(params, wider, lengths)
   np.testing.assert_allclose(final_narrow, final_wide, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(out_narrow, out_wide[:, :7], rtol=1e-6, atol=1e-6)
-  assert np.all(np.asarray(out_wide)[np.arange(12)[None, :] >= lengths[:, None]] == 0)
+  assert np.all(np.asarray(out_wide)[np.arange(wider.shape[1])[None, :] >= lengths[:, None]] == 0)
   np.testing.assert_array_equal(final_wide[3], 0)  # an empty sentence keeps the initial state
 
 
