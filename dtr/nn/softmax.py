@@ -35,12 +35,11 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   """
   batch, length = targets_BxT.shape
   n = batch * length
+  rows_NxD = states_BxTxD.reshape(n, -1)  # [N, d] rows: XLA:CPU compiles the full layer's gradient faster
   if pack <= 0:
-    rows_NxD = states_BxTxD.reshape(n, -1)
-    nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))  # [N, d] rows: XLA:CPU's gradient is faster
+    nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
   capacities = buffer_sizes(pack, n)
-  rows_NxD = states_BxTxD.reshape(n, -1)
   linear, consts = jax.closure_convert(project, rows_NxD[:1])
   return _packed_nll(linear, capacities, batch, rows_NxD, targets_BxT.reshape(n).astype(jnp.int32),
                      valid_BxT.reshape(n), *consts)
