@@ -113,7 +113,8 @@ def test_bigru_scan_equals_two_scans_and_their_gradients(padded):
                   'recurrent_kernel': jnp.asarray(0.5 * rng.normal(size=(6, 18)), jnp.float32),
                   'recurrent_bias': jnp.asarray(rng.normal(size=18), jnp.float32)}
   forward, backward = make(), make()
-  weights = jnp.asarray(rng.normal(size=(4, x.shape[1], 12)), jnp.float32), jnp.asarray(rng.normal(size=(4, 12)), jnp.float32)
+  weights = (jnp.asarray(rng.normal(size=(4, x.shape[1], 12)), jnp.float32),
+             jnp.asarray(rng.normal(size=(4, 12)), jnp.float32))
   zeros = jnp.zeros((4, 6))
 
   def fused(fw, bw, x):

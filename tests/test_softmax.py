@@ -45,7 +45,7 @@ def test_packed_output_layer_equals_the_full_layer_and_its_gradients(lengths, pa
                              rtol=1e-4, atol=1e-5)
 
 
-def test_buffers_shrink_by_sqrt2_from_pack_and_round_up_to_8():
+def test_buffers_shrink_by_2_to_the_quarter_from_pack_and_round_up_to_8():
   """The buffers a 64 x 50 batch gets with pack 0.75: 2400 / 2^(j/4), j = -1 .. 11, rounded up to multiples
   of 8, then all 3200 positions; one branch of the switch per buffer, each projecting that many rows."""
   expected = sorted({-(-int(np.ceil(2400 / 2**(j / 4))) // 8) * 8 for j in range(-1, 12)})
