@@ -98,6 +98,39 @@ def test_spike_slab_samples_have_the_mixture_moments():
   assert float(jnp.mean(jnp.abs(prior) < 0.2)) == pytest.approx(expected, abs=5e-3)
 
 
+@pytest.mark.parametrize('gamma,mu,sigma', [(0.25, 0.8, 0.6), (0.9, -1.5, 1.7), (0.02, 0.1, 0.2)])
+def test_joint_kl_is_the_slab_kl_weighted_and_bounds_the_mixture_kl(gamma, mu, sigma):
+  slab_q, slab_p, spike = stats.norm(mu, sigma), stats.norm(0, 1), stats.norm(0, 0.05)
+
+  def integral(f):  # over the slab's and the spike's mass, in pieces (the spike is narrow)
+    points = sorted({-0.5, 0.5, mu - 6 * sigma, mu + 6 * sigma})
+    return sum(integrate.quad(f, a, b, limit=400, points=[0.0] if a < 0 < b else None)[0]
+               for a, b in zip([-30.0] + points, points + [30.0]))
+
+  slab_kl = integral(lambda z: slab_q.pdf(z) * (slab_q.logpdf(z) - slab_p.logpdf(z)))
+  got = float(spike_slab.kl_joint(jnp.float32(gamma), jnp.float32(mu), jnp.float32(sigma)))
+  assert got == pytest.approx((1 - gamma) * slab_kl, rel=1e-4)
+  q = lambda z: gamma * spike.pdf(z) + (1 - gamma) * slab_q.pdf(z)
+  p = lambda z: gamma * spike.pdf(z) + (1 - gamma) * slab_p.pdf(z)
+  mixture_kl = integral(lambda z: q(z) * (np.log(q(z)) - np.log(p(z))) if q(z) > 0 else 0.0)
+  assert 0.0 <= mixture_kl < got
+
+
+def test_hsvae_joint_kl_of_z_is_analytic_in_the_drawn_gamma():
+  method = sparse_vae.HSVAE(tiny('hsvae', z_kl='joint'), 0, INFO)
+  batch = make_batch()
+  params = method.init(jax.random.key(0), batch)['params']
+  heads = method._heads(params, batch)
+  z, parts = method._latent(heads, jax.random.key(3), 'sample')
+  mu, sigma = (np.asarray(h, np.float64) for h in method._gaussian(heads))
+  gamma = np.asarray(parts['gamma'], np.float64)
+  expected = np.sum((1 - gamma) * (0.5 * (mu**2 + sigma**2 - 1) - np.log(sigma)), axis=-1)
+  np.testing.assert_allclose(parts['kl_z'], expected, rtol=1e-5, atol=1e-6)
+  sampled = sparse_vae.HSVAE(tiny('hsvae'), 0, INFO)._latent(heads, jax.random.key(3), 'sample')
+  np.testing.assert_array_equal(sampled[0], z)  # the same draw; only the KL estimate differs
+  assert not np.allclose(sampled[1]['kl_z'], parts['kl_z'])
+
+
 # ----------------------------------------------------------------------------------------------------- MMD
 def numpy_mmd(x, y, wx, wy, scales=mmd.IMQ_SCALES):
   def k(a, b):
@@ -223,12 +256,32 @@ def test_hsvae_reports_a_failed_beta_sample():
   assert not np.isfinite(float(metrics['loss']))
 
 
+@pytest.mark.parametrize('name', ['hsvae', 'mat_vae', 'gauss_vae'])
+def test_kl_target_makes_the_weighted_kl_its_distance_to_c(name):
+  batch = {'mask': np.array([1, 1, 1, 0], np.float32)}
+  kl_B = np.array([3.0, 9.0, 1.5, 50.0], np.float32)  # the padded row's 50 is never counted
+  weight_field = 'z_kl_weight' if name == 'hsvae' else 'kl_weight'
+  rng = jax.random.key(0)
+  z = jax.random.normal(rng, (B, 5))
+  parts = ({'kl_gamma': np.zeros(B, np.float32), 'kl_z': kl_B, 'gamma': np.full((B, 5), 0.5, np.float32),
+            'spikes': np.zeros((B, 5), np.float32)} if name == 'hsvae'
+           else {'kl': kl_B, 'penalty': np.zeros(B, np.float32)})
+  values = {}
+  for target in (0.0, 2.0, 10.0):
+    method = CLASSES[name](tiny(name, kl_target=target, **{weight_field: 0.5}), 0, INFO)
+    values[target] = float(method._regulariser(parts, z, batch, None, rng)[0])
+  mean_kl = (3.0 + 9.0 + 1.5) / 3  # 4.5
+  assert values[2.0] - values[0.0] == pytest.approx(0.5 * (abs(mean_kl - 2.0) - mean_kl), abs=1e-5)
+  assert values[10.0] - values[0.0] == pytest.approx(0.5 * (abs(mean_kl - 10.0) - mean_kl), abs=1e-5)
+
+
 @pytest.mark.parametrize('name,field,value', [
     ('hsvae', 'prior_alpha', 0.0), ('hsvae', 'prior_beta', -1.0), ('hsvae', 'temperature', 0.0),
     ('hsvae', 'word_dropout', 1.0), ('hsvae', 'latent_size', 0), ('hsvae', 'hidden_size', 0),
-    ('hsvae', 'gamma_kl_weight', -0.1), ('hsvae', 'probe_features', 'sample'),
+    ('hsvae', 'gamma_kl_weight', -0.1), ('hsvae', 'probe_features', 'sample'), ('hsvae', 'z_kl', 'mc'),
     ('mat_vae', 'prior_gamma', 1.0), ('mat_vae', 'mmd_scales', (0.1, -1.0)), ('mat_vae', 'dropout', -0.1),
-    ('gauss_vae', 'l1_mu', -1.0), ('gauss_vae', 'embed_size', 0), ('gauss_vae', 'learning_rate', 0.0)])
+    ('gauss_vae', 'l1_mu', -1.0), ('gauss_vae', 'kl_target', -1.0), ('mat_vae', 'kl_target', -0.5),
+    ('gauss_vae', 'embed_size', 0), ('gauss_vae', 'learning_rate', 0.0)])
 def test_bad_settings_name_the_field(name, field, value):
   mc = tiny(name)
   mc[field] = value
@@ -317,3 +370,17 @@ def test_config_kl_weight_sets_the_weight_on_z_kl_of_each_sparse_method():
   assert load('method=mat_vae,kl_weight=0.3').model.kl_weight == 0.3
   with pytest.raises(ValueError, match='method=binary_vae'):
     load('method=binary_vae,kl_weight=0.5')
+
+
+def test_config_kl_target_and_z_kl_are_absent_unless_given():
+  from dtr import config_utils
+  load = config_utils.load_config_module('sentence_ae').get_config
+  plain = load('method=hsvae,dataset=dbpedia14')
+  assert 'kl_target' not in plain.model and 'z_kl' not in plain.model  # earlier cells keep their digests
+  given = load('method=hsvae,dataset=dbpedia14,kl_target=10,z_kl=joint')
+  assert (given.model.kl_target, given.model.z_kl) == (10.0, 'joint')
+  assert config_utils.settings_digest(plain) != config_utils.settings_digest(given)
+  assert load('method=gauss_vae,kl_target=5').model.kl_target == 5.0
+  for arg in ('method=binary_ae,kl_target=5', 'method=gauss_vae,z_kl=joint'):
+    with pytest.raises(ValueError, match='kl_target is an option'):
+      load(arg)

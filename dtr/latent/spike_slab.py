@@ -88,6 +88,17 @@ def sample_prior(rng: jax.Array, shape, gamma: float, spike_scale: float = SPIKE
       slab_rng, shape, dtype)
 
 
+def kl_joint(gamma: jax.Array, mu: jax.Array, sigma: jax.Array) -> jax.Array:
+  """KL(q(c, z) || p(c, z)) with c ~ Bern(gamma) in both, slabs N(mu, sigma^2) and N(0, 1), a shared spike.
+
+  = (1 - gamma) KL(N(mu, sigma^2) || N(0, 1)): the indicator's and the spike's terms cancel. By the chain rule
+  it bounds KL(q(z) || p(z)) of the two spike-and-slab mixtures from above, so an ELBO with it is still a
+  lower bound on log p(x) (with c as a latent variable), and it needs no sample of z.
+  """
+  kl_slab = 0.5 * (jnp.square(mu) + jnp.square(sigma) - 1.0) - jnp.log(sigma)
+  return (1.0 - gamma) * kl_slab
+
+
 def mean(gamma: jax.Array, mu: jax.Array) -> jax.Array:
   """E[z] = (1 - gamma) mu of the spike-and-slab with a zero-mean spike."""
   return (1.0 - gamma) * mu
