@@ -49,6 +49,13 @@ def test_cell_folders_follow_the_config_and_earlier_cells_are_kept_when_their_co
   bucketed = sentences.sentence_config('binary_ae', 'yahoo_lm', 0, 'small', (), '', tiny=True, buckets=4)
   assert bucketed.data.length_buckets == 4 and 'length_buckets' not in config.data  # absent unless asked
   assert sentences.cell_dir(str(tmp_path), 'binary_ae', bucketed, 'seed0') != folder
+  hsvae = sentences.sentence_config('hsvae', 'dbpedia14', 0, 'small', (), 'latent=32', tiny=True)
+  held = sentences.sentence_config('hsvae', 'dbpedia14', 0, 'small', (), 'latent=32', tiny=True,
+                                   config_args='kl_target=10,z_kl=joint')
+  assert (held.model.kl_target, held.model.z_kl, held.model.latent_size) == (10.0, 'joint', 32)
+  assert 'kl_target' not in hsvae.model
+  assert sentences.cell_dir(str(tmp_path), 'hsvae', held, 'seed0') != sentences.cell_dir(
+      str(tmp_path), 'hsvae', hsvae, 'seed0')
   assert sentences.cell_dir(str(tmp_path), 'cbow', config) == folder.replace('binary_ae', 'cbow')[:-len('/seed0')]
   # A cell of an earlier version (no digest in its name) is used only when its run had this very config.
   legacy = tmp_path / 'binary_ae' / 'seed0'

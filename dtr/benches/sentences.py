@@ -22,6 +22,8 @@ first). `--out`
 replaces the table's own block (between `<!-- BEGIN name -->` and `<!-- END name -->`) in the markdown file,
 leaving the rest of the file as it is. `--tiny` runs the synthetic test configurations (a smoke run).
 `--buckets=W` pretrains on length-bucketed chunks (`data.length_buckets`; a config field, so new cells).
+`--config_args=a=x,b=y` appends configs/sentence_ae.py arguments to every pretraining cell's (e.g.
+`kl_target=10,z_kl=joint`: fields that exist only when given, which `--set` cannot reach).
 """
 
 from __future__ import annotations
@@ -95,10 +97,10 @@ def apply_size(config, dataset: str, size: str, num_train: int | None = None) ->
 
 
 def sentence_config(method: str, dataset: str, seed: int, size: str, sets=(), extra: str = '',
-                    tiny: bool = False, num_train: int | None = None, buckets: int = 0):
+                    tiny: bool = False, num_train: int | None = None, buckets: int = 0, config_args: str = ''):
   """configs/sentence_ae.py:method=...,dataset=...[,extra] with the study's sizes, seed and overrides;
   `buckets` > 0 sets data.length_buckets (absent otherwise, so earlier cells keep their digests)."""
-  arg = f'method={method},dataset={dataset}' + (f',{extra}' if extra else '') + (',tiny' if tiny else '')
+  arg = ','.join(filter(None, [f'method={method},dataset={dataset}', extra, config_args, 'tiny' if tiny else '']))
   config = config_utils.load_config_module('sentence_ae').get_config(arg)
   if not tiny:
     apply_size(config, dataset, size, num_train)
@@ -214,7 +216,7 @@ LM_COLUMNS = (('perplexity', 'PPL sampled'), ('perplexity_mean', 'PPL mean'), ('
 
 
 def lm_table(dataset: str, rows, seeds: int, cache_dir: str = '', size: str = 'small', sets=(), tiny=False,
-             seeds_per_row=None, log=print, buckets: int = 0) -> tuple[str, dict]:
+             seeds_per_row=None, log=print, buckets: int = 0, config_args: str = '') -> tuple[str, dict]:
   """(markdown table, {row: [results.json per seed]}) of the language-modelling table."""
   seeds_per_row = seeds_per_row or {}
   corpora = Corpora(tiny)
@@ -225,7 +227,8 @@ def lm_table(dataset: str, rows, seeds: int, cache_dir: str = '', size: str = 's
         continue
       method, word_dropout, label = LM_ROWS[row]
       extra = f'word_dropout={word_dropout}' if word_dropout is not None else ''
-      config = sentence_config(method, dataset, seed, size, sets, extra, tiny, buckets=buckets)
+      config = sentence_config(method, dataset, seed, size, sets, extra, tiny, buckets=buckets,
+                               config_args=config_args)
       corpus = corpora(config)
       if 'kl_anneal_sentences' in config.model and not tiny and size == 'small':
         config.model.kl_anneal_sentences = KL_ANNEAL_EPOCHS * corpus.splits['train'].num_docs
@@ -276,7 +279,8 @@ def cbow_config(dataset: str, seeds: int, size: str, tiny: bool):
 
 def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe_seeds: int, cache_dir='',
                  size='small', sets=(), probe_sets=(), tiny=False, dims_rows=None, log=print,
-                 probe_kind: str = 'samples', probe_normalize: str = '', buckets: int = 0) -> tuple[str, dict]:
+                 probe_kind: str = 'samples', probe_normalize: str = '', buckets: int = 0,
+                 config_args: str = '') -> tuple[str, dict]:
   """(markdown table, {(d, row): [cells]}) of the probe table; a cell is {'pretrain', 'probe', 'hoyer'}.
   `probe_normalize` is configs/classify.py's normalize ('example', or 'feature': per-dimension z-scores over
   the training split)."""
@@ -290,7 +294,7 @@ def sparse_table(dataset: str, dims, settings: str, baselines, seeds: int, probe
         if dims_rows and d in dims_rows and row not in dims_rows[d]:
           continue
         config = sentence_config(method, dataset, seed, size, sets, ','.join(filter(None, [extra, f'latent={d}'])),
-                                 tiny, buckets=buckets)
+                                 tiny, buckets=buckets, config_args=config_args)
         base = cell_dir(_workdir(cache_dir, 'sparse', 'tiny' if tiny else dataset, size, f'd{d}'), row, config,
                         f'seed{seed}')
         tmp = None
@@ -369,6 +373,8 @@ def main(argv=None) -> None:
   for p in (lp, sp):
     p.add_argument('--size', default='small', help="'small' (the study's sizes) or 'paper' (the configs')")
     p.add_argument('--set', action='append', default=[], help='pretraining config override key=value (JSON)')
+    p.add_argument('--config_args', default='', help='configs/sentence_ae.py arguments for every pretraining '
+                   "cell, e.g. 'kl_target=10,z_kl=joint'")
     p.add_argument('--cache_dir', default='', help='cell workdirs; finished cells are read back (resumable)')
     p.add_argument('--out', default='', help='markdown file whose table block is replaced')
     p.add_argument('--tiny', action='store_true', help='synthetic test configurations (a smoke run)')
@@ -388,7 +394,7 @@ def main(argv=None) -> None:
     if unknown:
       parser.error(f'unknown rows {unknown}; known: {", ".join(LM_ROWS)}')
     text, _ = lm_table(args.dataset, rows, args.seeds, args.cache_dir, args.size, args.set, args.tiny,
-                       _pairs(args.seeds_per_row), log, args.buckets)
+                       _pairs(args.seeds_per_row), log, args.buckets, args.config_args)
   else:
     dims = [int(d) for d in args.dims.split(',')]
     baselines = [b for b in args.baselines.split(',') if b]
@@ -399,7 +405,7 @@ def main(argv=None) -> None:
                                                          filter(None, args.dims_rows.split(',')))}
     text, _ = sparse_table(args.dataset, dims, args.settings, baselines, args.seeds, args.probe_seeds,
                            args.cache_dir, args.size, args.set, args.probe_set, args.tiny, dims_rows, log,
-                           args.probe_kind, args.probe_normalize, args.buckets)
+                           args.probe_kind, args.probe_normalize, args.buckets, args.config_args)
   print(text)
   if args.out:
     write_block(args.out, f'{args.cmd} {args.dataset}', _command(argv), text)
