@@ -25,6 +25,8 @@ E[gamma] = alpha / (alpha + beta), so a larger alpha / (alpha + beta) asks for s
 kl_weight (the weight on z's KL of the sparse methods: HSVAE's psi, MAT-VAE's and the VAE's beta),
 kl_target (C > 0 nats: the sparse methods' weighted KL term becomes |KL - C|, which holds the rate at C),
 z_kl (HSVAE's KL of z: 'sample', the reference's one-sample estimate, or 'joint', analytic),
+beta_init (HSVAE's Beta heads: 'zero', the reference's softplus(head), or 'prior', softplus(head + s) with
+softplus(s) = the prior's alpha, beta, so that q(gamma|x) starts near the prior),
 buckets (W > 0: each epoch's sentences sorted by length within windows of W chunks,
 `dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
 fields on top of these.
@@ -59,7 +61,7 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=-1.0, latent=0,
                                alpha=None, beta=None, l1=0.0, l2=0.0, kl_weight=None, kl_target=None,
-                               z_kl=None, buckets=0, tiny=False, runlocal=False)
+                               z_kl=None, beta_init=None, buckets=0, tiny=False, runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
@@ -86,14 +88,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       raise ValueError(f'kl_weight weighs the KL of the sparse methods {SPARSE}, not method={arg.method} '
                        '(the autoencoders anneal theirs: model.kl_start, model.kl_anneal_sentences).')
     config.model['z_kl_weight' if arg.method == 'hsvae' else 'kl_weight'] = float(arg.kl_weight)
-  if arg.kl_target is not None or arg.z_kl is not None:  # absent unless given: earlier configs keep digests
-    if arg.method not in SPARSE or (arg.z_kl is not None and arg.method != 'hsvae'):
-      raise ValueError(f'kl_target is an option of the sparse methods {SPARSE} and z_kl of hsvae, not of '
-                       f'method={arg.method}.')
-    if arg.kl_target is not None:
-      config.model.kl_target = float(arg.kl_target)
-    if arg.z_kl is not None:
-      config.model.z_kl = str(arg.z_kl)
+  # kl_target, z_kl and beta_init are absent unless given, so that earlier configs keep their digests.
+  hsvae_only = {'z_kl': arg.z_kl, 'beta_init': arg.beta_init}
+  if (arg.kl_target is not None and arg.method not in SPARSE) or (
+      arg.method != 'hsvae' and any(v is not None for v in hsvae_only.values())):
+    raise ValueError(f'kl_target is an option of the sparse methods {SPARSE}, z_kl and beta_init of hsvae; '
+                     f'not of method={arg.method}.')
+  if arg.kl_target is not None:
+    config.model.kl_target = float(arg.kl_target)
+  for field, value in hsvae_only.items():
+    if value is not None:
+      config.model[field] = str(value)
   if arg.tiny:
     common.tiny_synthetic(config, vocab_size=60, doc_length=12, num_train=256, num_valid=64, num_test=64)
     config.update(batch_size=32, num_epochs=3, patience=100, eval_batch_size=64)

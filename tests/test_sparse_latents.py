@@ -247,6 +247,17 @@ def test_hsvae_mean_representation_uses_the_beta_mean():
   np.testing.assert_allclose(mu_method.features(params, batch), mu, rtol=1e-6)
 
 
+def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
+  heads = [None, None, jnp.zeros((3, 5)), jnp.full((3, 5), 0.7)]
+  at_prior = sparse_vae.HSVAE(tiny('hsvae', prior_alpha=10.0, prior_beta=30.0, beta_init='prior'), 0, INFO)
+  a, b = at_prior._beta_params(heads)
+  np.testing.assert_allclose(a, 10.0 + 1e-5, rtol=1e-6)
+  np.testing.assert_allclose(b, np.log1p(np.expm1(30.0) * np.exp(0.7)) + 1e-5, rtol=1e-6)  # softplus(x + 0.7)
+  a0, b0 = sparse_vae.HSVAE(tiny('hsvae'), 0, INFO)._beta_params(heads)  # the reference: softplus(head)
+  np.testing.assert_allclose(a0, np.log(2.0) + 1e-5, rtol=1e-6)
+  np.testing.assert_allclose(b0, np.log1p(np.exp(0.7)) + 1e-5, rtol=1e-6)
+
+
 def test_hsvae_reports_a_failed_beta_sample():
   _, step, state, _, _, _ = trained('hsvae')
   params = jax.tree_util.tree_map_with_path(
@@ -279,6 +290,7 @@ def test_kl_target_makes_the_weighted_kl_its_distance_to_c(name):
     ('hsvae', 'prior_alpha', 0.0), ('hsvae', 'prior_beta', -1.0), ('hsvae', 'temperature', 0.0),
     ('hsvae', 'word_dropout', 1.0), ('hsvae', 'latent_size', 0), ('hsvae', 'hidden_size', 0),
     ('hsvae', 'gamma_kl_weight', -0.1), ('hsvae', 'probe_features', 'sample'), ('hsvae', 'z_kl', 'mc'),
+    ('hsvae', 'beta_init', 'uniform'),
     ('mat_vae', 'prior_gamma', 1.0), ('mat_vae', 'mmd_scales', (0.1, -1.0)), ('mat_vae', 'dropout', -0.1),
     ('gauss_vae', 'l1_mu', -1.0), ('gauss_vae', 'kl_target', -1.0), ('mat_vae', 'kl_target', -0.5),
     ('gauss_vae', 'embed_size', 0), ('gauss_vae', 'learning_rate', 0.0)])
@@ -377,10 +389,11 @@ def test_config_kl_target_and_z_kl_are_absent_unless_given():
   load = config_utils.load_config_module('sentence_ae').get_config
   plain = load('method=hsvae,dataset=dbpedia14')
   assert 'kl_target' not in plain.model and 'z_kl' not in plain.model  # earlier cells keep their digests
-  given = load('method=hsvae,dataset=dbpedia14,kl_target=10,z_kl=joint')
-  assert (given.model.kl_target, given.model.z_kl) == (10.0, 'joint')
+  given = load('method=hsvae,dataset=dbpedia14,kl_target=10,z_kl=joint,beta_init=prior')
+  assert (given.model.kl_target, given.model.z_kl, given.model.beta_init) == (10.0, 'joint', 'prior')
+  assert 'beta_init' not in plain.model
   assert config_utils.settings_digest(plain) != config_utils.settings_digest(given)
   assert load('method=gauss_vae,kl_target=5').model.kl_target == 5.0
-  for arg in ('method=binary_ae,kl_target=5', 'method=gauss_vae,z_kl=joint'):
+  for arg in ('method=binary_ae,kl_target=5', 'method=gauss_vae,z_kl=joint', 'method=mat_vae,beta_init=prior'):
     with pytest.raises(ValueError, match='kl_target is an option'):
       load(arg)

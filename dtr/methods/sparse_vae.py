@@ -9,6 +9,8 @@ GRU encoder (512) whose state after the last word, h, feeds linear heads of size
 no word dropout (both are available). sigma = softplus(.) + 1e-5 (the floor keeps log sigma finite).
 
 HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma: spike probability per dim)
+             (`model.beta_init = 'prior'`: softplus(. + s) with softplus(s) = the prior's alpha, beta, so q
+             starts near the prior instead of near Beta(0.69, 0.69); not in the reference)
            gamma ~ q(gamma|x) (implicit reparameterisation), c ~ Bern(gamma) by the hard binary concrete at
            temperature tau (straight-through), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
            KL_gamma = sum_i KL(Beta(a_q, b_q) || Beta(alpha, beta))                        (analytic)
@@ -43,6 +45,7 @@ KL: HSVAE KL_gamma + KL_z, MAT-VAE KL_MC, GaussVAE KL; unweighted), 'tokens' (n 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -109,6 +112,11 @@ class _SparseFamily(SentenceMethod):
     return self._mean_code(self._heads(params, batch))
 
 
+def _inverse_softplus(y: float) -> float:
+  """x with softplus(x) = y > 0 (float64 on the host)."""
+  return float(y + math.log(-math.expm1(-y)))
+
+
 def validate_hsvae(mc: ml_collections.ConfigDict) -> None:
   _check_common_sparse(mc)
   for field in ('prior_alpha', 'prior_beta'):
@@ -117,6 +125,8 @@ def validate_hsvae(mc: ml_collections.ConfigDict) -> None:
   if mc.temperature <= 0:
     raise ValueError(f'model.temperature (tau of the binary concrete) must be > 0, got {mc.temperature}.')
   _check_nonnegative(mc, ('gamma_kl_weight', 'z_kl_weight'))
+  if mc.get('beta_init', 'zero') not in ('zero', 'prior'):
+    raise ValueError(f"model.beta_init must be 'zero' or 'prior', got {mc.beta_init!r}.")
   if mc.get('z_kl', 'sample') not in Z_KL_ESTIMATORS:
     raise ValueError(f'model.z_kl must be one of {Z_KL_ESTIMATORS}, got {mc.z_kl!r}.')
   if mc.probe_features not in ('mean', 'mu'):
@@ -131,7 +141,12 @@ class HSVAE(_SparseFamily):
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
 
   def _beta_params(self, heads):
-    return jax.nn.softplus(heads[2]) + SIGMA_FLOOR, jax.nn.softplus(heads[3]) + SIGMA_FLOOR
+    mc = self.config
+    if mc.get('beta_init', 'zero') == 'prior':  # the heads give the change from the prior's parameters
+      shift_a, shift_b = _inverse_softplus(mc.prior_alpha), _inverse_softplus(mc.prior_beta)
+    else:
+      shift_a = shift_b = 0.0
+    return (jax.nn.softplus(heads[2] + shift_a) + SIGMA_FLOOR, jax.nn.softplus(heads[3] + shift_b) + SIGMA_FLOOR)
 
   def spike_probabilities(self, params, batch) -> jax.Array:
     """E[gamma | x] = a_q / (a_q + b_q) [B, d]: each dimension's posterior mean spike probability."""
@@ -254,9 +269,10 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
       clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
       pack_targets=0.75,   # output layer on at most this share of the B x L positions (`target_nll`; exact)
   ))
-  # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target= and z_kl=), so that the configs
-  # made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL term
-  # into |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
+  # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target=, z_kl=, beta_init=), so that
+  # the configs made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted
+  # KL term into |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint'
+  # (`Z_KL_ESTIMATORS`), its beta_init 'zero' or 'prior' (`HSVAE._beta_params`).
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
     config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both
