@@ -161,6 +161,48 @@ def test_sample_rows_draws_across_a_class_sorted_split():
   np.testing.assert_array_equal(bits.sample_rows(50, 80), np.arange(50))
 
 
+def test_channel_information_against_a_monte_carlo_mutual_information():
+  # x uniform over N sentences, mu_x ~ N(0, s^2) across them, z | x ~ N(mu_x, sigma^2) in each of 2 dimensions:
+  # I(x; z) = E[log q(z | x) - log (1/N) sum_x' q(z | x')], estimated by sampling, against the formula.
+  rng = np.random.default_rng(0)
+  n, s, sigma = 400, np.array([1.5, 0.3]), np.array([0.8, 1.0])
+  mu = rng.normal(size=(n, 2)) * s
+  x = rng.integers(0, n, 4000)
+  z = mu[x] + sigma * rng.normal(size=(4000, 2))
+  log_q = lambda z_, mu_: -0.5 * ((z_ - mu_) / sigma) ** 2 - np.log(sigma)  # per dimension, constants cancel
+  conditional = log_q(z, mu[x])
+  marginal = np.log(np.mean(np.exp(log_q(z[:, None, :], mu[None, :, :])), axis=1))
+  monte_carlo = np.mean(conditional - marginal, axis=0)
+  got = bits.channel_information(mu, np.broadcast_to(sigma, mu.shape))
+  np.testing.assert_allclose(got, 0.5 * np.log1p(mu.var(0) / sigma**2), rtol=1e-12)
+  np.testing.assert_allclose(got, monte_carlo, rtol=0.1)  # Gaussian signal: the capacity is the information
+  assert bits.channel_information(np.ones((5, 3)), np.full((5, 3), 0.1)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_posterior_information_reads_every_sentence_once():
+  mc = sparse_vae.default_model_config('gauss_vae')
+  mc.update(embed_size=8, hidden_size=12, latent_size=4)
+  method = sparse_vae.GaussVAE(mc, 0, INFO)
+  batch = {'tokens': np.zeros((2, 8), np.int32), 'lengths': np.ones(2, np.int32), 'mask': np.ones(2, np.float32)}
+  params = method.init(jax.random.key(0), batch)['params']
+  split = tiny_split(num=7)
+  info = bits.posterior_information(method, params, split, batch_size=4)
+  rows = []
+  for i in range(split.num_docs):
+    words = split.tokens.row(i)
+    one = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.array([len(words)], np.int32),
+           'mask': np.ones(1, np.float32)}
+    one['tokens'][0, :len(words)] = words
+    mu, raw_sigma = method._heads(params, one)
+    rows.append((np.asarray(mu)[0], np.asarray(jax.nn.softplus(raw_sigma) + 1e-5)[0]))
+  mu, sigma = (np.stack(r) for r in zip(*rows))
+  assert info['sentences'] == 7
+  np.testing.assert_allclose(info['per_dimension'], bits.channel_information(mu, sigma), rtol=1e-4, atol=1e-9)
+  assert info['sigma_median'] == pytest.approx(float(np.median(sigma)), rel=1e-5)
+  with pytest.raises(ValueError, match='no Gaussian posterior'):
+    bits.posterior_information(tiny_method()[0], None, split)
+
+
 def test_hoyer_report_and_the_cli_on_hsvae_workdirs(tmp_path):
   from dtr import analyze
   workdirs = []
@@ -185,6 +227,7 @@ def test_hoyer_report_and_the_cli_on_hsvae_workdirs(tmp_path):
   assert (tmp_path / 'out' / 'hoyer_vs_prior.png').stat().st_size > 0
   one = bits.analyse(workdirs[0], str(tmp_path / 'one'), max_sentences=16, batch_size=16)
   assert 'interpolation' not in one and len(one['gamma_per_class'][0]) == 8
+  assert len(one['information']['per_dimension']) == 8 and one['information']['nats'] >= 0
   assert (tmp_path / 'one' / 'gamma_per_class.png').exists()
 
 

@@ -97,6 +97,10 @@ class _SparseFamily(SentenceMethod):
   def _mean_code(self, heads) -> jax.Array:
     return heads[0]
 
+  def posterior(self, params, batch) -> tuple[jax.Array, jax.Array]:
+    """(mu, sigma) [B, d] of the (slab's) Gaussian posterior, no dropout (`dtr.evaluate.analysis.bits`)."""
+    return self._gaussian(self._heads(params, batch))
+
   def _rate(self, kl) -> jax.Array:
     """The weighted KL term's value: the batch's mean KL, or |KL - C| with a target `model.kl_target` C > 0."""
     target = self.config.get('kl_target', 0.0)
