@@ -12,6 +12,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
   python -m dtr.main --config=configs/sentence_ae.py:method=gaussian_vae,word_dropout=0.5 --workdir=/tmp/gvae
   python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,alpha=30,beta=10 \
       --workdir=/tmp/hs
+  python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,beta_init=prior \
+      --workdir=/tmp/hs_prior   # Beta heads start at the prior: the code carries information (results doc)
   python -m dtr.main --config=configs/sentence_ae.py:method=mat_vae,dataset=dbpedia14 --workdir=/tmp/mat
   python -m dtr.main --config=configs/sentence_ae.py:method=gauss_vae,dataset=dbpedia14,l1=0.1 --workdir=/tmp/vl1
   python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,tiny --workdir=/tmp/bae_tiny  # seconds
