@@ -40,21 +40,36 @@ def tiny_method(variant='binary'):
   return method, method.init(jax.random.key(1), batch)['params']
 
 
+def tiny_sparse(name):
+  """(method, initial params) of a tiny sparse VAE ('hsvae' or 'gauss_vae') with d = 4."""
+  mc = sparse_vae.default_model_config(name)
+  mc.update(embed_size=8, hidden_size=12, latent_size=4)
+  method = (sparse_vae.HSVAE if name == 'hsvae' else sparse_vae.GaussVAE)(mc, 0, INFO)
+  batch = {'tokens': np.zeros((2, 8), np.int32), 'lengths': np.ones(2, np.int32), 'mask': np.ones(2, np.float32)}
+  return method, method.init(jax.random.key(0), batch)['params']
+
+
+def one_sentence(split, i):
+  """Sentence i of a split as a batch of one."""
+  words = split.tokens.row(i)
+  one = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.array([len(words)], np.int32),
+         'mask': np.ones(1, np.float32)}
+  one['tokens'][0, :len(words)] = words
+  return one
+
+
 def direct_spoiling(method, params, split, binary):
   """Perplexities with every dimension spoiled, one sentence and one dimension at a time."""
   totals, base_total, tokens = np.zeros(method.code_length), 0.0, 0.0
   for i in range(split.num_docs):
-    words = split.tokens.row(i)
-    batch = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.array([len(words)], np.int32),
-             'mask': np.ones(1, np.float32)}
-    batch['tokens'][0, :len(words)] = words
+    batch = one_sentence(split, i)
     code = np.asarray(method.encode(params, batch), np.float32)[0]
     base_total += float(method._nll(params, jnp.asarray(code[None]), batch)[0])
     for j in range(len(code)):
       spoiled = code.copy()
       spoiled[j] = 1 - spoiled[j] if binary else -spoiled[j]
       totals[j] += float(method._nll(params, jnp.asarray(spoiled[None]), batch)[0])
-    tokens += len(words) + 1
+    tokens += int(batch['lengths'][0]) + 1
   return np.exp(base_total / tokens), np.exp(totals / tokens)
 
 
@@ -96,21 +111,13 @@ def test_bit_statistics():
 
 
 def test_gamma_per_class_is_the_class_mean_of_beta_means():
-  mc = sparse_vae.default_model_config('hsvae')
-  mc.update(embed_size=8, hidden_size=12, latent_size=4)
-  method = sparse_vae.HSVAE(mc, 0, INFO)
-  batch = {'tokens': np.zeros((2, 8), np.int32), 'lengths': np.ones(2, np.int32), 'mask': np.ones(2, np.float32)}
-  params = method.init(jax.random.key(0), batch)['params']
+  method, params = tiny_sparse('hsvae')
   split = tiny_split(num=7, classes=3)
   gamma, counts = bits.gamma_per_class(method, params, split, batch_size=4)
   np.testing.assert_array_equal(counts, [3, 2, 2])
   rows = []
   for i in range(split.num_docs):
-    words = split.tokens.row(i)
-    one = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.array([len(words)], np.int32),
-           'mask': np.ones(1, np.float32)}
-    one['tokens'][0, :len(words)] = words
-    _, _, a_raw, b_raw = method._heads(params, one)
+    _, _, a_raw, b_raw = method._heads(params, one_sentence(split, i))
     a, b = jax.nn.softplus(a_raw) + 1e-5, jax.nn.softplus(b_raw) + 1e-5
     rows.append(np.asarray(a / (a + b))[0])
   rows = np.asarray(rows)
@@ -180,20 +187,12 @@ def test_channel_information_against_a_monte_carlo_mutual_information():
 
 
 def test_posterior_information_reads_every_sentence_once():
-  mc = sparse_vae.default_model_config('gauss_vae')
-  mc.update(embed_size=8, hidden_size=12, latent_size=4)
-  method = sparse_vae.GaussVAE(mc, 0, INFO)
-  batch = {'tokens': np.zeros((2, 8), np.int32), 'lengths': np.ones(2, np.int32), 'mask': np.ones(2, np.float32)}
-  params = method.init(jax.random.key(0), batch)['params']
+  method, params = tiny_sparse('gauss_vae')
   split = tiny_split(num=7)
   info = bits.posterior_information(method, params, split, batch_size=4)
   rows = []
   for i in range(split.num_docs):
-    words = split.tokens.row(i)
-    one = {'tokens': np.zeros((1, 8), np.int32), 'lengths': np.array([len(words)], np.int32),
-           'mask': np.ones(1, np.float32)}
-    one['tokens'][0, :len(words)] = words
-    mu, raw_sigma = method._heads(params, one)
+    mu, raw_sigma = method._heads(params, one_sentence(split, i))
     rows.append((np.asarray(mu)[0], np.asarray(jax.nn.softplus(raw_sigma) + 1e-5)[0]))
   mu, sigma = (np.stack(r) for r in zip(*rows))
   assert info['sentences'] == 7
