@@ -98,8 +98,8 @@ def apply_size(config, dataset: str, size: str, num_train: int | None = None) ->
 
 def sentence_config(method: str, dataset: str, seed: int, size: str, sets=(), extra: str = '',
                     tiny: bool = False, num_train: int | None = None, buckets: int = 0, config_args: str = ''):
-  """configs/sentence_ae.py:method=...,dataset=...[,extra] with the study's sizes, seed and overrides;
-  `buckets` > 0 sets data.length_buckets (absent otherwise, so earlier cells keep their digests)."""
+  """configs/sentence_ae.py:method=...,dataset=...[,extra][,config_args] with the study's sizes, seed and
+  overrides; `buckets` > 0 sets data.length_buckets (absent otherwise, so earlier cells keep their digests)."""
   arg = ','.join(filter(None, [f'method={method},dataset={dataset}', extra, config_args, 'tiny' if tiny else '']))
   config = config_utils.load_config_module('sentence_ae').get_config(arg)
   if not tiny:
