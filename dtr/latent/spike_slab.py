@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import betaln, digamma
 
-from dtr.latent import bernoulli
+from dtr.latent import bernoulli, gaussian
 
 SPIKE_SCALE = 0.05  # the reference's standard deviation of the spike
 LOG_2PI = 1.8378770664093453
@@ -95,8 +95,7 @@ def kl_joint(gamma: jax.Array, mu: jax.Array, sigma: jax.Array) -> jax.Array:
   it bounds KL(q(z) || p(z)) of the two spike-and-slab mixtures from above, so an ELBO with it is still a
   lower bound on log p(x) (with c as a latent variable), and it needs no sample of z.
   """
-  kl_slab = 0.5 * (jnp.square(mu) + jnp.square(sigma) - 1.0) - jnp.log(sigma)
-  return (1.0 - gamma) * kl_slab
+  return (1.0 - gamma) * gaussian.kl_per_dimension(mu, 2.0 * jnp.log(sigma))
 
 
 def mean(gamma: jax.Array, mu: jax.Array) -> jax.Array:
