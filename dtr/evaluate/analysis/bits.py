@@ -166,16 +166,20 @@ def interpolate(model, code_a, code_b, seed: int = 0) -> list[tuple[int, str]]:
 
 
 # ------------------------------------------------------------------------------------------------ HSVAE
+def _per_sentence(fn, params, split, batch_size: int):
+  """jit(fn)(params, batch) over the split's sentences in order, each output concatenated to [N, ...]."""
+  fn = jax.jit(fn)
+  parts = [jax.tree.map(lambda x, n=n: np.asarray(x)[:n], fn(params, batch))
+           for n, batch in ip.eval_batches('tokens', split, batch_size)]
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
 def gamma_per_class(method, params, split, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
   """(mean E[gamma | x] per class and dimension [K, d], sentences per class [K]) of an HSVAE on a split."""
   if not hasattr(method, 'spike_probabilities'):
     raise ValueError(f'method {method.config.name!r} has no spike probabilities (HSVAE only).')
   classes = ip.split_class_ids(split)
-  fn = jax.jit(method.spike_probabilities)
-  parts = []
-  for n, batch in ip.eval_batches('tokens', split, batch_size):
-    parts.append(np.asarray(fn(params, batch))[:n])
-  gamma = np.concatenate(parts).astype(np.float64)
+  gamma = _per_sentence(method.spike_probabilities, params, split, batch_size).astype(np.float64)
   num_classes = int(np.asarray(split.labels).shape[1])
   counts = np.bincount(classes[classes >= 0], minlength=num_classes)
   sums = np.zeros((num_classes, gamma.shape[1]))
@@ -199,13 +203,7 @@ def posterior_information(method, params, split, batch_size: int = 256) -> dict:
   medians of mu's standard deviation between sentences and of sigma (for HSVAE the slab, spikes ignored)."""
   if not hasattr(method, 'posterior'):
     raise ValueError(f'method {method.config.name!r} has no Gaussian posterior (the sparse VAEs only).')
-  fn = jax.jit(method.posterior)
-  mus, sigmas = [], []
-  for n, batch in ip.eval_batches('tokens', split, batch_size):
-    mu, sigma = fn(params, batch)
-    mus.append(np.asarray(mu)[:n])
-    sigmas.append(np.asarray(sigma)[:n])
-  mu, sigma = np.concatenate(mus), np.concatenate(sigmas)
+  mu, sigma = _per_sentence(method.posterior, params, split, batch_size)
   per_dim = channel_information(mu, sigma)
   return {'nats': float(per_dim.sum()), 'per_dimension': per_dim.tolist(), 'sentences': int(len(mu)),
           'mu_std_median': float(np.median(mu.std(0))), 'sigma_median': float(np.median(sigma))}
