@@ -19,10 +19,8 @@ VQ: 0.1 by default, 0 = off, the reference's training, whose code books collapse
 default, t > 0 splits values in use into dead ones, `dtr.latent.gumbel.split_dead`), em_iter, alternating,
 word_dropout (decoder inputs -> <unk> with this probability in training; none by default), book_init
 (the code books' init: 'normal', N(0, 1), for CatVAE and Hard EM and 'xavier', Xavier-uniform, for VQ by
-default, as the reference), latent_norm ('batch': CatVAE and Hard EM read the encoder's states
-standardised feature-wise, batch normalisation without its affine part, `dtr.nn.moving_norm`; absent by
-default: the reference's raw states), buckets (W > 0: each epoch's sentences sorted by length within windows
-of W chunks, `dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), tiny, runlocal.
+default, as the reference), buckets (W > 0: each epoch's sentences sorted by length within windows of W
+chunks, `dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), tiny, runlocal.
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
 symbol-Hamming retrieval (database train, queries test).
@@ -38,7 +36,7 @@ from dtr.methods import discrete_vae
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
                                commitment=-1.0, restart=-1.0, em_iter=0, alternating=False, word_dropout=0.0,
-                               book_init='', latent_norm='', buckets=0, tiny=False, runlocal=False)
+                               book_init='', buckets=0, tiny=False, runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
@@ -52,8 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.alternating = True
   if arg.word_dropout > 0:  # only when asked: the reference has none (dtr.methods.discrete_vae)
     config.model.word_dropout = float(arg.word_dropout)
-  if arg.latent_norm:  # CatVAE, Hard EM: 'batch' standardises the logits projection's inputs; absent = none
-    config.model.latent_norm = arg.latent_norm
   if arg.book_init:  # code-book init: 'normal' (CatVAE, Hard EM) or 'xavier' (VQ-VAE) by default
     config.model.codebook_init = arg.book_init
   config.data.name = arg.dataset

@@ -12,7 +12,6 @@ import pytest
 from dtr.latent import gumbel, vq
 from dtr.methods import cbow, discrete_vae
 from dtr.methods.base import DataInfo
-from dtr.nn import moving_norm
 
 VOCAB = 24
 
@@ -304,61 +303,6 @@ def test_restarts_of_logits_latents_in_a_training_step(name):
   assert np.all((codes >= 0) & (codes < 16))
 
 
-def test_moving_norm_matches_numpy():
-  rng = np.random.default_rng(0)
-  xs = [rng.normal(3.0, 2.0, (4, 3, 5)) for _ in range(3)]
-  ws = [rng.integers(0, 2, (4, 3)).astype(float) for _ in range(3)]
-  ws[1][0, 0] = 2.0  # weights count as weights, not flags
-  stats, decay = moving_norm.init(5), 0.9
-  np.testing.assert_allclose(moving_norm.moments(stats), (np.zeros(5), np.ones(5)))  # the identity at first
-  ema_mean = ema_var = 0.0
-  for t, (x, w) in enumerate(zip(xs, ws), 1):
-    mean, var = moving_norm.batch_moments(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
-    rows, weights = x.reshape(-1, 5), w.reshape(-1)
-    expected_mean = (rows * weights[:, None]).sum(0) / weights.sum()
-    expected_var = (np.square(rows - expected_mean) * weights[:, None]).sum(0) / weights.sum()
-    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5)
-    np.testing.assert_allclose(var, expected_var, rtol=1e-5)
-    stats = moving_norm.update(stats, mean, var, decay)
-    ema_mean = decay * ema_mean + (1 - decay) * expected_mean
-    ema_var = decay * ema_var + (1 - decay) * expected_var
-    corrected = (ema_mean / (1 - decay ** t), ema_var / (1 - decay ** t))
-    np.testing.assert_allclose(moving_norm.moments(stats), corrected, rtol=1e-5)
-  unchanged = moving_norm.update(stats, mean + 1.0, var + 1.0, decay, seen=False)
-  jax.tree.map(np.testing.assert_array_equal, unchanged, stats)
-  x = rng.normal(size=(2, 5))
-  np.testing.assert_allclose(moving_norm.apply(stats, jnp.asarray(x, jnp.float32)),
-                             (x - corrected[0]) / np.sqrt(corrected[1] + moving_norm.EPS), rtol=1e-4, atol=1e-5)
-  none = moving_norm.batch_moments(jnp.ones((3, 5)), jnp.zeros(3))  # no real row: the identity
-  np.testing.assert_allclose(none, (np.zeros(5), np.ones(5)))
-
-
-@pytest.mark.parametrize('name,level', [('hard_em', 'global'), ('cat_vae', 'local')])
-def test_latent_norm_standardises_over_the_batch_in_training_and_by_averages_in_evaluation(name, level):
-  method = tiny(name, level, latent_norm='batch', latent_norm_decay=0.5, em_iter=1)
-  assert method.latent_norm and not tiny(name, level).latent_norm  # off by default, as the reference
-  batch = token_batch([3, 7, 5, 1, 6, 2], 9, mask=[1, 1, 1, 1, 1, 0])
-  state = method.init(jax.random.key(0), batch)
-  assert 'latent_norm' in state['params']
-  assert 'latent_norm' not in str(jax.tree_util.tree_structure(state['opt_state']))  # not trained
-  layout = discrete_vae.token_layout(batch)
-  weight = np.asarray(method.position_weight(layout)) > 0
-  _, u, _, moments = method._projection(state['params'], layout, jax.random.key(2))
-  u = np.asarray(u)[weight]
-  np.testing.assert_allclose(u.mean(0), 0.0, atol=1e-4)
-  np.testing.assert_allclose(u.var(0), 1.0, rtol=1e-3)  # every real position counts, padding never
-  new_state, _ = jax.jit(method.train_step)(state, batch, jax.random.key(1))
-  stats = new_state['params']['latent_norm']
-  assert float(stats['weight']) == pytest.approx(0.5)
-  if name == 'cat_vae':  # one step from the initial parameters: the averages took its batch's moments
-    np.testing.assert_allclose(moving_norm.moments(stats), moments, rtol=1e-4, atol=1e-5)
-  params = new_state['params']
-  for other in (token_batch([3, 7, 5, 1, 6, 2], 9, seed=5), token_batch([4, 2], 9, seed=6)):
-    together = {k: np.concatenate([batch[k][:2], other[k]]) for k in batch}
-    # evaluation reads the moving averages: a document's codes never depend on its batch-mates
-    np.testing.assert_array_equal(method.encode(params, together)[:2], method.encode(params, batch)[:2])
-
-
 # ---------------------------------------------------------------------------------------- layout, helpers
 def test_token_layout_shifts_and_appends_eos():
   layout = discrete_vae.token_layout({'tokens': np.array([[5, 6, 7, 0, 0], [8, 0, 0, 0, 0]], np.int32),
@@ -473,12 +417,10 @@ TRAIN_CASES = [
     ('cat_vae', 'local', dict(free_bits_mode='reference', tau_anneal=True, tau_anneal_interval=5, norm='pre')),
     ('hard_em', 'global', dict(noam=True, noam_warmup=10, noam_factor=0.1)),
     ('hard_em', 'local', dict(em_relax=False, em_iter=1, restart_threshold=0.5)),
-    ('hard_em', 'global', dict(latent_norm='batch', restart_threshold=0.3, word_dropout=0.3, em_iter=1)),
 ]
 
 
-@pytest.mark.parametrize('name,level,overrides', TRAIN_CASES,
-                         ids=[f'{n}-{l}' + ('-norm' if 'latent_norm' in o else '') for n, l, o in TRAIN_CASES])
+@pytest.mark.parametrize('name,level,overrides', TRAIN_CASES, ids=[f'{n}-{l}' for n, l, _ in TRAIN_CASES])
 def test_training_lowers_the_loss_and_evaluation_shapes(name, level, overrides):
   method = tiny(name, level, **overrides)
   assert (method.reads, method.emits, method.code_length, method.num_values) == ('tokens', 'symbols', 2, 8)
@@ -584,9 +526,6 @@ BAD = [
     ('vq_vae', 'global', 'level', 'sentence', 'level'),
     ('vq_vae', 'global', 'num_heads', 3, 'num_heads'),
     ('cat_vae', 'global', 'codebook_init', 'orthogonal', 'codebook_init'),
-    ('vq_vae', 'global', 'latent_norm', 'batch', 'latent_norm'),
-    ('hard_em', 'global', 'latent_norm', 'layer', 'latent_norm'),
-    ('cat_vae', 'local', 'latent_norm_decay', 1.0, 'latent_norm_decay'),
 ]
 
 

@@ -72,10 +72,6 @@ VARIANTS = {
     'hard_em-global-M16-K256-rs0.1': 'method=hard_em,level=global,M=16,K=256,restart=0.1',
     'hard_em-global-M4-K256-rs0.1-wd0.5': 'method=hard_em,level=global,M=4,K=256,restart=0.1,word_dropout=0.5',
     'cat_vae-global-M4-K256-rs0.1': 'method=cat_vae,level=global,M=4,K=256,restart=0.1',
-    # the logits projection reads the pooled states standardised over the batch (`latent_norm='batch'`)
-    'hard_em-global-M4-K256-rs0.1-wd0.5-bn': 'method=hard_em,level=global,M=4,K=256,restart=0.1,'
-                                             'word_dropout=0.5,latent_norm=batch',
-    'hard_em-global-M4-K256-rs0.1-bn': 'method=hard_em,level=global,M=4,K=256,restart=0.1,latent_norm=batch',
     # CatVAE and Hard EM with Xavier-uniform code books (dtr's init for them before it followed the
     # reference's N(0, 1); their cells keep their folder names, see `digest` and `cell_dir`)
     'cat_vae-global-M4-K256-xavier': 'method=cat_vae,level=global,M=4,K=256,book_init=xavier',

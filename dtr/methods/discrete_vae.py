@@ -54,13 +54,6 @@ reference): their dead values become copies of values in use, projection column,
 vector, tilted towards one of the inputs of the value they copy (`dtr.latent.gumbel.split_dead`), counted on the codes of the step (the M-step's argmax codes for
 Hard EM, the sampled codes for CatVAE).
 
-With `latent_norm='batch'` (CatVAE and Hard EM; dtr's addition, off unless set) the logits projection reads
-the encoder's states standardised feature-wise, by the moments of the batch's real positions in training and
-by their moving averages in evaluation (`dtr.nn.moving_norm`: batch normalisation without its affine part).
-Mean-pooled Transformer states differ little between documents next to what they share (on dbpedia14 over the
-first 200 training steps, the between-document standard deviation is 0.3-3% of the mean state's norm), so the raw
-logits are nearly the same for every document and their argmax is the same value.
-
 Code books start as the reference's (`codebook_init`): Xavier-uniform for the VQ-VAE, N(0, 1) entries for
 CatVAE and Hard EM (whose code vectors are then about sqrt(D) long, against about 0.6 for Xavier at K = 256).
 
@@ -84,15 +77,13 @@ import optax
 
 from dtr.latent import gumbel, vq
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method
-from dtr.nn import moving_norm, transformer
+from dtr.nn import transformer
 from dtr.nn.softmax import target_nll
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
 
 LEVELS = ('global', 'local')
 FREE_BITS_MODES = ('per_latent', 'reference')
 CODEBOOK_INITS = ('xavier', 'normal')  # model.codebook_init (`init_codebook`)
-LATENT_NORMS = ('none', 'batch')  # model.latent_norm: the logits projection's inputs as they are, or standardised
-STATE = ('codebook', 'latent_norm')  # parameters the network's modules do not own
 ENCODER_GROUP = ('embed', 'encoder', 'to_latent')  # the rest (decoder, output, codebook): the decoder group
 
 
@@ -125,13 +116,6 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
   need(mc.get('codebook_init', 'xavier') in CODEBOOK_INITS,
        f"model.codebook_init must be one of {CODEBOOK_INITS}, got {mc.get('codebook_init')!r}.")
-  need(mc.get('latent_norm', 'none') in LATENT_NORMS,
-       f"model.latent_norm must be one of {LATENT_NORMS}, got {mc.get('latent_norm')!r}.")
-  need(mc.get('latent_norm', 'none') == 'none' or mc.name in ('cat_vae', 'hard_em'),
-       f"model.latent_norm={mc.get('latent_norm')!r} standardises the inputs of a logits projection: it is for "
-       f"cat_vae and hard_em, not {mc.name!r}; leave it at 'none'.")
-  need(0 <= mc.get('latent_norm_decay', 0.99) < 1,
-       f"model.latent_norm_decay must be in [0, 1), got {mc.get('latent_norm_decay')}.")
   need(mc.global_features in ('mean', 'concat'),
        f"model.global_features must be 'mean' or 'concat', got {mc.global_features!r}.")
   if 'commitment' in mc:
@@ -247,11 +231,6 @@ class DiscreteVAE(Method):
     return self.config.get('codebook_update', 'loss') == 'ema'
 
   @property
-  def latent_norm(self) -> bool:
-    """The logits projection reads its inputs standardised (`latent_norm='batch'`, `_projection`)."""
-    return self.config.get('latent_norm', 'none') == 'batch'
-
-  @property
   def restarts(self) -> bool:
     """Dead values are restarted after each step (`restart`)."""
     return self.config.get('restart_threshold', 0.0) > 0
@@ -304,7 +283,7 @@ class DiscreteVAE(Method):
   def _groups(self, params) -> tuple[dict, dict]:
     """(encoder group, decoder group) of the trainable parameters (no code book under EMA)."""
     encoder = {k: v for k, v in params.items() if k in ENCODER_GROUP}
-    frozen = ('latent_norm',) + (('codebook',) if self.ema else ())
+    frozen = ('codebook',) if self.ema else ()
     decoder = {k: v for k, v in params.items() if k not in ENCODER_GROUP + frozen}
     return encoder, decoder
 
@@ -317,8 +296,6 @@ class DiscreteVAE(Method):
     params = dict(self._network().init(net_rng, layout['tokens'], layout['valid'])['params'])
     params['codebook'] = init_codebook(book_rng, mc.get('codebook_init', 'xavier'),
                                        (mc.num_latents, mc.num_values, self.code_dim))
-    if self.latent_norm:
-      params['latent_norm'] = moving_norm.init(mc.model_dim)
     encoder, decoder = self._groups(params)
     tx = self.optimizer()
     if self.alternating:
@@ -333,36 +310,21 @@ class DiscreteVAE(Method):
     return state
 
   # --- forward
-  def _projection(self, params, layout, enc_rng=None):
-    """(network variables, the projection's inputs u [B, L, d], its outputs [B, L, M, F], the batch moments of
-    the states or None); enc_rng None = evaluation (no dropout).
-
-    u is the encoder's states, or under `latent_norm` the states standardised feature-wise: by the moments
-    of the batch's real positions in training, by their moving averages in evaluation (`dtr.nn.moving_norm`).
-    """
-    mc, net = self.config, self._network()
-    variables = {'params': {k: v for k, v in params.items() if k not in STATE}}
-    states_BxLxD = net.apply(variables, layout['tokens'], layout['valid'], enc_rng is None,
-                             method=TransformerAutoencoder.encode_states,
-                             rngs=None if enc_rng is None else {'dropout': enc_rng})
-    u_BxLxD, moments = states_BxLxD, None
-    if self.latent_norm and enc_rng is None:
-      u_BxLxD = moving_norm.apply(params['latent_norm'], states_BxLxD)
-    elif self.latent_norm:
-      moments = moving_norm.batch_moments(states_BxLxD, self.position_weight(layout))
-      u_BxLxD = moving_norm.standardize(states_BxLxD, *moments)
-    inputs_BxLxF = net.apply(variables, u_BxLxD, method=TransformerAutoencoder.latent_inputs)
-    return variables, u_BxLxD, inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1), moments
-
   def _latents(self, params, batch, rng=None, mode='hard', step=0):
     """(layout, latent outputs, network variables, decoder rng) of the encoder and latent layer; rng None = no
     dropout."""
+    mc, net = self.config, self._network()
     layout = token_layout(batch)
     enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
-    variables, u_BxLxD, inputs_BxLxMxF, moments = self._projection(params, layout, enc_rng)
+    variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
+    states_BxLxD = net.apply(variables, layout['tokens'], layout['valid'], rng is None,
+                             method=TransformerAutoencoder.encode_states,
+                             rngs=None if rng is None else {'dropout': enc_rng})
+    inputs_BxLxF = net.apply(variables, states_BxLxD, method=TransformerAutoencoder.latent_inputs)
+    inputs_BxLxMxF = inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1)
     latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step)
-    if isinstance(latent[4], dict):  # logits latents: the projection's inputs (`restart`), the batch moments
-      latent = (*latent[:4], {**latent[4], 'states': u_BxLxD, **({'moments': moments} if moments else {})})
+    if isinstance(latent[4], dict):  # logits latents: the projection's inputs, for `restart`
+      latent = (*latent[:4], {**latent[4], 'states': states_BxLxD})
     return layout, latent, variables, dec_rng
 
   def forward(self, params, batch, rng=None, mode='hard', step=0):
@@ -477,10 +439,6 @@ class DiscreteVAE(Method):
         new_state['ema'] = {'count': count_MxK,
                             'sum': jnp.where(dead_MxK[..., None], codebook * count_MxK[..., None], ema['sum'])}
       aux = {**aux, 'restarts': jnp.sum(dead_MxK).astype(jnp.float32)}
-    if self.latent_norm:  # the moving averages follow the (M-)step's batch moments
-      params = {**params, 'latent_norm': moving_norm.update(params['latent_norm'], *extra['moments'],
-                                                            self.config.get('latent_norm_decay', 0.99),
-                                                            jnp.sum(extra['weight']) > 0)}
     new_state['params'] = params
     return new_state, {'loss': loss, 'grad_norm': grad_norm, **aux}
 
@@ -610,8 +568,12 @@ class CatVAE(DiscreteVAE):
     """argmax_k q(z_i = k | x) codes; with an rng, codes sampled from q. int32 [B, M] or [B, L, M]."""
     if rng is None:
       return super().encode(params, batch)
+    mc = self.config
     layout = token_layout(batch)
-    logits = self._projection(params, layout)[2]
+    variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
+    logits = self._network().apply(variables, layout['tokens'], layout['valid'],
+                                   method=TransformerAutoencoder.encode)
+    logits = logits.reshape(*logits.shape[:2], mc.num_latents, mc.num_values)
     return self._codes_per_position(jax.random.categorical(rng, logits).astype(jnp.int32), layout)
 
 
