@@ -128,14 +128,16 @@ class Outputs:
     return self._cached(('scores', split_name),
                         lambda: self._run('score', self.splits[split_name], self.method.reads, with_rng=True))
 
+  def of(self, name: str, split_name: str):
+    """[A, N, ...] outputs (pytrees) of `method.<name>(params, batch)` over a split."""
+    return self._cached((name, split_name), lambda: self._run(name, self.splits[split_name], self.method.reads))
+
   def features(self, split_name: str) -> np.ndarray:
     """[A, N, F] of `method.features` (frozen features for classifiers)."""
-    return self._cached(('features', split_name),
-                        lambda: self._run('features', self.splits[split_name], self.method.reads))
+    return self.of('features', split_name)
 
   def logits(self, split_name: str) -> np.ndarray:
-    return self._cached(('logits', split_name),
-                        lambda: self._run('predict', self.splits[split_name], self.method.reads))
+    return self.of('predict', split_name)
 
   def _linear_codes(self, split):
     """All members' codes by one host sparse product, for methods whose encoder is one linear map of the
@@ -270,6 +272,14 @@ class Codebook:
 
 
 _FIXED = {'perplexity': Perplexity, 'accuracy': Accuracy, 'hoyer': Hoyer, 'codebook': Codebook}
+
+
+def split_outputs(method, params, split, name: str, mesh=None, batch_size: int = 1024):
+  """Outputs [N, ...] (pytrees) of `method.<name>(params, batch)` for every example of one split with one
+  member's parameters, data-parallel over `mesh` (default: every device, `input_pipeline.make_mesh`)."""
+  stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+  out = Outputs(method, stacked, {'split': split}, mesh or ip.make_mesh(), batch_size).of(name, 'split')
+  return jax.tree.map(lambda x: x[0], out)
 
 
 def build(evals) -> list:

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dtr import input_pipeline as ip
+from dtr.evaluate import evaluators
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -166,20 +167,13 @@ def interpolate(model, code_a, code_b, seed: int = 0) -> list[tuple[int, str]]:
 
 
 # ------------------------------------------------------------------------------------------------ HSVAE
-def _per_sentence(fn, params, split, batch_size: int):
-  """jit(fn)(params, batch) over the split's sentences in order, each output concatenated to [N, ...]."""
-  fn = jax.jit(fn)
-  parts = [jax.tree.map(lambda x, n=n: np.asarray(x)[:n], fn(params, batch))
-           for n, batch in ip.eval_batches('tokens', split, batch_size)]
-  return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-
-
-def gamma_per_class(method, params, split, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def gamma_per_class(method, params, split, batch_size: int = 256, mesh=None) -> tuple[np.ndarray, np.ndarray]:
   """(mean E[gamma | x] per class and dimension [K, d], sentences per class [K]) of an HSVAE on a split."""
   if not hasattr(method, 'spike_probabilities'):
     raise ValueError(f'method {method.config.name!r} has no spike probabilities (HSVAE only).')
   classes = ip.split_class_ids(split)
-  gamma = _per_sentence(method.spike_probabilities, params, split, batch_size).astype(np.float64)
+  gamma = evaluators.split_outputs(method, params, split, 'spike_probabilities', mesh, batch_size)
+  gamma = gamma.astype(np.float64)
   num_classes = int(np.asarray(split.labels).shape[1])
   counts = np.bincount(classes[classes >= 0], minlength=num_classes)
   sums = np.zeros((num_classes, gamma.shape[1]))
@@ -198,12 +192,12 @@ def channel_information(mu_NxD, sigma_NxD) -> np.ndarray:
   return 0.5 * np.log1p(mu.var(0) / np.mean(np.square(sigma), 0))
 
 
-def posterior_information(method, params, split, batch_size: int = 256) -> dict:
+def posterior_information(method, params, split, batch_size: int = 256, mesh=None) -> dict:
   """`channel_information` of a Gaussian-posterior model (`posterior`: the sparse VAEs) on a split, with the
   medians of mu's standard deviation between sentences and of sigma (for HSVAE the slab, spikes ignored)."""
   if not hasattr(method, 'posterior'):
     raise ValueError(f'method {method.config.name!r} has no Gaussian posterior (the sparse VAEs only).')
-  mu, sigma = _per_sentence(method.posterior, params, split, batch_size)
+  mu, sigma = evaluators.split_outputs(method, params, split, 'posterior', mesh, batch_size)
   per_dim = channel_information(mu, sigma)
   return {'nats': float(per_dim.sum()), 'per_dimension': per_dim.tolist(), 'sentences': int(len(mu)),
           'mu_std_median': float(np.median(mu.std(0))), 'sigma_median': float(np.median(sigma))}
@@ -215,7 +209,7 @@ def hoyer_report(workdir: str, split_name: str = 'test') -> dict:
   The samples are `encode` with an rng exactly as the loop's evaluator draws them (the run's seed and
   evaluation batches), so the standardised numbers equal results.json's `test/hoyer_*`.
   """
-  from dtr.evaluate import evaluators, sparsity  # pylint: disable=g-import-not-at-top
+  from dtr.evaluate import sparsity  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, f'hoyer_{split_name}.json')
   if os.path.exists(path):
     with open(path) as f:
@@ -337,7 +331,6 @@ def analyse(workdir: str, out: str, split_name: str = 'test', max_sentences: int
                          'increase': spoiling['increase'].tolist(), 'order': spoiling['order'].tolist()}
   summary['files'].append(plot_spoiling(spoiling, os.path.join(out, 'bit_spoiling.png'), is_bits(method)))
   params = jax.tree.map(lambda x: x[None], model.params)
-  from dtr.evaluate import evaluators  # pylint: disable=g-import-not-at-top
   codes = evaluators.Outputs(method, params, {'sub': sub}, model.mesh, batch_size).codes('sub')[0]
   means, covariance = bit_means(codes), bit_covariance(codes)
   summary['means'] = means.tolist()
@@ -357,13 +350,13 @@ def analyse(workdir: str, out: str, split_name: str = 'test', max_sentences: int
       f.write('\n'.join(lines) + '\n')
     summary['files'].append(path)
   if hasattr(method, 'spike_probabilities') and np.asarray(split.labels).shape[1]:
-    gamma, counts = gamma_per_class(method, model.params, sub, batch_size)
+    gamma, counts = gamma_per_class(method, model.params, sub, batch_size, model.mesh)
     summary['gamma_per_class'] = gamma.tolist()
     summary['files'].append(plot_heatmap(
         gamma, os.path.join(out, 'gamma_per_class.png'), 'mean E[gamma | x] per class (spike probability)',
         'dimension', 'class', [f'{n} ({c})' for n, c in zip(corpus.label_names, counts)], 'viridis', False))
   if hasattr(method, 'posterior'):
-    summary['information'] = posterior_information(method, model.params, sub, batch_size)
+    summary['information'] = posterior_information(method, model.params, sub, batch_size, model.mesh)
   if method.emits == 'dense':
     summary['hoyer'] = hoyer_report(workdir, split_name)
   with open(os.path.join(out, 'analysis.json'), 'w') as f:
