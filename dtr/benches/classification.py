@@ -49,6 +49,7 @@ VARIANTS = {
     'cat_vae-global-M4-K256': 'method=cat_vae,level=global,M=4,K=256',
     'hard_em-global-M4-K4096': 'method=hard_em,level=global,M=4,K=4096',
     'hard_em-global-M4-K256': 'method=hard_em,level=global,M=4,K=256',  # the K of global CatVAE and VQ
+    'hard_em-global-M16-K256': 'method=hard_em,level=global,M=16,K=256',
     'vq_vae-global-M4-K256': 'method=vq_vae,level=global,M=4,K=256,commitment=0.001,restart=0',
     'cat_vae-local-M1-K4096': 'method=cat_vae,level=local,M=1,K=4096',
     'hard_em-local-M1-K1024': 'method=hard_em,level=local,M=1,K=1024',
