@@ -2,13 +2,15 @@
 
 They were produced by dtr's loop before the foundation rewrite and pin today's numbers: same seeds, same
 codes (SHA-256 of the saved code files), same precision. A deliberate change that moves them must update
-golden.json (run this file with DTR_UPDATE_GOLDEN=1) and say why in its commit message. The numbers are
-bitwise XLA's: a new jax/jaxlib can move them with no change in dtr (jax 0.10.2 did: the AMMI min-max
-amplifies last-bit differences over its epochs). golden.json records the versions that made it, and a
-failure names both; when only the versions differ, check that the old commit fails the same way on the new
-versions, then update golden.json and say so in the commit.
-"""
+golden.json (run this file with DTR_UPDATE_GOLDEN=1) and say why in its commit message.
 
+The numbers are bitwise XLA's, and XLA:CPU's kernels differ between CPUs: an Intel machine with AVX-512 and
+an AMD one with AVX2 give different last bits, which the AMMI min-max amplifies over its epochs into other
+codes (both machines have run this suite). golden.json therefore keeps one set of values per CPU class
+(`platform()`: vendor and widest vector ISA) with the jax/jaxlib/numpy versions that made it. On a recorded
+class the run must match it bitwise; on another, the first epoch and the test precision must agree with every
+recorded class within float-reassociation tolerances (and the test says that the bitwise check did not run).
+"""
 import hashlib
 import json
 import os
@@ -53,24 +55,24 @@ def _versions() -> dict:
   return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'numpy': np.__version__}
 
 
-@pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
-def test_golden(name, tmp_path):
-  from tests import conftest  # not at the top: the child process must not run the suite's settings
-  # The golden numbers are those of XLA's default optimisation level and code generation (the suite compiles
-  # with cheaper settings, tests/conftest.py), so the run is a child process with XLA's defaults.
-  out = tmp_path / 'got.json'
-  subprocess.run([sys.executable, __file__, name, str(tmp_path / 'run'), str(out)], check=True,
-                 env=conftest.default_xla_env(), cwd=conftest.REPO)
-  got = json.loads(out.read_text())
-  golden = json.loads(GOLDEN.read_text())
-  if os.environ.get('DTR_UPDATE_GOLDEN') == '1':
-    golden[name] = got
-    golden['_versions'] = _versions()
-    GOLDEN.write_text(json.dumps(golden, indent=1))
-  if golden.get('_versions') != _versions():
-    print(f'golden.json was made with {golden.get("_versions")}; this is {_versions()} (see the module docstring '
-          'if the values below differ)')
-  want = golden[name]
+def platform() -> str:
+  """The CPU class the golden values belong to: machine, vendor and widest vector ISA, e.g.
+  'x86_64-GenuineIntel-avx512' (read from /proc/cpuinfo where there is one)."""
+  import platform as platform_lib  # pylint: disable=g-import-not-at-top
+  vendor, flags = 'unknown', set()
+  if os.path.exists('/proc/cpuinfo'):
+    for line in open('/proc/cpuinfo'):
+      key, _, value = line.partition(':')
+      if key.strip() == 'vendor_id':
+        vendor = value.strip()
+      elif key.strip() == 'flags':
+        flags = set(value.split())
+        break
+  isa = next((name for name, flag in (('avx512', 'avx512f'), ('avx2', 'avx2')) if flag in flags), 'other')
+  return f'{platform_lib.machine()}-{vendor}-{isa}'
+
+
+def _assert_bitwise(got, want):
   if 'codes' in want:
     assert got['codes'] == want['codes']
     # The epoch means are accumulated in float64 now (float32 before): equal to float32 rounding.
@@ -81,6 +83,44 @@ def test_golden(name, tmp_path):
       assert g['seed'] == w['seed'] and g['valid_history'] == w['valid_history']
       assert g['test/precision@10'] == w['test/precision@10']
   assert got['test/precision@10'] == want['test/precision@10']
+
+
+def _assert_close(got, want):
+  """What holds across CPU classes: the first epoch (before the min-max has amplified the last bits) and
+  the test precision (the recorded classes differ by up to 0.013 in it, one population member by 0.043)."""
+  if 'codes' in want:
+    np.testing.assert_allclose(got['train_loss_history'][0], want['train_loss_history'][0], rtol=1e-5)
+  else:
+    for g, w in zip(got['members'], want['members']):
+      assert g['seed'] == w['seed'] and abs(g['valid_history'][0] - w['valid_history'][0]) <= 0.03
+  assert abs(got['test/precision@10'] - want['test/precision@10']) <= 0.05
+
+
+@pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
+def test_golden(name, tmp_path):
+  from tests import conftest  # not at the top: the child process must not run the suite's settings
+  # The golden numbers are those of XLA's default optimisation level and code generation (the suite compiles
+  # with cheaper settings, tests/conftest.py), so the run is a child process with XLA's defaults.
+  out = tmp_path / 'got.json'
+  subprocess.run([sys.executable, __file__, name, str(tmp_path / 'run'), str(out)], check=True,
+                 env=conftest.default_xla_env(), cwd=conftest.REPO)
+  got = json.loads(out.read_text())
+  golden = json.loads(GOLDEN.read_text())
+  here = platform()
+  if os.environ.get('DTR_UPDATE_GOLDEN') == '1':
+    golden['platforms'].setdefault(here, {})[name] = got
+    golden['platforms'][here]['_versions'] = _versions()
+    GOLDEN.write_text(json.dumps(golden, indent=1))
+  for recorded, values in golden['platforms'].items():  # every class: what must hold across CPUs
+    _assert_close(got, values[name])
+  if here not in golden['platforms']:
+    pytest.skip(f'no golden values for this CPU class ({here}; recorded: {", ".join(golden["platforms"])}): '
+                'the cross-CPU checks passed, the bitwise one did not run (DTR_UPDATE_GOLDEN=1 records them)')
+  values = golden['platforms'][here]
+  if values.get('_versions') != _versions():
+    print(f'golden.json was made with {values.get("_versions")}; this is {_versions()} (if the values below '
+          'differ, check that the previous commit fails the same way on these versions)')
+  _assert_bitwise(got, values[name])
 
 
 if __name__ == '__main__':  # the child process of test_golden: python tests/test_golden.py NAME WORKDIR OUT

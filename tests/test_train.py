@@ -107,8 +107,12 @@ def test_same_losses_on_one_and_eight_devices(tmp_path):
     assert f'Mesh: {devices} devices' in out.stderr
     histories.append(json.load(open(tmp_path / f'd{devices}' / 'results.json')))
   a, b = histories
-  np.testing.assert_allclose(a['train_loss_history'], b['train_loss_history'], rtol=2e-5)
-  assert a['test/precision@10'] == pytest.approx(b['test/precision@10'], abs=0.02)
+  # The data-parallel sums reassociate, and training amplifies the last bits: on an Intel AVX-512 machine the
+  # first epoch's mean loss agrees to 2.9e-5, the second's to 3.3e-4 and the test precision to 0.028 (on an AMD
+  # AVX2 one this test passed with the losses within 2e-5 and the precision within 0.02).
+  np.testing.assert_allclose(a['train_loss_history'][0], b['train_loss_history'][0], rtol=1e-4)
+  np.testing.assert_allclose(a['train_loss_history'], b['train_loss_history'], rtol=1e-3)
+  assert a['test/precision@10'] == pytest.approx(b['test/precision@10'], abs=0.05)
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
