@@ -116,7 +116,6 @@ def load_features(data_config) -> FeatureCorpus:
   """Features of every split of the workdir `data_config.path` (see the module docstring)."""
   from dtr import encode  # pylint: disable=g-import-not-at-top
   from dtr.evaluate import evaluators  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   workdir = data_config.get('path', '')
   if not workdir:
     raise ValueError('the probe reads the features of a finished workdir: set data.path (configs/classify.py:'
@@ -140,9 +139,8 @@ def load_features(data_config) -> FeatureCorpus:
   if kind == 'codes' and method.emits is None:
     raise ValueError(f'{workdir}: method {model.config.model.name!r} emits no codes to re-embed.')
   corpus = encode.load_training_corpus(model)
-  params = jax.tree.map(lambda x: x[None], model.params)
-  out = evaluators.Outputs(method, params, dict(corpus.splits), model.mesh,
-                           model.config.get('eval_batch_size', 1024))
+  out = evaluators.Outputs.of_params(method, model.params, dict(corpus.splits), model.mesh,
+                                     model.config.get('eval_batch_size', 1024))
   samples = int(data_config.get('feature_samples', 5))
   splits = {}
   for name, split in corpus.splits.items():
@@ -151,8 +149,9 @@ def load_features(data_config) -> FeatureCorpus:
     elif kind == 'codes':
       values = out.codes(name)[0]
     else:
-      values = np.mean([evaluators.Outputs(method, params, dict(corpus.splits), model.mesh,
-                                           model.config.get('eval_batch_size', 1024), seed=s).codes(name, True)[0]
+      values = np.mean([evaluators.Outputs.of_params(method, model.params, dict(corpus.splits), model.mesh,
+                                                     model.config.get('eval_batch_size', 1024),
+                                                     seed=s).codes(name, True)[0]
                         for s in range(samples)], axis=0).astype(np.float32)
     splits[name] = FeatureSplit(np.asarray(values), split.labels, split.doc_ids)
   stats = None

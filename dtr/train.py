@@ -524,5 +524,4 @@ def _progress(total, initial, desc, enabled):
 # ------------------------------------------------------------------------------------------------ encoding
 def encode_split(method, params, split, mesh, batch_size: int = 1024) -> np.ndarray:
   """Codes [N, ...] of every example of `split` with one member's parameters (data-parallel over the mesh)."""
-  stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-  return evaluators_lib.Outputs(method, stacked, {'split': split}, mesh, batch_size).codes('split')[0]
+  return evaluators_lib.Outputs.of_params(method, params, {'split': split}, mesh, batch_size).codes('split')[0]

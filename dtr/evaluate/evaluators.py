@@ -80,6 +80,11 @@ class Outputs:
     self.seed = seed
     self._cache = {}
 
+  @classmethod
+  def of_params(cls, method, params, splits: dict, mesh, batch_size: int, seed: int = 0) -> 'Outputs':
+    """The outputs of one member from its own (unstacked) parameters, as loaded from a workdir."""
+    return cls(method, jax.tree.map(lambda x: jnp.asarray(x)[None], params), splits, mesh, batch_size, seed)
+
   def _run(self, name: str, split, kind: str, with_rng: bool = False):
     """[A, N, ...] outputs (pytrees) of method.<name>(params, batch[, rng]) over every example of `split`."""
     rng = jax.random.key(self.seed)
@@ -277,8 +282,7 @@ _FIXED = {'perplexity': Perplexity, 'accuracy': Accuracy, 'hoyer': Hoyer, 'codeb
 def split_outputs(method, params, split, name: str, mesh=None, batch_size: int = 1024):
   """Outputs [N, ...] (pytrees) of `method.<name>(params, batch)` for every example of one split with one
   member's parameters, data-parallel over `mesh` (default: every device, `input_pipeline.make_mesh`)."""
-  stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-  out = Outputs(method, stacked, {'split': split}, mesh or ip.make_mesh(), batch_size).of(name, 'split')
+  out = Outputs.of_params(method, params, {'split': split}, mesh or ip.make_mesh(), batch_size).of(name, 'split')
   return jax.tree.map(lambda x: x[0], out)
 
 

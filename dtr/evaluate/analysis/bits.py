@@ -215,9 +215,8 @@ def hoyer_report(workdir: str, split_name: str = 'test') -> dict:
     with open(path) as f:
       return json.load(f)
   model, corpus = load(workdir)
-  params = jax.tree.map(lambda x: x[None], model.params)
-  out = evaluators.Outputs(model.method, params, dict(corpus.splits), model.mesh,
-                           model.config.get('eval_batch_size', 1024), seed=int(model.config.seed))
+  out = evaluators.Outputs.of_params(model.method, model.params, dict(corpus.splits), model.mesh,
+                                     model.config.get('eval_batch_size', 1024), seed=int(model.config.seed))
   sampled, mean = out.codes(split_name, sampled=True)[0], out.codes(split_name)[0]
   report = {f'hoyer_{kind}{suffix}': sparsity.average_hoyer(codes, standardise=standardise)
             for kind, codes in (('sample', sampled), ('mean', mean))
@@ -330,8 +329,7 @@ def analyse(workdir: str, out: str, split_name: str = 'test', max_sentences: int
   summary['spoiling'] = {'base_perplexity': spoiling['base_perplexity'], 'sentences': spoiling['sentences'],
                          'increase': spoiling['increase'].tolist(), 'order': spoiling['order'].tolist()}
   summary['files'].append(plot_spoiling(spoiling, os.path.join(out, 'bit_spoiling.png'), is_bits(method)))
-  params = jax.tree.map(lambda x: x[None], model.params)
-  codes = evaluators.Outputs(method, params, {'sub': sub}, model.mesh, batch_size).codes('sub')[0]
+  codes = evaluators.Outputs.of_params(method, model.params, {'sub': sub}, model.mesh, batch_size).codes('sub')[0]
   means, covariance = bit_means(codes), bit_covariance(codes)
   summary['means'] = means.tolist()
   summary['files'].append(plot_means(means, os.path.join(out, 'bit_means.png')))

@@ -62,10 +62,6 @@ def load(workdir: str, corpus=None) -> Workdir:
   return Workdir(model, corpus if corpus is not None else encode.load_training_corpus(model))
 
 
-def _stacked(params):
-  return jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-
-
 @dataclasses.dataclass(frozen=True)
 class _PosteriorView:
   """The method seen by `Outputs` with `encode` = (mu, logvar) stacked [B, 2, d] (hashed by the method, so
@@ -93,8 +89,8 @@ def posterior_params(run: Workdir, split: str = 'train', rows=None) -> tuple[np.
   data = run.corpus.splits[split]
   if rows is not None:
     data = data.take(np.asarray(rows))
-  out = evaluators.Outputs(_PosteriorView(run.method), _stacked(run.model.params), {'s': data},
-                           run.model.mesh, run.model.config.get('eval_batch_size', 512))
+  out = evaluators.Outputs.of_params(_PosteriorView(run.method), run.model.params, {'s': data},
+                                     run.model.mesh, run.model.config.get('eval_batch_size', 512))
   both = out.codes('s')[0]
   return both[:, 0], both[:, 1]
 
@@ -172,9 +168,9 @@ def refined_perplexities(run: Workdir, splits: Sequence[str] = ('valid', 'test')
   mc.update(model_overrides)
   method = methods.get_method(mc, run.method.data)
   config = run.model.config
-  out = evaluators.Outputs(method, _stacked(run.model.params), {s: run.corpus.splits[s] for s in splits},
-                           run.model.mesh, config.get('eval_batch_size', 512),
-                           seed=int(config.get('seed', 0) if seed is None else seed))
+  out = evaluators.Outputs.of_params(method, run.model.params, {s: run.corpus.splits[s] for s in splits},
+                                     run.model.mesh, config.get('eval_batch_size', 512),
+                                     seed=int(config.get('seed', 0) if seed is None else seed))
   result = {}
   for split in splits:
     for name, values in evaluators.evaluate(evaluators.build(('perplexity',)), out, split).items():
