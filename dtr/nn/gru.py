@@ -33,19 +33,38 @@ import jax.numpy as jnp
 PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # the ids `dtr.methods.base` reserves; passed explicitly by the methods
 
 
-def _gates(recurrent_kernel, recurrent_bias, h_BxH: jax.Array, x_proj_Bx3H: jax.Array):
-  """(reset, update, candidate, U_n h + c_n), each [(2,) B, H], of one step from the projected input W x_t + b
-  (see the module docstring). Kernels [2, H, 3H] and biases [2, 3H] run both directions (`bigru_scan`)."""
-  xr, xu, xn = jnp.split(x_proj_Bx3H, 3, axis=-1)
+def _gates(recurrent_kernel, recurrent_bias, h_BxH: jax.Array, x_gates: tuple):
+  """(reset, update, candidate, U_n h + c_n), each [(2,) B, H], of one step from the projected input
+  W x_t + b given as its three gate blocks (`_split_gates`). Kernels [2, H, 3H] and biases [2, 3H] run both
+  directions (`bigru_scan`)."""
+  xr, xu, xn = x_gates
   h_proj = jnp.einsum('...bh,...hk->...bk', h_BxH, recurrent_kernel) + recurrent_bias[..., None, :]
   hr, hu, hn = jnp.split(h_proj, 3, axis=-1)
   reset, update = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xu + hu)
   return reset, update, jnp.tanh(xn + reset * hn), hn
 
 
+def _split_gates(x_proj_x3H: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The (r, u, n) blocks [..., H] of a projected input [..., 3H], as three arrays (`_project_gates`)."""
+  return tuple(jnp.split(x_proj_x3H, 3, axis=-1))
+
+
+def _project_gates(x_NxD: jax.Array, kernel_Dx3H: jax.Array, bias_3H: jax.Array) -> tuple:
+  """W x + b of N inputs as its three gate blocks, three arrays [N, H]: one product per block.
+
+  The scans take their per-step inputs as these three arrays, not as one [L, B, 3H] array sliced inside the
+  step (nor sliced after the product): XLA:CPU compiles an elementwise step or a copy that slices the columns
+  of such an array into code several times slower than the same work on whole arrays
+  (docs/results/sentences.md, "three arrays per gate").
+  """
+  return tuple(x_NxD @ kernel + bias for kernel, bias in zip(jnp.split(kernel_Dx3H, 3, axis=-1),
+                                                             jnp.split(bias_3H, 3, axis=-1)))
+
+
 def gru_update(params, h_BxH: jax.Array, x_proj_Bx3H: jax.Array) -> jax.Array:
   """One GRU step from the projected input W x_t + b (see the module docstring)."""
-  _, update, candidate, _ = _gates(params['recurrent_kernel'], params['recurrent_bias'], h_BxH, x_proj_Bx3H)
+  _, update, candidate, _ = _gates(params['recurrent_kernel'], params['recurrent_bias'], h_BxH,
+                                   _split_gates(x_proj_Bx3H))
   return (1.0 - update) * candidate + update * h_BxH
 
 
@@ -58,11 +77,12 @@ def gru_scan(params, x_BxLxD: jax.Array, lengths_B: jax.Array, initial_BxH: jax.
              reverse: bool = False) -> tuple[jax.Array, jax.Array]:
   """Masked GRU over a padded batch: (outputs [B, L, H], 0 past each length; final states [B, H])."""
   batch, length, dim = x_BxLxD.shape
-  x_proj_LxBx3H = (jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim) @ params['input_kernel']
-                   + params['input_bias']).reshape(length, batch, -1)
-  real_LxB = jnp.arange(length)[:, None] < lengths_B[None, :]
-  outputs_LxBxH, final_BxH = _recurrence(params['recurrent_kernel'], params['recurrent_bias'], x_proj_LxBx3H,
-                                         real_LxB.astype(x_proj_LxBx3H.dtype), initial_BxH, reverse)
+  x_LBxD = jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim)
+  x_gates = tuple(g.reshape(length, batch, -1)
+                  for g in _project_gates(x_LBxD, params['input_kernel'], params['input_bias']))
+  real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_gates[0].dtype)
+  outputs_LxBxH, final_BxH = _recurrence(params['recurrent_kernel'], params['recurrent_bias'], x_gates,
+                                         real_LxB, initial_BxH, reverse)
   return jnp.swapaxes(outputs_LxBxH, 0, 1), final_BxH
 
 
@@ -71,66 +91,68 @@ def bigru_scan(params_forward, params_backward, x_BxLxD: jax.Array, lengths_B: j
   """Both directions of a bidirectional GRU in one scan: (outputs [B, L, 2H], finals [B, 2H]), forward then
   backward, equal to `gru_scan` of each direction (the backward one with reverse=True).
 
-  Step i reads position i forwards and position L-1-i backwards: one input projection [D, 6H] for both and
-  one batched [2, B, H] x [2, H, 3H] product a step, half the steps of two scans.
+  Step i reads position i forwards and position L-1-i backwards: one input projection [D, 2H] per gate for
+  both directions and one batched [2, B, H] x [2, H, 3H] product a step, half the steps of two scans.
   """
   batch, length, dim = x_BxLxD.shape
-  kernel = jnp.concatenate([params_forward['input_kernel'], params_backward['input_kernel']], axis=-1)
-  bias = jnp.concatenate([params_forward['input_bias'], params_backward['input_bias']], axis=-1)
-  x_proj = (jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim) @ kernel + bias)
-  x_proj_Lx2xBx3H = jnp.swapaxes(x_proj.reshape(length, batch, 2, -1), 1, 2)
+  hidden = params_forward['recurrent_kernel'].shape[0]
+  both = lambda key: jnp.concatenate([a.reshape(a.shape[:-1] + (3, hidden)) for a in
+                                      (params_forward[key], params_backward[key])], axis=-1)  # [.., 3, 2H]
+  kernel_Dx3x2H, bias_3x2H = both('input_kernel'), both('input_bias')
+  x_LBxD = jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim)
   flip = lambda a: jnp.stack([a[:, 0], a[::-1, 1]], axis=1)  # the backward direction's time reversed
-  real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_proj.dtype)
+  x_gates = tuple(flip(jnp.swapaxes((x_LBxD @ kernel_Dx3x2H[:, g] + bias_3x2H[g]).reshape(length, batch, 2, hidden),
+                                    1, 2)) for g in range(3))  # each [L, 2, B, H]
+  real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_gates[0].dtype)
   stack = lambda key: jnp.stack([params_forward[key], params_backward[key]])
-  outputs, finals_2xBxH = _recurrence(stack('recurrent_kernel'), stack('recurrent_bias'), flip(x_proj_Lx2xBx3H),
+  outputs, finals_2xBxH = _recurrence(stack('recurrent_kernel'), stack('recurrent_bias'), x_gates,
                                       flip(jnp.stack([real_LxB, real_LxB], axis=1)),
-                                      jnp.zeros((2, batch, params_forward['recurrent_kernel'].shape[0]),
-                                                x_proj.dtype), False)
+                                      jnp.zeros((2, batch, hidden), x_gates[0].dtype), False)
   outputs_Lx2xBxH = flip(outputs)
   outputs_BxLx2H = jnp.concatenate([jnp.swapaxes(outputs_Lx2xBxH[:, 0], 0, 1),
                                     jnp.swapaxes(outputs_Lx2xBxH[:, 1], 0, 1)], axis=-1)
   return outputs_BxLx2H, jnp.concatenate([finals_2xBxH[0], finals_2xBxH[1]], axis=-1)
 
 
-def _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
+def _recurrence_forward(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse):
   """The scan of `gru_scan` from the projected inputs: (outputs [L, B, H], final [B, H]), and the residuals
   of the backward pass (previous state, reset and update gates, candidate, U_n h + c_n; each [L, B, H]).
   With kernels [2, H, 3H] and biases [2, 3H], every array has a direction axis before B (`bigru_scan`)."""
 
   def step(h_BxH, inputs):
-    x_proj_Bx3H, real_B = inputs
-    reset, update, candidate, hn = _gates(recurrent_kernel, recurrent_bias, h_BxH, x_proj_Bx3H)
+    x_gates_B, real_B = inputs
+    reset, update, candidate, hn = _gates(recurrent_kernel, recurrent_bias, h_BxH, x_gates_B)
     h_new = (1.0 - update) * candidate + update * h_BxH
     real_Bx1 = real_B[..., None] > 0
     return jnp.where(real_Bx1, h_new, h_BxH), (jnp.where(real_Bx1, h_new, 0.0),
                                                 (h_BxH, reset, update, candidate, hn))
 
-  final_BxH, (outputs_LxBxH, residuals) = jax.lax.scan(step, initial_BxH, (x_proj_LxBx3H, real_LxB),
+  final_BxH, (outputs_LxBxH, residuals) = jax.lax.scan(step, initial_BxH, (x_gates, real_LxB),
                                                        reverse=reverse)
   return (outputs_LxBxH, final_BxH), residuals
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _recurrence(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
+def _recurrence(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse):
   """h_t = GRU(h_{t-1}) where real_LxB is 1, else h_{t-1}, from the projected inputs (see `gru_scan`).
 
   Its backward pass is written out: a scan that carries dL/dh and emits the gradients of the gate
   pre-activations, one [B, 3H] x [3H, H] product a step; the gradient of U is then one product over all
   steps, sum_t h_{t-1}^T dg_t, instead of one accumulated inside every step.
   """
-  return _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse)[0]
+  return _recurrence_forward(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse)[0]
 
 
-def _recurrence_fwd(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH, reverse):
-  out, residuals = _recurrence_forward(recurrent_kernel, recurrent_bias, x_proj_LxBx3H, real_LxB, initial_BxH,
-                                       reverse)
+def _recurrence_fwd(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse):
+  out, residuals = _recurrence_forward(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse)
   return out, (recurrent_kernel, real_LxB, residuals)
 
 
 def _recurrence_bwd(reverse, saved, cotangents):
   recurrent_kernel, real_LxB, residuals = saved
   d_outputs_LxBxH, d_final_BxH = cotangents
-  kernel_T = jnp.swapaxes(recurrent_kernel, -1, -2)
+  kernels_T = tuple(jnp.swapaxes(k, -1, -2) for k in jnp.split(recurrent_kernel, 3, axis=-1))  # [(2,) H, H]
+  product = lambda d_BxH, kernel_T: jnp.einsum('...bk,...kh->...bh', d_BxH, kernel_T)
 
   def step(dh_BxH, inputs):  # dh: the gradient of the carried state after this step
     d_output, real_B, (h_prev, reset, update, candidate, hn) = inputs
@@ -139,22 +161,23 @@ def _recurrence_bwd(reverse, saved, cotangents):
     d_candidate = dh_new * (1.0 - update) * (1.0 - candidate * candidate)
     d_update = dh_new * (h_prev - candidate) * update * (1.0 - update)
     d_reset = d_candidate * hn * reset * (1.0 - reset)
-    d_x_proj = jnp.concatenate([d_reset, d_update, d_candidate], axis=-1)
-    d_h_proj = jnp.concatenate([d_reset, d_update, d_candidate * reset], axis=-1)
-    dh_prev = dh_new * update + jnp.einsum('...bk,...kh->...bh', d_h_proj, kernel_T)
-    return jnp.where(real_Bx1, dh_prev, dh_BxH), (d_x_proj, d_h_proj)
+    dh_prev = (dh_new * update + product(d_reset, kernels_T[0]) + product(d_update, kernels_T[1])
+               + product(d_candidate * reset, kernels_T[2]))
+    return jnp.where(real_Bx1, dh_prev, dh_BxH), (d_reset, d_update, d_candidate)
 
-  d_initial_BxH, (d_x_proj_LxBx3H, d_h_proj_LxBx3H) = jax.lax.scan(
+  d_initial_BxH, d_x_gates = jax.lax.scan(
       step, d_final_BxH, (d_outputs_LxBxH, real_LxB, residuals), reverse=not reverse)
-  h_prev_LxBxH = residuals[0]
-  hidden = h_prev_LxBxH.shape[-1]
-  if recurrent_kernel.ndim == 2:  # one product over all steps and sequences
-    d_kernel = h_prev_LxBxH.reshape(-1, hidden).T @ d_h_proj_LxBx3H.reshape(-1, 3 * hidden)
+  h_prev_LxBxH, reset_LxBxH = residuals[0], residuals[1]
+  d_h_gates = (d_x_gates[0], d_x_gates[1], d_x_gates[2] * reset_LxBxH)  # of U_g h + c_g
+  if recurrent_kernel.ndim == 2:  # one product per gate over all steps and sequences
+    flat = lambda a: a.reshape(-1, a.shape[-1])
+    d_kernel = jnp.concatenate([flat(h_prev_LxBxH).T @ flat(d) for d in d_h_gates], axis=-1)
   else:  # per direction: [L, 2, B, .] -> [2, L B, .]
     per_direction = lambda a: jnp.swapaxes(a, 0, 1).reshape(a.shape[1], -1, a.shape[-1])
-    d_kernel = jnp.einsum('dnh,dnk->dhk', per_direction(h_prev_LxBxH), per_direction(d_h_proj_LxBx3H))
-  d_bias = jnp.sum(d_h_proj_LxBx3H, axis=(0, h_prev_LxBxH.ndim - 2))
-  return d_kernel, d_bias, d_x_proj_LxBx3H, jnp.zeros_like(real_LxB), d_initial_BxH
+    d_kernel = jnp.concatenate([jnp.einsum('dnh,dnk->dhk', per_direction(h_prev_LxBxH), per_direction(d))
+                                for d in d_h_gates], axis=-1)
+  d_bias = jnp.concatenate([jnp.sum(d, axis=(0, h_prev_LxBxH.ndim - 2)) for d in d_h_gates], axis=-1)
+  return d_kernel, d_bias, d_x_gates, jnp.zeros_like(real_LxB), d_initial_BxH
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
