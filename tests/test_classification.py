@@ -311,6 +311,7 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
   assert 'GFLOP/step' not in printed and 'matmul on this device' in printed and 'the output layer alone' in printed
+  assert 'jax ' in printed.split('the output layer alone')[1] and ', dtr ' in printed  # plain JAX and dtr's layer
 
 
 def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path):

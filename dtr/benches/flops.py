@@ -36,9 +36,11 @@ def output_layer_flops(predicted_tokens: float, vocab: int, width: int) -> float
 
 def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20) -> dict[str, float]:
   """The best time of the output layer alone, forward and backward, for `tokens` predicted tokens: logits
-  h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h. The
-  floor of a training step of any exact (full-softmax) token model at these sizes on this machine. Measured
-  in JAX ('jax') and, when it is installed (the `bench` extra), in PyTorch ('torch')."""
+  h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h.
+  Measured as a plain JAX program ('jax': whole [tokens, vocab] arrays, automatic differentiation), as dtr's
+  models run it ('dtr': `dtr.nn.softmax.target_nll`, blocks of rows in cache, one product more) and, when it
+  is installed (the `bench` extra), in PyTorch ('torch'). The fastest of them bounds from below a training
+  step of an exact (full-softmax) token model at these sizes on this machine, as these programs run it."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -60,9 +62,17 @@ def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20)
     logits = h @ w
     return jnp.sum(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[:, None], -1)[:, 0])
 
-  grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  from dtr.nn import softmax  # pylint: disable=g-import-not-at-top
+  valid = np.ones((1, tokens), bool)
+
+  def dtr_loss(w, h):
+    return jnp.sum(softmax.target_nll(lambda r: r @ w, h[None], y[None], valid, 1.0))
+
   w_j, h_j = jnp.asarray(w), jnp.asarray(h)
-  out = {'jax': best_of(lambda: jax.block_until_ready(grads(w_j, h_j)))}
+  out = {}
+  for name, fn in (('jax', loss), ('dtr', dtr_loss)):
+    grads = jax.jit(jax.grad(fn, argnums=(0, 1)))
+    out[name] = best_of(lambda grads=grads: jax.block_until_ready(grads(w_j, h_j)))
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:

@@ -2,7 +2,7 @@
 
 The vocabulary projection o = project(h) (d x V per position) is most of a text model's step; a batch padded
 to width T holds B T positions of which only the valid ones count. `target_nll` gathers those first when a
-fixed buffer holds them.
+fixed buffer holds them, and projects them a block of rows at a time.
 """
 
 import functools
@@ -23,15 +23,18 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   pack B T positions, and from there steps of 2^(1/4) down LEVELS - 1 times and up to all B T), so a batch
   padded to width T pays for at most 2^(1/4) = 1.19 times its valid positions (above the smallest buffer)
   instead of B T (`lax.switch` over the buffers). Under `vmap` with a batched switch index (members that
-  each read their own batches) every branch runs, each with its own [B T, V] residual (below): at pack 0.75
-  up to 14 buffers, about 6.6 B T rows of products a member, so such populations are better off at pack 0.
+  each read their own batches) every branch runs: at pack 0.75 up to 14 buffers, about 6.6 B T rows of
+  products a member, so such populations are better off at pack 0.
   Members that share their batches share the index, and only the taken branch runs.
 
-  The packed path has its own gradient (`_packed_nll`): the forward pass keeps softmax(o) - onehot(y) of the
-  taken buffer (in a [B T, V] residual, the size of the full layer's logits), so the backward pass is the two
-  products of the output layer's gradient and never recomputes the logits (for a linear `project`; any other
-  is still exact, its forward pass then runs again inside the backward one). Every path gives the same numbers
-  and gradients. pack = 0: the full [B, T] layer by automatic differentiation.
+  The packed path runs in blocks of rows (`blocks`: at most BLOCK_ELEMENTS logits each) and has its own
+  gradient (`_packed_nll`): the forward pass keeps no logits, and the backward pass runs each block again
+  (its logits, softmax(o) - onehot(y) and the layer's two gradient products), so that no [C, V] array is ever
+  written whole and each block's softmax passes run in cache. That is one product more than keeping the
+  logits, and on a CPU much faster than the memory passes over a whole [C, V] array it saves
+  (docs/results/sentences.md, "blocks of rows"). A gradient of the rows alone (Hard EM's E-steps) runs
+  without the kernel's product. Every path gives the same numbers and gradients. pack = 0: the full [B, T]
+  layer by automatic differentiation.
   """
   batch, length = targets_BxT.shape
   n = batch * length
@@ -41,8 +44,8 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
   capacities = buffer_sizes(pack, n)
   linear, consts = jax.closure_convert(project, rows_NxD[:1])
-  return _packed_nll(linear, capacities, batch, rows_NxD, targets_BxT.reshape(n).astype(jnp.int32),
-                     valid_BxT.reshape(n), *consts)
+  targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)  # NumPy inputs too: they are indexed by tracers
+  return _packed_nll(linear, capacities, batch, rows_NxD, targets_N, jnp.asarray(valid_BxT).reshape(n), *consts)
 
 
 def buffer_sizes(pack: float, n: int) -> tuple[int, ...]:
@@ -62,75 +65,107 @@ def _level(capacities, valid_N):
   return jnp.sum(jnp.sum(valid_N) > jnp.asarray(capacities[:-1]))
 
 
+BLOCK_ELEMENTS = 2**20  # logits per block of rows (4 MiB in float32): a block's softmax stays in cache
+
+
+def blocks(capacity: int, vocab: int) -> tuple[int, int]:
+  """(blocks, rows per block) that cover a buffer of `capacity` rows: at most BLOCK_ELEMENTS // vocab rows
+  a block (a multiple of 8 between 32 and 512), as few blocks as that allows, their rows a multiple of 8 as even as
+  possible (so blocks x rows exceeds capacity by less than 8 a block)."""
+  most = min(512, max(32, BLOCK_ELEMENTS // max(vocab, 1) // 8 * 8))
+  count = -(-capacity // most)
+  return count, -(-capacity // (8 * count)) * 8
+
+
+def _block_nll(logits_RxV, targets_R):
+  return jax.nn.logsumexp(logits_RxV, axis=-1) - jnp.take_along_axis(logits_RxV, targets_R[:, None], -1)[:, 0]
+
+
+def _gather(capacity, vocab, rows_NxD, targets_N, valid_N):
+  """The valid rows (then padding) of a buffer, in blocks: rows [K, R, d], targets [K, R], their positions
+  [K, R] and whether each is real [K, R]."""
+  count, size = blocks(capacity, vocab)
+  (index_P,) = jnp.nonzero(valid_N, size=count * size, fill_value=0)
+  real_P = jnp.arange(count * size) < jnp.sum(valid_N)
+  split = lambda a: a.reshape((count, size) + a.shape[1:])
+  return split(rows_NxD[index_P]), split(targets_N[index_P]), split(index_P), split(real_P)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
-  """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them."""
-  return _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts, gradient=False)[0]
-
-
-def _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts, gradient: bool):
-  """(NLL per document [B], and with `gradient` the residuals of `_packed_bwd`: softmax(o) - onehot(y) of the
-  taken buffer's rows, zero past them, [N, V]; their positions [N])."""
+  """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them and
+  projected block by block (`blocks`): no [C, V] array is ever whole."""
   n = rows_NxD.shape[0]
-  length = n // batch
+  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
 
   def branch(capacity):
     def run(_):
-      (index_C,) = jnp.nonzero(valid_N, size=capacity, fill_value=0)
-      real_C = jnp.arange(capacity) < jnp.sum(valid_N)
-      logits_CxV = linear(rows_NxD[index_C], *consts)
-      targets_C = targets_N[index_C]
-      lse_C = jax.nn.logsumexp(logits_CxV, axis=-1)
-      nll_C = jnp.where(real_C, lse_C - jnp.take_along_axis(logits_CxV, targets_C[:, None], -1)[:, 0], 0.0)
-      nll_B = jax.ops.segment_sum(nll_C, index_C // length, num_segments=batch)
-      if not gradient:
-        return nll_B
-      onehot_CxV = jnp.arange(logits_CxV.shape[-1])[None, :] == targets_C[:, None]
-      d_logits_CxV = jnp.where(real_C[:, None], jnp.exp(logits_CxV - lse_C[:, None]) - onehot_CxV, 0.0)
-      pad = n - capacity
-      return nll_B, (jnp.pad(d_logits_CxV, ((0, pad), (0, 0))), jnp.pad(index_C, (0, pad)))
+      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
+      nll_KxR = jax.lax.map(lambda xs: _block_nll(linear(xs[0], *consts), xs[1]), (rows_KxRxD, targets_KxR))
+      return jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1),
+                                 index_KxR.reshape(-1) // (n // batch), num_segments=batch)
     return run
 
-  out = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
-  return out if gradient else (out, None)
+  return jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
 
 
 def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
-  nll_B, (d_logits_NxV, index_N) = _packed(linear, capacities, batch, rows_NxD, targets_N, valid_N, consts,
-                                           gradient=True)
-  return nll_B, (rows_NxD, valid_N, d_logits_NxV, index_N, consts)
+  """With symbolic zeros: each argument comes with whether it is differentiated (`perturbed`); the residuals'
+  structure records which gradients the backward pass computes (a Hard EM E-step's: the rows' alone)."""
+  values = lambda args: tuple(a.value for a in args)
+  needs = {'rows': rows_NxD.perturbed, 'consts': any(c.perturbed for c in consts)}
+  nll_B = _packed_nll(linear, capacities, batch, rows_NxD.value, targets_N.value, valid_N.value,
+                      *values(consts))
+  return nll_B, ((rows_NxD.value, targets_N.value, valid_N.value, values(consts)),
+                 {key: () for key, need in needs.items() if need})  # keys: static, no arrays
 
 
 def _packed_bwd(linear, capacities, batch, residuals, g_B):
-  """Two switches over the buffers, one for d/d rows and one for d/d the layer's parameters, so that a
-  gradient that needs only one of them (Hard EM's E-steps: the encoder's) leaves the other's product out of
-  the program (XLA removes a conditional whose results are unused, not one of its results)."""
-  rows_NxD, valid_N, d_logits_NxV, index_N, consts = residuals
+  """The gradients as one switch over the buffers; each branch runs the blocks again (`blocks`): the block's
+  logits, softmax(o) - onehot(y) weighted by its document's cotangent, and the layer's pullback of it, so
+  that softmax, gradient and products of a block stay in cache. Only the gradients the forward pass was told
+  are needed are computed (`_packed_fwd`)."""
+  (rows_NxD, targets_N, valid_N, consts), needs = residuals
+  nones = (None,) * (3 + len(consts))
+  if not needs or isinstance(g_B, jax.custom_derivatives.SymbolicZero):
+    return nones
   n = rows_NxD.shape[0]
-  length = n // batch
-  level = _level(capacities, valid_N)
+  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
 
-  def taken(capacity):  # the buffer's rows and its d loss / d logits (0 on the buffer's padding)
-    index_C = index_N[:capacity]
-    return index_C, rows_NxD[index_C], d_logits_NxV[:capacity] * g_B[index_C // length][:, None]
+  def block_gradients(rows_RxD, targets_R, weight_R):
+    if 'consts' not in needs:
+      logits_RxV, pullback = jax.vjp(lambda r: linear(r, *consts), rows_RxD)
+    elif 'rows' not in needs:
+      logits_RxV, pullback = jax.vjp(lambda *c: linear(rows_RxD, *c), *consts)
+    else:
+      logits_RxV, pullback = jax.vjp(linear, rows_RxD, *consts)
+    onehot_RxV = jnp.arange(vocab)[None, :] == targets_R[:, None]
+    d_logits_RxV = (jax.nn.softmax(logits_RxV, axis=-1) - onehot_RxV) * weight_R[:, None]
+    grads = pullback(d_logits_RxV)
+    if 'consts' not in needs:
+      return grads[0], ()
+    return (grads[0] if 'rows' in needs else None), tuple(grads[-len(consts):])
 
-  def rows_branch(capacity):
+  def branch(capacity):
     def run(_):
-      index_C, rows_CxD, d_logits_CxV = taken(capacity)
-      _, pullback = jax.vjp(lambda r: linear(r, *consts), rows_CxD)  # linear: its forward product is unused
-      return jnp.zeros_like(rows_NxD).at[index_C].add(pullback(d_logits_CxV)[0])
+      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
+      weight_KxR = jnp.where(real_KxR, g_B[index_KxR // (n // batch)], 0.0)
+
+      def body(d_consts, xs):
+        d_rows_RxD, d_block = block_gradients(*xs)
+        return jax.tree.map(jnp.add, d_consts, d_block), d_rows_RxD
+
+      zeros = tuple(jnp.zeros_like(c) for c in consts) if 'consts' in needs else ()
+      d_consts, d_rows_KxRxD = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
+      d_rows_NxD = None
+      if 'rows' in needs:
+        d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_KxR.reshape(-1)].add(
+            d_rows_KxRxD.reshape(-1, rows_NxD.shape[-1]))
+      return d_rows_NxD, d_consts
     return run
 
-  def consts_branch(capacity):
-    def run(_):
-      _, rows_CxD, d_logits_CxV = taken(capacity)
-      _, pullback = jax.vjp(lambda *c: linear(rows_CxD, *c), *consts)
-      return tuple(pullback(d_logits_CxV))
-    return run
-
-  d_rows_NxD = jax.lax.switch(level, [rows_branch(c) for c in capacities], None)
-  d_consts = jax.lax.switch(level, [consts_branch(c) for c in capacities], None) if consts else ()
-  return (d_rows_NxD, None, None, *d_consts)
+  d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  return (d_rows_NxD, None, None, *(d_consts or (None,) * len(consts)))
 
 
-_packed_nll.defvjp(_packed_fwd, _packed_bwd)
+_packed_nll.defvjp(_packed_fwd, _packed_bwd, symbolic_zeros=True)
