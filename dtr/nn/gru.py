@@ -101,8 +101,8 @@ def bigru_scan(params_forward, params_backward, x_BxLxD: jax.Array, lengths_B: j
   kernel_Dx3x2H, bias_3x2H = both('input_kernel'), both('input_bias')
   x_LBxD = jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim)
   flip = lambda a: jnp.stack([a[:, 0], a[::-1, 1]], axis=1)  # the backward direction's time reversed
-  x_gates = tuple(flip(jnp.swapaxes((x_LBxD @ kernel_Dx3x2H[:, g] + bias_3x2H[g]).reshape(length, batch, 2, hidden),
-                                    1, 2)) for g in range(3))  # each [L, 2, B, H]
+  per_direction = lambda a: jnp.swapaxes(a.reshape(length, batch, 2, hidden), 1, 2)  # [L, 2, B, H]
+  x_gates = tuple(flip(per_direction(x_LBxD @ kernel_Dx3x2H[:, g] + bias_3x2H[g])) for g in range(3))
   real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_gates[0].dtype)
   stack = lambda key: jnp.stack([params_forward[key], params_backward[key]])
   outputs, finals_2xBxH = _recurrence(stack('recurrent_kernel'), stack('recurrent_bias'), x_gates,
@@ -136,9 +136,10 @@ def _recurrence_forward(recurrent_kernel, recurrent_bias, x_gates, real_LxB, ini
 def _recurrence(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse):
   """h_t = GRU(h_{t-1}) where real_LxB is 1, else h_{t-1}, from the projected inputs (see `gru_scan`).
 
-  Its backward pass is written out: a scan that carries dL/dh and emits the gradients of the gate
-  pre-activations, one [B, 3H] x [3H, H] product a step; the gradient of U is then one product over all
-  steps, sum_t h_{t-1}^T dg_t, instead of one accumulated inside every step.
+  Its backward pass is written out: a scan that carries dL/dh and emits the gradients of the three gates'
+  pre-activations as three arrays, with one [B, H] x [H, H] product per gate a step; the gradient of U is
+  then one product per gate over all steps, sum_t h_{t-1}^T dg_t, instead of one accumulated inside every
+  step.
   """
   return _recurrence_forward(recurrent_kernel, recurrent_bias, x_gates, real_LxB, initial_BxH, reverse)[0]
 

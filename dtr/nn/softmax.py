@@ -69,9 +69,9 @@ BLOCK_ELEMENTS = 2**20  # logits per block of rows (4 MiB in float32): a block's
 
 
 def blocks(capacity: int, vocab: int) -> tuple[int, int]:
-  """(blocks, rows per block) that cover a buffer of `capacity` rows: at most BLOCK_ELEMENTS // vocab rows
-  a block (a multiple of 8 between 32 and 512), as few blocks as that allows, their rows a multiple of 8 as even as
-  possible (so blocks x rows exceeds capacity by less than 8 a block)."""
+  """(blocks, rows per block) that cover a buffer of `capacity` rows: at most BLOCK_ELEMENTS // vocab rows a
+  block (a multiple of 8 between 32 and 512), as few blocks as that allows, their rows a multiple of 8 as
+  even as possible (so blocks x rows exceeds capacity by less than 8 a block)."""
   most = min(512, max(32, BLOCK_ELEMENTS // max(vocab, 1) // 8 * 8))
   count = -(-capacity // most)
   return count, -(-capacity // (8 * count)) * 8
