@@ -74,6 +74,33 @@ def test_blocks_hold_at_most_a_million_logits_and_cover_the_buffer():
     assert count * rows >= capacity and (rows <= softmax.BLOCK_ELEMENTS // vocab or rows == 32)
 
 
+def test_several_blocks_sum_to_the_full_layers_values_and_gradients(monkeypatch):
+  """Buffers of 32-row blocks (BLOCK_ELEMENTS lowered): the blocks' NLLs, row gradients and the kernel and
+  bias gradients accumulated over blocks equal the full layer's, in float64 NumPy."""
+  monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', 32 * 11)
+  rng = np.random.default_rng(7)
+  lengths = rng.integers(0, 15, 8)
+  valid = np.arange(16)[None, :] <= lengths[:, None]
+  targets = np.where(valid, rng.integers(0, 11, (8, 16)), 0).astype(np.int32)
+  states, kernel, bias = rng.normal(size=(8, 16, 5)), rng.normal(size=(5, 11)), rng.normal(size=(11,))
+  assert softmax.blocks(int(valid.sum()), 11)[0] >= 3  # at least three blocks in the taken buffer
+
+  def total(states, kernel, bias):
+    nll = softmax.target_nll(lambda h: h @ kernel + bias, states, jnp.asarray(targets), jnp.asarray(valid), 0.5)
+    return jnp.sum(nll * jnp.arange(1.0, 9.0)), nll
+
+  (_, nll), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True))(
+      *(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias)))
+  logits = states @ kernel + bias
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected = -np.sum(np.where(valid, np.take_along_axis(log_p, targets[..., None], -1)[..., 0], 0.0), axis=1)
+  np.testing.assert_allclose(nll, expected, rtol=1e-5)
+  d_logits = np.arange(1.0, 9.0)[:, None, None] * valid[..., None] * (np.exp(log_p) - np.eye(11)[targets])
+  np.testing.assert_allclose(grads[0], d_logits @ kernel.T, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(grads[1], np.einsum('btd,btv->dv', states, d_logits), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(grads[2], d_logits.sum(axis=(0, 1)), rtol=1e-4, atol=1e-4)
+
+
 def _equations(jaxpr):
   """Every equation of a jaxpr and of the jaxprs in its equations' parameters (custom_vjp, cond, ...)."""
   for eqn in jaxpr.eqns:
