@@ -98,11 +98,11 @@ def bigru_scan(params_forward, params_backward, x_BxLxD: jax.Array, lengths_B: j
   hidden = params_forward['recurrent_kernel'].shape[0]
   both = lambda key: jnp.concatenate([a.reshape(a.shape[:-1] + (3, hidden)) for a in
                                       (params_forward[key], params_backward[key])], axis=-1)  # [.., 3, 2H]
-  kernel_Dx3x2H, bias_3x2H = both('input_kernel'), both('input_bias')
   x_LBxD = jnp.swapaxes(x_BxLxD, 0, 1).reshape(length * batch, dim)
   flip = lambda a: jnp.stack([a[:, 0], a[::-1, 1]], axis=1)  # the backward direction's time reversed
   per_direction = lambda a: jnp.swapaxes(a.reshape(length, batch, 2, hidden), 1, 2)  # [L, 2, B, H]
-  x_gates = tuple(flip(per_direction(x_LBxD @ kernel_Dx3x2H[:, g] + bias_3x2H[g])) for g in range(3))
+  x_gates = tuple(flip(per_direction(g)) for g in _project_gates(  # each gate block: both directions, [.., 2H]
+      x_LBxD, both('input_kernel').reshape(dim, -1), both('input_bias').reshape(-1)))
   real_LxB = (jnp.arange(length)[:, None] < lengths_B[None, :]).astype(x_gates[0].dtype)
   stack = lambda key: jnp.stack([params_forward[key], params_backward[key]])
   outputs, finals_2xBxH = _recurrence(stack('recurrent_kernel'), stack('recurrent_bias'), x_gates,

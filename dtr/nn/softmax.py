@@ -45,7 +45,9 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   capacities = buffer_sizes(pack, n)
   linear, consts = jax.closure_convert(project, rows_NxD[:1])
   targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)  # NumPy inputs too: they are indexed by tracers
-  return _packed_nll(linear, capacities, batch, rows_NxD, targets_N, jnp.asarray(valid_BxT).reshape(n), *consts)
+  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
+  return _packed_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, jnp.asarray(valid_BxT).reshape(n),
+                     *consts)
 
 
 def buffer_sizes(pack: float, n: int) -> tuple[int, ...]:
@@ -77,10 +79,6 @@ def blocks(capacity: int, vocab: int) -> tuple[int, int]:
   return count, -(-capacity // (8 * count)) * 8
 
 
-def _block_nll(logits_RxV, targets_R):
-  return jax.nn.logsumexp(logits_RxV, axis=-1) - jnp.take_along_axis(logits_RxV, targets_R[:, None], -1)[:, 0]
-
-
 def _gather(capacity, vocab, rows_NxD, targets_N, valid_N):
   """The valid rows (then padding) of a buffer, in blocks: rows [K, R, d], targets [K, R], their positions
   [K, R] and whether each is real [K, R]."""
@@ -91,17 +89,16 @@ def _gather(capacity, vocab, rows_NxD, targets_N, valid_N):
   return split(rows_NxD[index_P]), split(targets_N[index_P]), split(index_P), split(real_P)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _packed_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
   """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them and
   projected block by block (`blocks`): no [C, V] array is ever whole."""
   n = rows_NxD.shape[0]
-  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
 
   def branch(capacity):
     def run(_):
       rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
-      nll_KxR = jax.lax.map(lambda xs: _block_nll(linear(xs[0], *consts), xs[1]), (rows_KxRxD, targets_KxR))
+      nll_KxR = jax.lax.map(lambda xs: _row_nll(linear(xs[0], *consts), xs[1]), (rows_KxRxD, targets_KxR))
       return jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1),
                                  index_KxR.reshape(-1) // (n // batch), num_segments=batch)
     return run
@@ -109,18 +106,18 @@ def _packed_nll(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts
   return jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
 
 
-def _packed_fwd(linear, capacities, batch, rows_NxD, targets_N, valid_N, *consts):
+def _packed_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
   """With symbolic zeros: each argument comes with whether it is differentiated (`perturbed`); the residuals'
   structure records which gradients the backward pass computes (a Hard EM E-step's: the rows' alone)."""
   values = lambda args: tuple(a.value for a in args)
   needs = {'rows': rows_NxD.perturbed, 'consts': any(c.perturbed for c in consts)}
-  nll_B = _packed_nll(linear, capacities, batch, rows_NxD.value, targets_N.value, valid_N.value,
+  nll_B = _packed_nll(linear, capacities, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value,
                       *values(consts))
   return nll_B, ((rows_NxD.value, targets_N.value, valid_N.value, values(consts)),
                  {key: () for key, need in needs.items() if need})  # keys: static, no arrays
 
 
-def _packed_bwd(linear, capacities, batch, residuals, g_B):
+def _packed_bwd(linear, capacities, batch, vocab, residuals, g_B):
   """The gradients as one switch over the buffers; each branch runs the blocks again (`blocks`): the block's
   logits, softmax(o) - onehot(y) weighted by its document's cotangent, and the layer's pullback of it, so
   that softmax, gradient and products of a block stay in cache. Only the gradients the forward pass was told
@@ -130,7 +127,6 @@ def _packed_bwd(linear, capacities, batch, residuals, g_B):
   if not needs or isinstance(g_B, jax.custom_derivatives.SymbolicZero):
     return nones
   n = rows_NxD.shape[0]
-  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
 
   def block_gradients(rows_RxD, targets_R, weight_R):
     if 'consts' not in needs:
