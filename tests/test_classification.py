@@ -338,3 +338,31 @@ def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path)
   os.makedirs(legacy)
   assert bench.cell_dir(root, 'hard_em-global-M4-K4096-xavier', old) == legacy
   assert bench.cell_dir(root, 'hard_em-global-M4-K4096', new) != legacy
+
+
+def test_extend_seeds_a_longer_cell_with_the_shorter_ones_checkpoints_and_trains_the_same_run(tmp_path):
+  """`study --extend`: the 2-epoch cell resumed from the 1-epoch cell's final checkpoint equals 2 epochs from
+  scratch; a cell that differs in anything but the epoch cap is never used."""
+  from dtr.benches import classification as bench  # pylint: disable=g-import-not-at-top
+  name, root = 'hard_em-global-M4-K256-rs0.1', str(tmp_path / 'cells')
+  short = tiny_pretrain('method=hard_em,level=global,restart=0.1', epochs=1)
+  other = tiny_pretrain('method=hard_em,level=global,restart=0.1', epochs=1)
+  other.seed += 1
+  for config in (short, other):
+    train.train_and_evaluate(config, bench.cell_dir(root, name, config))
+  long = tiny_pretrain('method=hard_em,level=global,restart=0.1', epochs=2)
+  workdir = bench.cell_dir(root, name, long)
+  assert bench.extend_cell(root, 'hard_em-global-M4-K256', long, workdir) is None  # another variant's name
+  other_long = tiny_pretrain('method=hard_em,level=global,restart=0.1', epochs=2)
+  other_long.model.em_iter += 1
+  assert bench.extend_cell(root, name, other_long, bench.cell_dir(root, name, other_long)) is None
+  assert bench.extend_cell(root, name, long, workdir) == bench.cell_dir(root, name, short)
+  assert bench.extend_cell(root, name, long, workdir) is None  # it has checkpoints now: never overwritten
+  extended = train.train_and_evaluate(long, workdir)
+  scratch = train.train_and_evaluate(long, str(tmp_path / 'scratch'))
+  timings = ('timings', 'wall_time_s')
+  assert {k: v for k, v in extended.items() if k not in timings} == {
+      k: v for k, v in scratch.items() if k not in timings}
+  assert np.isfinite(scratch['test/perplexity']) and scratch['best_epoch'] == extended['best_epoch']
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['num_epochs'] == 2

@@ -13,7 +13,8 @@ r"""Discrete VAEs for low-resource text classification (Jin, Wiseman, Stratos & 
 
 A cell is `dtr.train.train_and_evaluate` in its own workdir under `cache_dir/<dataset>/`, named by the cell and
 a digest of its config: a cell whose results.json exists is read back, an unfinished one resumes from its
-checkpoint, and changed settings never read a stale cell. Pretraining is configs/discrete_vae.py (early
+checkpoint, and changed settings never read a stale cell; with --extend a cell with a higher --epochs starts
+from the final checkpoint of the same variant's shorter cell (`extend_cell`). Pretraining is configs/discrete_vae.py (early
 stopping on validation perplexity, at most --epochs epochs); the probes are configs/classify.py on the
 pretrained workdir (`features=WORKDIR`, with `reembed=True` for re-embedded codes), CBOW is
 configs/classify.py:method=cbow on the same corpus and token vocabulary. Every probe and CBOW run trains
@@ -34,6 +35,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 
@@ -166,6 +168,39 @@ def cell_dir(root: str, name: str, config) -> str:
   return legacy if name.endswith('-xavier') and not os.path.exists(path) and os.path.exists(legacy) else path
 
 
+def _without_epochs(config: dict) -> dict:
+  return {k: v for k, v in config.items() if k != 'num_epochs'}
+
+
+def extend_cell(root: str, name: str, config, workdir: str, log=print) -> str | None:
+  """Seeds a new pretraining cell with the checkpoints of a shorter one: a cell of the same variant under
+  `root` whose config.json equals `config` but for a smaller `num_epochs`, the longest such. The epoch cap is
+  only the training loop's bound (no schedule reads it), so resuming from its final checkpoint trains exactly
+  what `config` from scratch would, minus the shared epochs. Returns the seed's folder, or None."""
+  if os.path.exists(os.path.join(workdir, 'checkpoints')) or not os.path.isdir(root):
+    return None
+  want = json.loads(config.to_json_best_effort(sort_keys=True))
+  best = None
+  for entry in sorted(os.listdir(root)):
+    folder = os.path.join(root, entry)
+    if (entry.rpartition('-')[0] != name or folder == workdir
+        or not os.path.isdir(os.path.join(folder, 'checkpoints'))
+        or not os.path.exists(os.path.join(folder, 'config.json'))):
+      continue
+    with open(os.path.join(folder, 'config.json')) as f:
+      have = json.load(f)
+    if (_without_epochs(have) == _without_epochs(want) and have.get('num_epochs', 0) < want['num_epochs']
+        and (best is None or have['num_epochs'] > best[0])):
+      best = (have['num_epochs'], folder)
+  if best is None:
+    return None
+  os.makedirs(workdir, exist_ok=True)
+  shutil.copytree(os.path.join(best[1], 'checkpoints'), os.path.join(workdir, 'checkpoints'))
+  log(f'  --extend: {workdir} starts from the final checkpoint of {best[1]} ({best[0]} of {want["num_epochs"]} '
+      'epochs)')
+  return best[1]
+
+
 def run_cell(config, workdir: str, log=print, corpus=None) -> dict:
   """results.json of a finished cell, else trains it (resuming from its checkpoint) and returns its results.
   `corpus` (a callable returning the corpus `config.data` describes) saves loading it once per cell."""
@@ -192,6 +227,8 @@ def study(args, log=print) -> dict:
     config = pretrain_config(variant, args)
     workdir = cell_dir(root, variant, config)
     log(f'{variant}: pretraining in {workdir}')
+    if args.extend and not READ_ONLY[0] and not os.path.exists(os.path.join(workdir, 'results.json')):
+      extend_cell(root, variant, config, workdir, log)
     pretrained = run_cell(config, workdir, log)
     if pretrained is None:
       log(f'{variant}: not pretrained yet (--read_only); left out')
@@ -549,6 +586,8 @@ def main(argv=None) -> None:
   sp.add_argument('--cbow', action=argparse.BooleanOptionalAction, default=True)
   sp.add_argument('--out', default='')
   sp.add_argument('--read_only', action='store_true', help='table of the finished cells only (trains nothing)')
+  sp.add_argument('--extend', action='store_true', help='a new pretraining cell starts from the final checkpoint '
+                  'of the same variant trained with fewer --epochs (the same run, its shared epochs not repeated)')
   rp = sub.add_parser('retrieval', parents=[common], help='precision@100 and radius curves of global codes')
   rp.add_argument('--out', default='')
   rp.add_argument('--png', default='', help='default: classification_radius_<dataset>.png beside --out')
