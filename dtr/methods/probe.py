@@ -32,6 +32,7 @@ import ml_collections
 import optax
 
 from dtr.methods.base import Method, clipped_adam
+from dtr.nn.dropout import Dropout
 
 NORMALIZE = ('none', 'example')
 ACTIVATIONS = {'relu': nn.relu, 'leaky_relu': nn.leaky_relu, 'tanh': jnp.tanh}
@@ -79,7 +80,7 @@ class ProbeNetwork(nn.Module):
         h = (h - jnp.mean(h, axis=-1, keepdims=True)) / jnp.sqrt(jnp.var(h, axis=-1, keepdims=True) + 1e-6)
     for width in self.hidden:
       h = ACTIVATIONS[self.activation](nn.Dense(width)(h))
-      h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = Dropout(self.dropout)(h, deterministic=not train)
     return nn.Dense(self.num_labels)(h)
 
 

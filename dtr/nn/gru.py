@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dtr.nn.dropout import Dropout
+
 PAD_ID, BOS_ID, EOS_ID = 0, 2, 3  # the ids `dtr.methods.base` reserves; passed explicitly by the methods
 
 
@@ -335,7 +337,7 @@ class TextAutoencoder(nn.Module):
 
   def setup(self):
     self.embed = nn.Embed(self.vocab_size, self.embed_size)
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = Dropout(self.dropout)
     if self.head_sizes:
       self.encoder = BiGRU(self.hidden_size) if self.bidirectional else GRU(self.hidden_size)
       self.heads = [nn.Dense(size) for size in self.head_sizes]

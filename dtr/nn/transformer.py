@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dtr.nn.dropout import Dropout
+
 NORMS = ('post', 'pre')
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's default
 xavier = nn.initializers.xavier_uniform()
@@ -80,7 +82,7 @@ class MultiHeadAttention(nn.Module):
     if mask is not None:
       logits_BxHxTxS = jnp.where(mask, logits_BxHxTxS, jnp.finfo(logits_BxHxTxS.dtype).min)
     weights_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1)
-    weights_BxHxTxS = nn.Dropout(self.dropout_rate)(weights_BxHxTxS, deterministic=deterministic)
+    weights_BxHxTxS = Dropout(self.dropout_rate)(weights_BxHxTxS, deterministic=deterministic)
     out_BxTxHxE = jnp.einsum('bhts,bshe->bthe', weights_BxHxTxS, v_BxSxHxE)
     return nn.Dense(dim, kernel_init=xavier, name='out')(out_BxTxHxE.reshape(*out_BxTxHxE.shape[:2], dim))
 
@@ -94,11 +96,11 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, deterministic: bool = True):
     h = nn.relu(nn.Dense(self.hidden, kernel_init=xavier)(x_BxTxD))
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return nn.Dense(x_BxTxD.shape[-1], kernel_init=xavier)(h)
 
 
-def _residual(x, f, norm: str, layer_norm: nn.LayerNorm, dropout: nn.Dropout, deterministic: bool):
+def _residual(x, f, norm: str, layer_norm: nn.LayerNorm, dropout: Dropout, deterministic: bool):
   """x = LN(x + dropout(f(x))) ('post') or x + dropout(f(LN(x))) ('pre')."""
   if norm == 'pre':
     return x + dropout(f(layer_norm(x)), deterministic=deterministic)
@@ -121,7 +123,7 @@ class EncoderLayer(nn.Module):
 
     def sublayer(x, f, name):
       layer_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name=f'{name}_norm')
-      return _residual(x, f, self.norm, layer_norm, nn.Dropout(self.dropout_rate), deterministic)
+      return _residual(x, f, self.norm, layer_norm, Dropout(self.dropout_rate), deterministic)
 
     x = sublayer(x_BxTxD, lambda h: attend(h, h, mask, deterministic), 'self_attention')
     return sublayer(x, lambda h: ff(h, deterministic), 'feed_forward')
@@ -152,7 +154,7 @@ class DecoderLayer(nn.Module):
 
     def sublayer(x, f, name):
       layer_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name=f'{name}_norm')
-      return _residual(x, f, self.norm, layer_norm, nn.Dropout(self.dropout_rate), deterministic)
+      return _residual(x, f, self.norm, layer_norm, Dropout(self.dropout_rate), deterministic)
 
     y = sublayer(y_BxTxD, lambda h: self_attend(h, h, self_mask, deterministic), 'self_attention')
     y = sublayer(y, lambda h: cross_attend(h, memory_BxSxD, cross_mask, deterministic), 'cross_attention')
@@ -209,7 +211,7 @@ class TokenEmbedding(nn.Module):
   def __call__(self, ids_BxT, deterministic: bool = True):
     x_BxTxD = nn.Embed(self.vocab_size, self.dim, embedding_init=xavier, name='embedding')(ids_BxT)
     x_BxTxD = x_BxTxD + sinusoidal_positions(ids_BxT.shape[1], self.dim)[None]
-    return nn.Dropout(self.dropout_rate)(x_BxTxD, deterministic=deterministic)
+    return Dropout(self.dropout_rate)(x_BxTxD, deterministic=deterministic)
 
 
 def masked_mean(x_Bx, valid_Bx, axis=1):
