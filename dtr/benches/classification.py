@@ -14,9 +14,9 @@ r"""Discrete VAEs for low-resource text classification (Jin, Wiseman, Stratos & 
 A cell is `dtr.train.train_and_evaluate` in its own workdir under `cache_dir/<dataset>/`, named by the cell and
 a digest of its config: a cell whose results.json exists is read back, an unfinished one resumes from its
 checkpoint, and changed settings never read a stale cell; with --extend a cell with a higher --epochs starts
-from the final checkpoint of the same variant's shorter cell (`extend_cell`). Pretraining is configs/discrete_vae.py (early
-stopping on validation perplexity, at most --epochs epochs); the probes are configs/classify.py on the
-pretrained workdir (`features=WORKDIR`, with `reembed=True` for re-embedded codes), CBOW is
+from the final checkpoint of the same variant's shorter cell (`extend_cell`). Pretraining is
+configs/discrete_vae.py (early stopping on validation perplexity, at most --epochs epochs); the probes are
+configs/classify.py on the pretrained workdir (`features=WORKDIR`, with `reembed=True` for re-embedded codes), CBOW is
 configs/classify.py:method=cbow on the same corpus and token vocabulary. Every probe and CBOW run trains
 the label budget's 5 random subsamples as 5 members, each early-stopped on validation accuracy; the table
 reports test accuracy, mean ± std over them. The selected model (bold) is the one with the best validation
