@@ -5,6 +5,7 @@ arrays and a JSON `meta` dict with the data position (epoch, step within the epo
 record and the metric history, so a killed run continues exactly where its last checkpoint left it.
 """
 
+import json
 import os
 
 import jax
@@ -44,17 +45,55 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   mngr.wait_until_finished()
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
+def _leaves(tree, prefix: str = '') -> dict:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_leaves(value, f'{prefix}.{key}' if prefix else str(key)))
+  return out
+
+
+def settings_changes(saved: dict, current: dict) -> list[str]:
+  """'name: saved -> current' for every setting (dotted name) whose value differs, compared as JSON."""
+  saved, current = (_leaves(json.loads(json.dumps(t, default=str))) for t in (saved, current))
+  missing = object()
+  return [f'{name}: {saved.get(name, missing)!r} -> {current.get(name, missing)!r}'.replace(
+      repr(missing), '(absent)') for name in sorted(set(saved) | set(current))
+          if saved.get(name, missing) != current.get(name, missing)]
+
+
+def _check_settings(mngr: ocp.CheckpointManager, step: int, path: str, settings: dict) -> None:
+  try:
+    saved = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'].get('settings')
+  except Exception:  # pylint: disable=broad-except  (the full restore below names an unreadable checkpoint)
+    return
+  changes = settings_changes(saved, settings) if saved is not None else []
+  if changes:
+    shown = '; '.join(changes[:8]) + (f'; and {len(changes) - 8} more' if len(changes) > 8 else '')
+    raise CheckpointError(
+        f'The checkpoint at {path} (step {step}) was written by a run with other settings ({shown}). '
+        'Resuming would continue its state under a different model or data. Fix: run with the settings it '
+        'was written with (for example --config.<name>=<saved value>) to continue it, or use a new '
+        '--workdir to train with these.')
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict | None = None):
   """Returns (state, meta, step) of the latest checkpoint, or None when there is none.
 
   `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) describing the state to fill.
   A checkpoint that cannot be read raises CheckpointError naming its folder and the fix; nothing is
-  silently skipped, since training over a half-read state would lose work without saying so.
+  silently skipped, since training over a half-read state would lose work without saying so. With
+  `settings` (what the loop saves as meta['settings']: the fields that define the model and its data), a
+  checkpoint whose meta holds other settings raises CheckpointError naming each changed field before any
+  array is read; a checkpoint written before meta held them is not checked.
   """
   step = mngr.latest_step()
   if step is None:
     return None
   path = os.path.join(mngr.directory, str(step))
+  if settings is not None:
+    _check_settings(mngr, step, path, settings)
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                           meta=ocp.args.JsonRestore()))

@@ -22,6 +22,7 @@ Closed-form baselines (`method.fitted`) are fitted instead of trained and then f
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -169,6 +170,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   return run.finish(time.time() - t_start)
 
 
+# Where the data are read from may move between a run and its resumption; what they are may not.
+_DATA_LOCATIONS = ('path', 'data_dir', 'catalog_dir', 'tfds_dir', 'allow_synthetic')
+_RESUME_FIELDS = ('batch_size', 'seed', 'data_seed', 'population', 'population_data', 'population_replicas',
+                  'population_search')
+
+
+def resume_settings(config) -> dict:
+  """The settings a checkpoint must have been written under to be resumed (kept in its meta): the model,
+  the data but for their location, and the fields that lay out the member stack and its batches. The
+  epoch count, patience, evaluation and checkpoint cadence are not among them: resuming a run with more
+  epochs (the benches' `--extend`) is allowed."""
+  out = {'model': config.model.to_dict(),
+         'data': {k: v for k, v in config.data.to_dict().items() if k not in _DATA_LOCATIONS}}
+  out.update({k: config[k].to_dict() if hasattr(config[k], 'to_dict') else config[k]
+              for k in _RESUME_FIELDS if k in config})
+  return json.loads(json.dumps(out, default=str))
+
+
 def check_length_buckets(config, cls) -> None:
   """`data.length_buckets` (chunks per length-sorting window, `ip.length_bucketed`; 0 or absent = off)."""
   window = config.data.get('length_buckets', 0)
@@ -206,7 +225,7 @@ class Run:
     self.meta = {'epoch': 0, 'step_in_epoch': 0, 'epoch_sums': {}, 'epoch_count': [0] * self.size,
                  'best_score': [None] * self.size, 'best_metrics': [None] * self.size,
                  'best_epoch': [-1] * self.size, 'bad_epochs': [0] * self.size, 'done': [False] * self.size,
-                 'stopped': [None] * self.size, 'history': []}
+                 'stopped': [None] * self.size, 'history': [], 'settings': resume_settings(config)}
     self.best_params = None
 
   # --- helpers
@@ -276,7 +295,8 @@ class Run:
     # --- checkpoint
     ckpt_dir = os.path.join(self.workdir, 'checkpoints')
     mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.checkpoint_keep)
-    restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': states, 'best_params': best_params}))
+    restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': states, 'best_params': best_params}),
+                                         settings=meta['settings'])
     if restored is not None:
       ckpt, saved_meta, ckpt_step = restored
       states, best_params = ckpt['train'], ckpt['best_params']

@@ -14,11 +14,12 @@ and none but the epoch ends (16).
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from dtr import config_utils, members, train
+from dtr import checkpoint, config_utils, members, train
 
 STEPS_PER_EPOCH = 8
 INTERVALS = (1, 2, 3, 5, 6, 7, 8, 11, 16)
@@ -75,3 +76,29 @@ def test_checkpoint_intervals_resume_to_the_same_run(reference, tmp_path, monkey
   again = train.train_and_evaluate(_config(2 * STEPS_PER_EPOCH), str(workdir))
   assert again['test/precision@10'] == ref_results['test/precision@10']
   assert json.loads((workdir / 'results.json').read_text())['epochs_run'] == 2
+
+
+def test_resuming_under_other_settings_is_refused_naming_them(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = _config(10**6)
+  config.num_epochs = 1
+  first = train.train_and_evaluate(config, workdir)
+  longer = _config(10**6)  # more epochs (the benches' --extend) and a moved data folder resume
+  longer.data.data_dir = str(tmp_path / 'elsewhere')
+  assert train.train_and_evaluate(longer, workdir)['epochs_run'] == 2 > first['epochs_run']
+  for field, value in (('model.learning_rate', 0.01), ('model.encoder_hidden', (8,)), ('batch_size', 8),
+                       ('data.split_seed', 3)):
+    changed = _config(10**6)
+    section, _, name = field.rpartition('.')
+    (changed[section] if section else changed)[name] = value
+    before = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    with pytest.raises(checkpoint.CheckpointError, match=rf'{re.escape(field)}: .* -> .*new --workdir'):
+      train.train_and_evaluate(changed, workdir)
+    assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == before  # nothing was overwritten
+
+
+def test_settings_changes_compares_as_json_and_names_absent_fields():
+  saved = {'model': {'hidden': [8, 8], 'rate': 0.1, 'old': 1}, 'seed': 0}
+  assert checkpoint.settings_changes(saved, {'model': {'hidden': (8, 8), 'rate': 0.1, 'old': 1}, 'seed': 0}) == []
+  assert checkpoint.settings_changes(saved, {'model': {'hidden': [8], 'rate': 0.1, 'new': 'x'}, 'seed': 0}) == [
+      'model.hidden: [8, 8] -> [8]', "model.new: (absent) -> 'x'", 'model.old: 1 -> (absent)']
