@@ -27,8 +27,9 @@ E[gamma] = alpha / (alpha + beta), so a larger alpha / (alpha + beta) asks for s
 kl_weight (the weight on z's KL of the sparse methods: HSVAE's psi, MAT-VAE's and the VAE's beta),
 kl_target (C > 0 nats: the sparse methods' weighted KL term becomes |KL - C|, which holds the rate at C),
 z_kl (HSVAE's KL of z: 'sample', the reference's one-sample estimate, or 'joint', analytic),
-beta_init (HSVAE's Beta heads: 'zero', the reference's softplus(head), or 'prior', softplus(head + s) with
-softplus(s) = the prior's alpha, beta, so that q(gamma|x) starts near the prior),
+beta_init (HSVAE's Beta heads: 'prior', the default, softplus(head + s) with softplus(s) = the prior's alpha,
+beta, so that q(gamma|x) starts near the prior; or 'zero', the reference's softplus(head), under which
+HSVAE's code carried no information in docs/results/sentences.md),
 buckets (W > 0: each epoch's sentences sorted by length within windows of W chunks,
 `dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), runlocal. The study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data
 fields on top of these.
@@ -90,7 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       raise ValueError(f'kl_weight weighs the KL of the sparse methods {SPARSE}, not method={arg.method} '
                        '(the autoencoders anneal theirs: model.kl_start, model.kl_anneal_sentences).')
     config.model['z_kl_weight' if arg.method == 'hsvae' else 'kl_weight'] = float(arg.kl_weight)
-  # kl_target, z_kl and beta_init are absent unless given, so that earlier configs keep their digests.
+  # kl_target and z_kl are absent unless given, so that earlier configs keep their digests; beta_init
+  # replaces HSVAE's default ('prior').
   hsvae_only = {'z_kl': arg.z_kl, 'beta_init': arg.beta_init}
   if (arg.kl_target is not None and arg.method not in SPARSE) or (
       arg.method != 'hsvae' and any(v is not None for v in hsvae_only.values())):

@@ -241,7 +241,8 @@ def test_hsvae_mean_representation_uses_the_beta_mean():
   method, _, state, _, _, _ = trained('hsvae')
   params, batch = state['params'], make_batch()
   mu, _, a_raw, b_raw = method._heads(params, batch)
-  a, b = jax.nn.softplus(a_raw) + 1e-5, jax.nn.softplus(b_raw) + 1e-5
+  shift_a, shift_b = (np.log(np.expm1(v)) for v in (method.config.prior_alpha, method.config.prior_beta))
+  a, b = jax.nn.softplus(a_raw + shift_a) + 1e-5, jax.nn.softplus(b_raw + shift_b) + 1e-5  # beta_init 'prior'
   np.testing.assert_allclose(method.encode(params, batch), (1 - a / (a + b)) * mu, rtol=1e-5, atol=1e-6)
   mu_method = sparse_vae.HSVAE(tiny('hsvae', probe_features='mu'), 0, INFO)
   np.testing.assert_allclose(mu_method.features(params, batch), mu, rtol=1e-6)
@@ -253,9 +254,14 @@ def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
   a, b = at_prior._beta_params(heads)
   np.testing.assert_allclose(a, 10.0 + 1e-5, rtol=1e-6)
   np.testing.assert_allclose(b, np.log1p(np.expm1(30.0) * np.exp(0.7)) + 1e-5, rtol=1e-6)  # softplus(x + 0.7)
-  a0, b0 = sparse_vae.HSVAE(tiny('hsvae'), 0, INFO)._beta_params(heads)  # the reference: softplus(head)
-  np.testing.assert_allclose(a0, np.log(2.0) + 1e-5, rtol=1e-6)
-  np.testing.assert_allclose(b0, np.log1p(np.exp(0.7)) + 1e-5, rtol=1e-6)
+  reference = tiny('hsvae', beta_init='zero')
+  legacy = tiny('hsvae')
+  del legacy['beta_init']  # a config saved before the field existed means the start it was trained with
+  for config in (reference, legacy):
+    a0, b0 = sparse_vae.HSVAE(config, 0, INFO)._beta_params(heads)  # the reference: softplus(head)
+    np.testing.assert_allclose(a0, np.log(2.0) + 1e-5, rtol=1e-6)
+    np.testing.assert_allclose(b0, np.log1p(np.exp(0.7)) + 1e-5, rtol=1e-6)
+  assert sparse_vae.default_model_config('hsvae').beta_init == 'prior'
 
 
 def test_hsvae_reports_a_failed_beta_sample():
@@ -391,7 +397,8 @@ def test_config_kl_target_and_z_kl_are_absent_unless_given():
   assert 'kl_target' not in plain.model and 'z_kl' not in plain.model  # earlier cells keep their digests
   given = load('method=hsvae,dataset=dbpedia14,kl_target=10,z_kl=joint,beta_init=prior')
   assert (given.model.kl_target, given.model.z_kl, given.model.beta_init) == (10.0, 'joint', 'prior')
-  assert 'beta_init' not in plain.model
+  assert plain.model.beta_init == 'prior'  # HSVAE's default; beta_init=zero gives the reference's start
+  assert load('method=hsvae,beta_init=zero').model.beta_init == 'zero'
   assert config_utils.settings_digest(plain) != config_utils.settings_digest(given)
   assert load('method=gauss_vae,kl_target=5').model.kl_target == 5.0
   for arg in ('method=binary_ae,kl_target=5', 'method=gauss_vae,z_kl=joint', 'method=mat_vae,beta_init=prior'):

@@ -9,8 +9,9 @@ GRU encoder (512) whose state after the last word, h, feeds linear heads of size
 no word dropout (both are available). sigma = softplus(.) + 1e-5 (the floor keeps log sigma finite).
 
 HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma: spike probability per dim)
-             (`model.beta_init = 'prior'`: softplus(. + s) with softplus(s) = the prior's alpha, beta, so q
-             starts near the prior instead of near Beta(0.69, 0.69); not in the reference)
+             (`model.beta_init = 'prior'`, the default: softplus(. + s) with softplus(s) = the prior's alpha,
+             beta, so q starts near the prior instead of near Beta(0.69, 0.69); 'zero' is the reference's
+             start, under which the code carried no information in docs/results/sentences.md)
            gamma ~ q(gamma|x) (implicit reparameterisation), c ~ Bern(gamma) by the hard binary concrete at
            temperature tau (straight-through), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
            KL_gamma = sum_i KL(Beta(a_q, b_q) || Beta(alpha, beta))                        (analytic)
@@ -273,16 +274,19 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
       clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
       pack_targets=0.75,   # output layer on at most this share of the B x L positions (`target_nll`; exact)
   ))
-  # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target=, z_kl=, beta_init=), so that
-  # the configs made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted
-  # KL term into |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint'
-  # (`Z_KL_ESTIMATORS`), its beta_init 'zero' or 'prior' (`HSVAE._beta_params`).
+  # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target=, z_kl=), so that the configs
+  # made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL term into
+  # |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
+  # HSVAE's beta_init is 'prior' here and 'zero' (the reference's start) where a saved config lacks it: the
+  # configs of runs made before the field existed mean the start they were trained with (`HSVAE._beta_params`).
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
     config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both
     config.temperature = 0.5       # tau of the binary concrete indicator (the reference's default)
     config.gamma_kl_weight = 0.5   # lambda on KL_gamma (< 1 against collapse; sweep per the paper)
     config.z_kl_weight = 0.5       # psi on KL_z (likewise)
+    config.beta_init = 'prior'     # Beta heads softplus(head + s), q(gamma|x) starts at the prior; 'zero':
+                                   # the reference's softplus(head), whose code carries no information
     config.spike_scale = spike_slab.SPIKE_SCALE  # standard deviation of the spike
     config.probe_features = 'mean'  # encode()/features(): 'mean' (1 - E[gamma]) mu, or 'mu'
   elif name == 'mat_vae':
