@@ -169,3 +169,80 @@ def test_a_gradient_of_the_states_alone_leaves_the_layers_gradient_out():
     return bool(shapes & {(4, 9), (9, 4)})  # the kernel's gradient, in either layout
 
   assert not kernel_gradient(0) and kernel_gradient((0, 1)) and kernel_gradient(1)
+
+
+def _float64_layer(states, kernel, bias, targets, valid, weights):
+  """NLL per document [B], and the gradients of sum_b weights_b nll_b to states, kernel and bias."""
+  logits = states @ kernel + bias
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nll = -np.sum(np.where(valid, np.take_along_axis(log_p, targets[..., None], -1)[..., 0], 0.0), axis=-1)
+  d_logits = weights[..., None, None] * valid[..., None] * (np.exp(log_p) - np.eye(kernel.shape[-1])[targets])
+  return nll, (d_logits @ np.swapaxes(kernel, -1, -2), np.einsum('...btd,...btv->...dv', states, d_logits),
+               d_logits.sum(axis=(-3, -2)))
+
+
+@pytest.mark.parametrize('pack,block_rows', [(0.0, None), (0.75, None), (0.5, 32), (1.0, 8)])
+def test_weighted_nll_and_its_gradient_from_the_forward_pass_against_float64(monkeypatch, pack, block_rows):
+  """`weighted_target_nll` (the gradient formed in the forward pass) against float64 NumPy: the weighted
+  loss, the per-document NLL, and the gradients to the rows, the kernel and the bias, for each subset of
+  them; several blocks where block_rows is set; the NLL output carries no gradient."""
+  if block_rows:
+    monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', block_rows * 11)
+  rng = np.random.default_rng(11)
+  lengths = rng.integers(0, 15, 8)
+  valid = np.arange(16)[None, :] <= lengths[:, None]
+  targets = np.where(valid, rng.integers(0, 11, (8, 16)), 0).astype(np.int32)
+  states, kernel, bias = rng.normal(size=(8, 16, 5)), rng.normal(size=(5, 11)), rng.normal(size=(11,))
+  weights = rng.random(8)
+  nll, grads = _float64_layer(states, kernel, bias, targets, valid, weights)
+  args = tuple(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias))
+
+  def loss(states, kernel, bias):
+    total, nll_B = softmax.weighted_target_nll(lambda h: h @ kernel + bias, states, jnp.asarray(targets),
+                                               jnp.asarray(valid), jnp.asarray(weights, jnp.float32), pack)
+    return total + 0.0 * jnp.sum(nll_B), nll_B  # a stray use of the NLL adds no gradient
+
+  for argnums in ((0,), (1, 2), (0, 1, 2)):
+    (total, nll_B), got = jax.jit(jax.value_and_grad(loss, argnums, has_aux=True))(*args)
+    np.testing.assert_allclose(nll_B, nll, rtol=1e-5)
+    np.testing.assert_allclose(total, np.sum(weights * nll), rtol=1e-5)
+    for g, i in zip(got, argnums):
+      np.testing.assert_allclose(g, grads[i], rtol=1e-4, atol=1e-5, err_msg=f'argument {i} of {argnums}')
+  np.testing.assert_allclose(jax.jit(loss)(*args)[1], nll, rtol=1e-5)  # undifferentiated: the forward alone
+  nll_only = jax.grad(lambda s: jnp.sum(loss(s, *args[1:])[1]))(args[0])
+  assert not np.any(np.asarray(nll_only))
+
+
+def test_weighted_nll_under_vmap_and_with_the_rows_alone():
+  """Two members at once (`vmap`, one fits a packed buffer, one does not) against float64 NumPy; a gradient
+  of the rows alone (Hard EM's E-steps) forms no [d, V] product and the full step one logits product fewer
+  than `target_nll`'s forward and backward passes."""
+  rng = np.random.default_rng(3)
+  lengths = np.array([[2, 6, 0, 4], [7, 7, 7, 5]])
+  valid = np.arange(8)[None, None, :] <= lengths[..., None]
+  targets = np.where(valid, rng.integers(0, 13, (2, 4, 8)), 0).astype(np.int32)
+  states, kernel, bias = rng.normal(size=(2, 4, 8, 6)), rng.normal(size=(2, 6, 13)), rng.normal(size=(2, 13))
+  weights = np.array([[0.5, 1.0, 0.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+
+  def total(states, kernel, bias, targets, valid, weights):
+    return softmax.weighted_target_nll(lambda h: h @ kernel + bias, states, targets, valid, weights, 0.75)[0]
+
+  grads = jax.jit(jax.vmap(jax.grad(total, argnums=(0, 1, 2))))(
+      *(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias)), jnp.asarray(targets), jnp.asarray(valid),
+      jnp.asarray(weights, jnp.float32))
+  _, expected = _float64_layer(states, kernel[:, None], bias[:, None, None], targets, valid, weights)
+  for g, e in zip(grads, expected):
+    np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+  kernel1, states1 = jnp.full((4, 9), 0.1), jnp.ones((8, 6, 4))
+  targets1, valid1 = jnp.zeros((8, 6), jnp.int32), jnp.arange(6)[None, :] < jnp.arange(8)[:, None] % 6
+
+  def products(fn, argnums):
+    jaxpr = jax.make_jaxpr(jax.grad(fn, argnums))(states1, kernel1)
+    return [e.outvars[0].aval.shape for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'dot_general']
+
+  fused = lambda s, k: softmax.weighted_target_nll(lambda h: h @ k, s, targets1, valid1, jnp.ones(8), 0.75)[0]
+  plain = lambda s, k: softmax.target_nll(lambda h: h @ k, s, targets1, valid1, 0.75).sum()
+  kernel_gradient = {(4, 9), (9, 4)}  # in either layout
+  assert not kernel_gradient & set(products(fused, 0)) and kernel_gradient & set(products(fused, (0, 1)))
+  assert len(products(fused, (0, 1))) < len(products(plain, (0, 1)))

@@ -38,9 +38,10 @@ def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20)
   """The best time of the output layer alone, forward and backward, for `tokens` predicted tokens: logits
   h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h.
   Measured as a plain JAX program ('jax': whole [tokens, vocab] arrays, automatic differentiation), as dtr's
-  models run it ('dtr': `dtr.nn.softmax.target_nll`, blocks of rows in cache, one product more) and, when it
-  is installed (the `bench` extra), in PyTorch ('torch'). The fastest of them bounds from below a training
-  step of an exact (full-softmax) token model at these sizes on this machine, as these programs run it."""
+  models train it ('dtr': `dtr.nn.softmax.weighted_target_nll`, blocks of rows in cache, the gradient formed
+  in the forward pass) and, when it is installed (the `bench` extra), in PyTorch ('torch'). The fastest of
+  them bounds from below a training step of an exact (full-softmax) token model at these sizes on this
+  machine, as these programs run it."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -66,7 +67,7 @@ def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20)
   valid = np.ones((1, tokens), bool)
 
   def dtr_loss(w, h):
-    return jnp.sum(softmax.target_nll(lambda r: r @ w, h[None], y[None], valid, 1.0))
+    return softmax.weighted_target_nll(lambda r: r @ w, h[None], y[None], valid, np.ones(1, np.float32), 1.0)[0]
 
   w_j, h_j = jnp.asarray(w), jnp.asarray(h)
   out = {}

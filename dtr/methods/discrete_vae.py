@@ -78,7 +78,7 @@ import optax
 from dtr.latent import gumbel, vq
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method
 from dtr.nn import transformer
-from dtr.nn.softmax import target_nll
+from dtr.nn.softmax import target_nll, weighted_target_nll
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
 
 LEVELS = ('global', 'local')
@@ -327,8 +327,10 @@ class DiscreteVAE(Method):
       latent = (*latent[:4], {**latent[4], 'states': states_BxLxD})
     return layout, latent, variables, dec_rng
 
-  def forward(self, params, batch, rng=None, mode='hard', step=0):
-    """(summed token NLL [B], layout, latent outputs); rng None = no dropout (evaluation)."""
+  def forward(self, params, batch, rng=None, mode='hard', step=0, weighted=False):
+    """(summed token NLL [B], layout, latent outputs); rng None = no dropout (evaluation). With `weighted`
+    the first output is (the NLL's mean over the batch's documents, the loss term to differentiate; the NLL
+    [B] without gradient), from `weighted_target_nll`, which computes its gradient in the forward pass."""
     mc, net = self.config, self._network()
     layout, latent, variables, dec_rng = self._latents(params, batch, rng, mode, step)
     deterministic = rng is None
@@ -347,9 +349,14 @@ class DiscreteVAE(Method):
                              deterministic, method=TransformerAutoencoder.decode_states,
                              rngs=None if deterministic else {'dropout': dec_rng})
     project = lambda h: net.apply(variables, h, method=TransformerAutoencoder.project)
-    nll_B = target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
+    if weighted:
+      weight_B = layout['doc_weight']
+      nll = weighted_target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
+                                weight_B / jnp.maximum(jnp.sum(weight_B), 1.0), mc.get('pack_targets', 0.0))
+    else:
+      nll = target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
                        mc.get('pack_targets', 0.0))
-    return nll_B, layout, latent
+    return nll, layout, latent
 
   def position_weight(self, layout) -> jax.Array:
     """[B, L'] 1 where a latent exists: real documents, and (local) their real tokens."""
@@ -364,10 +371,9 @@ class DiscreteVAE(Method):
 
   def loss(self, trainable, frozen, batch, rng, mode, step):
     params = {**frozen, **trainable}
-    nll_B, layout, (_, codes, penalty, metrics, extra) = self.forward(params, batch, rng, mode, step)
+    (nll, nll_B), layout, (_, codes, penalty, metrics, extra) = self.forward(params, batch, rng, mode, step,
+                                                                             weighted=True)
     weight_B = layout['doc_weight']
-    num_docs = jnp.maximum(jnp.sum(weight_B), 1.0)
-    nll = jnp.sum(nll_B * weight_B) / num_docs
     tokens = jnp.sum((layout['lengths'] + 1) * weight_B)
     counts_MxK = vq.code_counts(codes, self.position_weight(layout), self.num_values)
     p_MxK = counts_MxK / jnp.maximum(jnp.sum(counts_MxK, axis=1, keepdims=True), 1.0)

@@ -61,7 +61,7 @@ from dtr.latent import bernoulli, gaussian
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method, clipped_adam
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
-from dtr.nn.softmax import target_nll
+from dtr.nn.softmax import target_nll, weighted_target_nll
 
 CODES = ('binary', 'bottleneck', 'gaussian', 'gumbel')
 PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
@@ -194,13 +194,20 @@ class SentenceMethod(Method):
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     return self._apply(params, tokens, lengths, train, method=TextAutoencoder.encode, rng=rng)
 
-  def _nll(self, params, z_BxC, batch, train=False, rng=None) -> jax.Array:
+  def _nll(self, params, z_BxC, batch, train=False, rng=None, weighted=False):
+    """Summed token NLL per sentence [B]; with `weighted`, (its mean over the real sentences, the loss term
+    to differentiate; the NLL [B] without gradient), from `weighted_target_nll`."""
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     word_dropout = self.config.word_dropout if train else 0.0
     states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
                                         method=TextAutoencoder.decoder_states, rng=rng)
     project = functools.partial(self._apply, params, method=TextAutoencoder.project)
-    return target_nll(project, states, targets, mask > 0, self.config.get('pack_targets', 0.0))
+    pack = self.config.get('pack_targets', 0.0)
+    if weighted:
+      mask_B = jnp.asarray(batch['mask'], jnp.float32)
+      return weighted_target_nll(project, states, targets, mask > 0, mask_B / jnp.maximum(jnp.sum(mask_B), 1.0),
+                                 pack)
+    return target_nll(project, states, targets, mask > 0, pack)
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
     del hparams  # no population hyperparameters
@@ -216,7 +223,7 @@ class SentenceMethod(Method):
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
-    reconstruction = masked_mean(self._nll(params, z_BxC, batch, train=True, rng=decoder_rng), batch)
+    reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True)
     penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng)
     return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
 

@@ -2,7 +2,9 @@
 
 The vocabulary projection o = project(h) (d x V per position) is most of a text model's step; a batch padded
 to width T holds B T positions of which only the valid ones count. `target_nll` gathers those first when a
-fixed buffer holds them, and projects them a block of rows at a time.
+fixed buffer holds them, and projects them a block of rows at a time. Training losses use
+`weighted_target_nll` (a weighted sum over documents of the same NLL), whose gradient is formed in the
+forward pass from the same logits, so that a training step projects each block once.
 """
 
 import functools
@@ -93,6 +95,10 @@ def _gather(capacity, vocab, rows_NxD, targets_N, valid_N):
 def _packed_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
   """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them and
   projected block by block (`blocks`): no [C, V] array is ever whole."""
+  return _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts)
+
+
+def _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts):
   n = rows_NxD.shape[0]
 
   def branch(capacity):
@@ -165,3 +171,103 @@ def _packed_bwd(linear, capacities, batch, vocab, residuals, g_B):
 
 
 _packed_nll.defvjp(_packed_fwd, _packed_bwd, symbolic_zeros=True)
+
+
+def weighted_target_nll(project, states_BxTxD, targets_BxT, valid_BxT, weights_B,
+                        pack: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """(sum_b weights_b nll_b, nll_B): a training loss made of `target_nll`'s per-document NLL, and that NLL.
+
+  Differentiate the first output; the second (for metrics) carries no gradient, and neither do the weights
+  (a loss's document weights, e.g. mask / number of documents). Values and gradients equal those of
+  sum(weights_B * target_nll(...)). With `pack` > 0 the gradient is computed in the forward pass
+  (`_fused_nll`): each block's logits are formed once, and the same exponentials give the block's NLL and
+  softmax(o) - onehot(y), whose products with the layer's inputs are kept as the residuals (the rows' [N, d]
+  and the layer's parameters' gradients, never a [C, V] array), so a training step runs one logits product
+  fewer than `target_nll`'s forward and recomputing backward passes. Evaluated without differentiation it
+  runs `target_nll`'s forward pass alone.
+  """
+  weights_B = jax.lax.stop_gradient(jnp.asarray(weights_B, jnp.float32))
+  if pack <= 0:
+    nll_B = target_nll(project, states_BxTxD, targets_BxT, valid_BxT, 0.0)
+    return jnp.sum(weights_B * nll_B), jax.lax.stop_gradient(nll_B)
+  batch, length = targets_BxT.shape
+  n = batch * length
+  rows_NxD = states_BxTxD.reshape(n, -1)
+  linear, consts = jax.closure_convert(project, rows_NxD[:1])
+  targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)
+  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
+  loss, nll_B = _fused_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N,
+                           jnp.asarray(valid_BxT).reshape(n), weights_B, *consts)
+  return loss, jax.lax.stop_gradient(nll_B)  # so the second output's cotangent is always zero (`_fused_bwd`)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _fused_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
+  nll_B = _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts)
+  return jnp.sum(weights_B * nll_B), nll_B
+
+
+def _fused_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
+  """The loss, the NLL and the gradients of the loss that are needed (the arguments' `perturbed`), in one
+  switch over the buffers and one pass over each buffer's blocks."""
+  needs_rows, needs_consts = rows_NxD.perturbed, any(c.perturbed for c in consts)
+  rows_NxD, targets_N, valid_N, weights_B = rows_NxD.value, targets_N.value, valid_N.value, weights_B.value
+  consts = tuple(c.value for c in consts)
+  n = rows_NxD.shape[0]
+
+  def block(rows_RxD, targets_R, weight_R):
+    """(NLL [R], the rows' gradient [R, d] or None, the parameters' gradients or ()) of one block."""
+    if needs_consts and needs_rows:
+      logits_RxV, pullback = jax.vjp(linear, rows_RxD, *consts)
+    elif needs_consts:
+      logits_RxV, pullback = jax.vjp(lambda *c: linear(rows_RxD, *c), *consts)
+    else:
+      logits_RxV, pullback = jax.vjp(lambda r: linear(r, *consts), rows_RxD)
+    top_R = jax.lax.stop_gradient(jnp.max(logits_RxV, axis=-1))
+    exp_RxV = jnp.exp(logits_RxV - top_R[:, None])
+    total_R = jnp.sum(exp_RxV, axis=-1)
+    nll_R = top_R + jnp.log(total_R) - jnp.take_along_axis(logits_RxV, targets_R[:, None], -1)[:, 0]
+    onehot_RxV = jnp.arange(vocab)[None, :] == targets_R[:, None]
+    d_logits_RxV = (exp_RxV / total_R[:, None] - onehot_RxV) * weight_R[:, None]
+    grads = pullback(d_logits_RxV) if (needs_rows or needs_consts) else ()
+    d_rows = grads[0] if needs_rows else None
+    return nll_R, d_rows, (tuple(grads[-len(consts):]) if needs_consts else ())
+
+  def branch(capacity):
+    def run(_):
+      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
+      doc_KxR = index_KxR // (n // batch)
+      weight_KxR = jnp.where(real_KxR, weights_B[doc_KxR], 0.0)
+
+      def body(d_consts, xs):
+        nll_R, d_rows_RxD, d_block = block(*xs)
+        return jax.tree.map(jnp.add, d_consts, d_block), (nll_R, d_rows_RxD)
+
+      zeros = tuple(jnp.zeros_like(c) for c in consts) if needs_consts else ()
+      d_consts, (nll_KxR, d_rows_KxRxD) = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
+      nll_B = jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1), doc_KxR.reshape(-1),
+                                  num_segments=batch)
+      d_rows_NxD = None
+      if needs_rows:
+        d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_KxR.reshape(-1)].add(
+            d_rows_KxRxD.reshape(-1, rows_NxD.shape[-1]))
+      return nll_B, d_rows_NxD, d_consts
+    return run
+
+  nll_B, d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities],
+                                               None)
+  return (jnp.sum(weights_B * nll_B), nll_B), (d_rows_NxD, d_consts if needs_consts else (None,) * len(consts))
+
+
+def _fused_bwd(linear, capacities, batch, vocab, residuals, cotangents):
+  """The kept gradients times the loss's cotangent. The NLL output's cotangent is zero: `weighted_target_nll`
+  returns it through stop_gradient."""
+  d_rows_NxD, d_consts = residuals
+  g, _ = cotangents
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    return (None,) * (4 + len(d_consts))
+  scale = lambda a: None if a is None else g * a
+  return (scale(d_rows_NxD), None, None, None, *(scale(d) for d in d_consts))
+
+
+_fused_nll.defvjp(_fused_fwd, _fused_bwd, symbolic_zeros=True)
