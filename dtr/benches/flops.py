@@ -36,7 +36,8 @@ def output_layer_flops(predicted_tokens: float, vocab: int, width: int) -> float
 
 def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20) -> dict[str, float]:
   """The best time of the output layer alone, forward and backward, for `tokens` predicted tokens: logits
-  h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h.
+  h W ([tokens, width] x [width, vocab]), the summed softmax cross-entropy and its gradients to W and h (the
+  value and the gradients, as a training step computes them).
   Measured as a plain JAX program ('jax': whole [tokens, vocab] arrays, automatic differentiation), as dtr's
   models train it ('dtr': `dtr.nn.softmax.weighted_target_nll`, blocks of rows in cache, the gradient formed
   in the forward pass) and, when it is installed (the `bench` extra), in PyTorch ('torch'). The fastest of
@@ -72,7 +73,9 @@ def output_layer_seconds(tokens: int, vocab: int, width: int, repeats: int = 20)
   w_j, h_j = jnp.asarray(w), jnp.asarray(h)
   out = {}
   for name, fn in (('jax', loss), ('dtr', dtr_loss)):
-    grads = jax.jit(jax.grad(fn, argnums=(0, 1)))
+    # The loss value too, as a training step reports it: under jax.grad alone XLA drops the forward pass's
+    # work that only the discarded value needs, which a step cannot.
+    grads = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
     out[name] = best_of(lambda grads=grads: jax.block_until_ready(grads(w_j, h_j)))
   try:
     import torch  # pylint: disable=g-import-not-at-top
