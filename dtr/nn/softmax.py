@@ -69,7 +69,10 @@ def _level(capacities, valid_N):
   return jnp.sum(jnp.sum(valid_N) > jnp.asarray(capacities[:-1]))
 
 
-BLOCK_ELEMENTS = 2**20  # logits per block of rows (4 MiB in float32): a block's softmax stays in cache
+# Logits per block of rows (16 MiB in float32). Every block adds its [d, V] share of the kernel's gradient to
+# the running sum, so smaller blocks pay that pass more often (at d = 512, V = 16,659: 45 blocks of 2^20 logits
+# took 1.28x the time of 11 of 2^22; docs/results/classification.md, Speed).
+BLOCK_ELEMENTS = 2**22
 
 
 def blocks(capacity: int, vocab: int) -> tuple[int, int]:
