@@ -32,11 +32,12 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   The packed path runs in blocks of rows (`blocks`: at most BLOCK_ELEMENTS logits each) and has its own
   gradient (`_packed_nll`): the forward pass keeps no logits, and the backward pass runs each block again
   (its logits, softmax(o) - onehot(y) and the layer's two gradient products), so that no [C, V] array is ever
-  written whole and each block's softmax passes run in cache. That is one product more than keeping the
-  logits, and on a CPU much faster than the memory passes over a whole [C, V] array it saves
-  (docs/results/sentences.md, "blocks of rows"). A gradient of the rows alone (Hard EM's E-steps) runs
-  without the kernel's product. Every path gives the same numbers and gradients. pack = 0: the full [B, T]
-  layer by automatic differentiation.
+  written whole and each block's softmax passes stay in the larger caches. That is one product more than
+  keeping the logits, and on a CPU much faster than the memory passes over a whole [C, V] array it saves
+  (docs/results/sentences.md, "blocks of rows"); training losses avoid the extra product with
+  `weighted_target_nll`. A gradient of the rows alone (Hard EM's E-steps) runs without the kernel's product.
+  Every path gives the same numbers and gradients. pack = 0: the full [B, T] layer by automatic
+  differentiation.
   """
   batch, length = targets_BxT.shape
   n = batch * length
