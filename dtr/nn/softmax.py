@@ -45,12 +45,19 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   if pack <= 0:
     nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
-  capacities = buffer_sizes(pack, n)
+  linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
+  return _packed_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N, valid_N, *consts)
+
+
+def _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT):
+  """(linear, its constants, vocabulary size, targets [N], valid [N]): `project` as a function of the rows and
+  of its closed-over arrays (`jax.closure_convert`), so that the packed paths' custom VJPs can differentiate
+  them."""
+  n = rows_NxD.shape[0]
   linear, consts = jax.closure_convert(project, rows_NxD[:1])
   targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)  # NumPy inputs too: they are indexed by tracers
   vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
-  return _packed_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, jnp.asarray(valid_BxT).reshape(n),
-                     *consts)
+  return linear, consts, vocab, targets_N, jnp.asarray(valid_BxT).reshape(n)
 
 
 def buffer_sizes(pack: float, n: int) -> tuple[int, ...]:
@@ -128,50 +135,66 @@ def _packed_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, 
 
 
 def _packed_bwd(linear, capacities, batch, vocab, residuals, g_B):
-  """The gradients as one switch over the buffers; each branch runs the blocks again (`blocks`): the block's
-  logits, softmax(o) - onehot(y) weighted by its document's cotangent, and the layer's pullback of it, so
-  that softmax, gradient and products of a block stay in cache. Only the gradients the forward pass was told
-  are needed are computed (`_packed_fwd`)."""
+  """The gradients as one switch over the buffers; each branch runs the blocks again (`_blocked_gradients`,
+  each document's rows weighted by its cotangent), so that softmax, gradient and products of a block stay in
+  cache. Only the gradients the forward pass was told are needed are computed (`_packed_fwd`)."""
   (rows_NxD, targets_N, valid_N, consts), needs = residuals
-  nones = (None,) * (3 + len(consts))
   if not needs or isinstance(g_B, jax.custom_derivatives.SymbolicZero):
-    return nones
+    return (None,) * (3 + len(consts))
+  _, d_rows_NxD, d_consts = _blocked_gradients(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N,
+                                               g_B, consts, 'rows' in needs, 'consts' in needs, with_nll=False)
+  return (d_rows_NxD, None, None, *(d_consts or (None,) * len(consts)))
+
+
+def _blocked_gradients(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, consts,
+                       needs_rows: bool, needs_consts: bool, with_nll: bool):
+  """(NLL [B] or None, gradient of sum_b weights_b nll_b to the rows [N, d] or None, to `consts` or ()) in
+  one switch over the buffers and one pass over the taken buffer's blocks: each block's logits, their
+  exponentials (giving the block's NLL when `with_nll`, and (softmax(o) - onehot(y)) times its document's
+  weight) and the layer's pullback of that, only for the gradients asked for."""
   n = rows_NxD.shape[0]
 
-  def block_gradients(rows_RxD, targets_R, weight_R):
-    if 'consts' not in needs:
-      logits_RxV, pullback = jax.vjp(lambda r: linear(r, *consts), rows_RxD)
-    elif 'rows' not in needs:
+  def block(rows_RxD, targets_R, weight_R):
+    if needs_consts and needs_rows:
+      logits_RxV, pullback = jax.vjp(linear, rows_RxD, *consts)
+    elif needs_consts:
       logits_RxV, pullback = jax.vjp(lambda *c: linear(rows_RxD, *c), *consts)
     else:
-      logits_RxV, pullback = jax.vjp(linear, rows_RxD, *consts)
+      logits_RxV, pullback = jax.vjp(lambda r: linear(r, *consts), rows_RxD)
+    top_R = jax.lax.stop_gradient(jnp.max(logits_RxV, axis=-1))
+    exp_RxV = jnp.exp(logits_RxV - top_R[:, None])
+    total_R = jnp.sum(exp_RxV, axis=-1)
+    nll_R = None
+    if with_nll:
+      nll_R = top_R + jnp.log(total_R) - jnp.take_along_axis(logits_RxV, targets_R[:, None], -1)[:, 0]
     onehot_RxV = jnp.arange(vocab)[None, :] == targets_R[:, None]
-    d_logits_RxV = (jax.nn.softmax(logits_RxV, axis=-1) - onehot_RxV) * weight_R[:, None]
-    grads = pullback(d_logits_RxV)
-    if 'consts' not in needs:
-      return grads[0], ()
-    return (grads[0] if 'rows' in needs else None), tuple(grads[-len(consts):])
+    d_logits_RxV = (exp_RxV / total_R[:, None] - onehot_RxV) * weight_R[:, None]
+    grads = pullback(d_logits_RxV) if (needs_rows or needs_consts) else ()
+    return nll_R, (grads[0] if needs_rows else None), (tuple(grads[-len(consts):]) if needs_consts else ())
 
   def branch(capacity):
     def run(_):
       rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
-      weight_KxR = jnp.where(real_KxR, g_B[index_KxR // (n // batch)], 0.0)
+      doc_KxR = index_KxR // (n // batch)
+      weight_KxR = jnp.where(real_KxR, weights_B[doc_KxR], 0.0)
 
       def body(d_consts, xs):
-        d_rows_RxD, d_block = block_gradients(*xs)
-        return jax.tree.map(jnp.add, d_consts, d_block), d_rows_RxD
+        nll_R, d_rows_RxD, d_block = block(*xs)
+        return jax.tree.map(jnp.add, d_consts, d_block), (nll_R, d_rows_RxD)
 
-      zeros = tuple(jnp.zeros_like(c) for c in consts) if 'consts' in needs else ()
-      d_consts, d_rows_KxRxD = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
-      d_rows_NxD = None
-      if 'rows' in needs:
+      zeros = tuple(jnp.zeros_like(c) for c in consts) if needs_consts else ()
+      d_consts, (nll_KxR, d_rows_KxRxD) = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
+      nll_B = d_rows_NxD = None
+      if with_nll:
+        nll_B = jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1), doc_KxR.reshape(-1),
+                                    num_segments=batch)
+      if needs_rows:
         d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_KxR.reshape(-1)].add(
             d_rows_KxRxD.reshape(-1, rows_NxD.shape[-1]))
-      return d_rows_NxD, d_consts
+      return nll_B, d_rows_NxD, d_consts
     return run
 
-  d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
-  return (d_rows_NxD, None, None, *(d_consts or (None,) * len(consts)))
+  return jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
 
 
 _packed_nll.defvjp(_packed_fwd, _packed_bwd, symbolic_zeros=True)
@@ -197,11 +220,9 @@ def weighted_target_nll(project, states_BxTxD, targets_BxT, valid_BxT, weights_B
   batch, length = targets_BxT.shape
   n = batch * length
   rows_NxD = states_BxTxD.reshape(n, -1)
-  linear, consts = jax.closure_convert(project, rows_NxD[:1])
-  targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)
-  vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
-  loss, nll_B = _fused_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N,
-                           jnp.asarray(valid_BxT).reshape(n), weights_B, *consts)
+  linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
+  loss, nll_B = _fused_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N, valid_N, weights_B,
+                           *consts)
   return loss, jax.lax.stop_gradient(nll_B)  # so the second output's cotangent is always zero (`_fused_bwd`)
 
 
@@ -213,54 +234,14 @@ def _fused_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, w
 
 def _fused_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
   """The loss, the NLL and the gradients of the loss that are needed (the arguments' `perturbed`), in one
-  switch over the buffers and one pass over each buffer's blocks."""
-  needs_rows, needs_consts = rows_NxD.perturbed, any(c.perturbed for c in consts)
-  rows_NxD, targets_N, valid_N, weights_B = rows_NxD.value, targets_N.value, valid_N.value, weights_B.value
+  pass over the taken buffer's blocks (`_blocked_gradients`)."""
+  needs_consts = any(c.perturbed for c in consts)
   consts = tuple(c.value for c in consts)
-  n = rows_NxD.shape[0]
-
-  def block(rows_RxD, targets_R, weight_R):
-    """(NLL [R], the rows' gradient [R, d] or None, the parameters' gradients or ()) of one block."""
-    if needs_consts and needs_rows:
-      logits_RxV, pullback = jax.vjp(linear, rows_RxD, *consts)
-    elif needs_consts:
-      logits_RxV, pullback = jax.vjp(lambda *c: linear(rows_RxD, *c), *consts)
-    else:
-      logits_RxV, pullback = jax.vjp(lambda r: linear(r, *consts), rows_RxD)
-    top_R = jax.lax.stop_gradient(jnp.max(logits_RxV, axis=-1))
-    exp_RxV = jnp.exp(logits_RxV - top_R[:, None])
-    total_R = jnp.sum(exp_RxV, axis=-1)
-    nll_R = top_R + jnp.log(total_R) - jnp.take_along_axis(logits_RxV, targets_R[:, None], -1)[:, 0]
-    onehot_RxV = jnp.arange(vocab)[None, :] == targets_R[:, None]
-    d_logits_RxV = (exp_RxV / total_R[:, None] - onehot_RxV) * weight_R[:, None]
-    grads = pullback(d_logits_RxV) if (needs_rows or needs_consts) else ()
-    d_rows = grads[0] if needs_rows else None
-    return nll_R, d_rows, (tuple(grads[-len(consts):]) if needs_consts else ())
-
-  def branch(capacity):
-    def run(_):
-      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
-      doc_KxR = index_KxR // (n // batch)
-      weight_KxR = jnp.where(real_KxR, weights_B[doc_KxR], 0.0)
-
-      def body(d_consts, xs):
-        nll_R, d_rows_RxD, d_block = block(*xs)
-        return jax.tree.map(jnp.add, d_consts, d_block), (nll_R, d_rows_RxD)
-
-      zeros = tuple(jnp.zeros_like(c) for c in consts) if needs_consts else ()
-      d_consts, (nll_KxR, d_rows_KxRxD) = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
-      nll_B = jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1), doc_KxR.reshape(-1),
-                                  num_segments=batch)
-      d_rows_NxD = None
-      if needs_rows:
-        d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_KxR.reshape(-1)].add(
-            d_rows_KxRxD.reshape(-1, rows_NxD.shape[-1]))
-      return nll_B, d_rows_NxD, d_consts
-    return run
-
-  nll_B, d_rows_NxD, d_consts = jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities],
-                                               None)
-  return (jnp.sum(weights_B * nll_B), nll_B), (d_rows_NxD, d_consts if needs_consts else (None,) * len(consts))
+  nll_B, d_rows_NxD, d_consts = _blocked_gradients(
+      linear, capacities, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value, weights_B.value, consts,
+      rows_NxD.perturbed, needs_consts, with_nll=True)
+  return ((jnp.sum(weights_B.value * nll_B), nll_B),
+          (d_rows_NxD, d_consts if needs_consts else (None,) * len(consts)))
 
 
 def _fused_bwd(linear, capacities, batch, vocab, residuals, cotangents):
