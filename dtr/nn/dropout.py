@@ -1,10 +1,22 @@
-"""Dropout that draws 16 random bits per element: half the random bits of `flax.linen.Dropout`.
+"""Dropout whose mask is a keyed hash of each element's position: no random-number array is formed.
 
-`flax.linen.Dropout` draws a float32 uniform (32 random bits) per element. On a CPU the Threefry bits are a
-large part of a small Transformer's step, so here each 32-bit word gives two 16-bit uniforms u in
-[0, 65536), and an element is kept when u < k with k = 65536 - round(rate * 65536): the keep probability is
-k / 65536 (rate 0.2: 0.80000305, within 2^-17 of 0.8 for any rate) and kept elements are scaled by 65536 / k,
-so the expected output equals the input exactly.
+`flax.linen.Dropout` draws a float32 uniform (32 Threefry bits) per element, and those bits are an array
+of the input's size that XLA computes before the mask. On a CPU they were a large part of a small
+Transformer's step. Here the 'dropout' rng gives two 32-bit key words (s1, s2), and the element at
+row-major position i gets the 32-bit word
+
+  h(i) = f(f(i * 0x9E3779B9 + s1) ^ s2),   f(z) = murmur3's finaliser (xor-shift, multiply, twice, xor-shift),
+
+all in uint32 arithmetic. f and the odd multiply are bijections, so the words of one call are distinct; the
+two keyed rounds make different keys give different functions rather than shifted copies of one sequence.
+Its top 16 bits are a uniform u in [0, 65536), and an element is kept when u < k with
+k = 65536 - round(rate * 65536): the keep probability is k / 65536 (rate 0.2: 0.80000305, within 2^-17 of
+0.8 for any rate) and kept elements are scaled by 65536 / k, so the expected output equals the input exactly.
+
+h is elementwise in i, so XLA fuses it into the multiply that applies the mask (nothing of the input's size
+is stored for the mask), and i is the position in the whole array: a sharded input gets the mask the same
+input gets on one device. The hash is for dropout's independent coin flips, not for cryptography or for
+other random draws (those use `jax.random`).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 RESOLUTION = 1 << 16
+WEYL = 0x9E3779B9  # the counter's odd multiplier (2^32 / golden ratio)
 
 
 def keep_threshold(rate: float) -> int:
@@ -25,13 +38,30 @@ def keep_threshold(rate: float) -> int:
   return RESOLUTION - round(rate * RESOLUTION)
 
 
+def _finalise(z: jax.Array) -> jax.Array:
+  z = (z ^ (z >> 16)) * jnp.uint32(0x85EBCA6B)
+  z = (z ^ (z >> 13)) * jnp.uint32(0xC2B2AE35)
+  return z ^ (z >> 16)
+
+
+def _positions(shape: tuple[int, ...]) -> jax.Array:
+  """uint32 row-major positions of an array of `shape`, from one iota per axis (each shards with its axis)."""
+  position = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    position = position + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+    stride *= shape[axis]
+  return position
+
+
 def uniform16(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """uint32 values in [0, 65536) of `shape`: the high then the low halves of ceil(n / 2) random words, in
-  row-major order (the first ceil(n / 2) elements are high halves)."""
-  n = math.prod(shape)
-  words = jax.random.bits(rng, ((n + 1) // 2,), jnp.uint32)
-  halves = jnp.concatenate([words >> 16, words & jnp.uint32(0xFFFF)])
-  return halves[:n].reshape(shape)
+  """uint32 values in [0, 65536) of `shape`: the top 16 bits of h(i) at each row-major position i."""
+  if math.prod(shape) > 1 << 32:
+    raise ValueError(f'dropout over {math.prod(shape)} elements: positions must fit 32 bits (at most 2^32); '
+                     'apply dropout to smaller pieces')
+  s1, s2 = jax.random.bits(rng, (2,), jnp.uint32)
+  words = _finalise(_finalise(_positions(shape) * jnp.uint32(WEYL) + s1) ^ s2)
+  return words >> 16
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
