@@ -312,6 +312,11 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   assert 'steps/s' in printed and 'sentences/s' in printed and 'probe reembed 200 labels' in printed
   assert 'GFLOP/step' not in printed and 'matmul on this device' in printed and 'the output layer alone' in printed
   assert 'jax ' in printed.split('the output layer alone')[1] and ', dtr ' in printed  # plain JAX and dtr's layer
+  try:  # the PyTorch twin of the global VQ-VAE where the 'bench' extra is installed, else a line saying why not
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    assert 'steps/s with the PyTorch' in printed and 'dtr / PyTorch x' in printed
+  except ImportError:
+    assert 'no PyTorch twin (PyTorch is not installed' in printed
 
 
 def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path):
@@ -366,3 +371,41 @@ def test_extend_seeds_a_longer_cell_with_the_shorter_ones_checkpoints_and_trains
   assert np.isfinite(scratch['test/perplexity']) and scratch['best_epoch'] == extended['best_epoch']
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['num_epochs'] == 2
+
+
+def test_twin_batches_leave_out_padding_documents():
+  from dtr.benches import classification as bench  # pylint: disable=g-import-not-at-top
+  tokens = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+  host = [{'tokens': tokens, 'lengths': np.array([[3, 2, 0], [1, 1, 1]]),
+           'mask': np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])}]
+  batches = bench.twin_batches(host)
+  assert [t.tolist() for t, _ in batches] == [tokens[0, :2].tolist(), tokens[1, [0, 2]].tolist()]
+  assert [n.tolist() for _, n in batches] == [[3, 2], [1, 1]]
+
+
+@pytest.mark.parametrize('arg', ['method=vq_vae,level=global,M=4,K=16', 'method=hard_em,level=global,M=2,K=8'])
+def test_the_pytorch_twin_has_dtrs_network_and_trains(arg):
+  torch = pytest.importorskip('torch')  # the 'bench' extra
+  from dtr import methods  # pylint: disable=g-import-not-at-top
+  from dtr.benches import classification as bench, discrete_torch  # pylint: disable=g-import-not-at-top
+  from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
+  config = tiny_pretrain(arg)
+  corpus = load_corpus(config.data)
+  info = train.data_info(corpus, corpus.splits['train'].num_docs)
+  method = methods.get_method(config.model, info)
+  host = bench.bench_chunks(config, corpus, method, steps=4, steps_per_call=2)
+  sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
+  params = members.init_states(method, [members.Member(0, 0)], sample)['method']['params']
+  mc = config.model
+  twin = discrete_torch.twin(mc, info.token_vocab_size, 64)
+  # the same sizes everywhere but the attention keys' biases, which dtr leaves out (softmax is shift-invariant)
+  assert sum(p.numel() for p in twin.parameters()) == sum(x.size for x in jax.tree.leaves(params)) + 3 * mc.model_dim
+  batches = bench.twin_batches(host)
+  tokens, lengths = (torch.as_tensor(a, dtype=torch.long) for a in batches[0])
+  memory = twin.codebook[:, 0][None].expand(tokens.shape[0], -1, -1)
+  nll = float(twin.nll(memory, tokens, lengths).detach())
+  # an untrained decoder predicts about uniformly: n + 1 targets of about log V nats each
+  uniform = np.log(info.token_vocab_size) * float(np.mean(np.asarray(lengths) + 1))
+  assert abs(nll - uniform) < 0.1 * uniform
+  rate, framework = discrete_torch.steps_per_second(mc, info.token_vocab_size, batches, warmup=1)
+  assert rate > 0 and framework.startswith('PyTorch')

@@ -407,6 +407,38 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bench_chunks(config, corpus, method, steps: int, steps_per_call: int) -> list[dict]:
+  """The host chunks of `steps_per_call` steps the speed rows time (whole chunks only, at least one), in the
+  loop's order (`Run._order`: length-bucketed with data.length_buckets), over as many epochs as needed."""
+  from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
+  split = corpus.splits['train']
+
+  def chunks(epoch):
+    order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,
+                                  window=config.data.get('length_buckets', 0), batch_size=config.batch_size,
+                                  steps_per_call=steps_per_call, seed=0, epoch=epoch)
+    return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
+                           start_step=0, steps_per_call=steps_per_call, sharded=True, fields=method.batch_fields,
+                           widths=widths)
+
+  host = []
+  epoch = 0
+  while len(host) * steps_per_call < steps:
+    host += [b for _, k, b in chunks(epoch) if k == steps_per_call]
+    epoch += 1
+  return host[:max(1, steps // steps_per_call)]
+
+
+def twin_batches(host: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(tokens [B, W], lengths [B]) of every step of `host` chunks, padding documents (mask 0) left out."""
+  batches = []
+  for b in host:
+    for i in range(b['tokens'].shape[0]):
+      real = np.asarray(b['mask'][i]) > 0
+      batches.append((np.asarray(b['tokens'][i])[real], np.asarray(b['lengths'][i])[real]))
+  return batches
+
+
 def train_rate(config, corpus, steps: int, steps_per_call: int,
                count_flops: bool = True) -> tuple[float, float, float]:
   """(steady-state train steps/s, mean FLOPs per step, mean predicted tokens per step) of `config` on
@@ -420,21 +452,7 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   info = train.data_info(corpus, split.num_docs)
   method = methods.get_method(config.model, info)
   mesh = ip.make_mesh()
-
-  def chunks(epoch):  # as the loop orders them (`Run._order`), length-bucketed with data.length_buckets
-    order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,
-                                  window=config.data.get('length_buckets', 0), batch_size=config.batch_size,
-                                  steps_per_call=steps_per_call, seed=0, epoch=epoch)
-    return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
-                           start_step=0, steps_per_call=steps_per_call, sharded=True, fields=method.batch_fields,
-                           widths=widths)
-
-  host = []
-  epoch = 0
-  while len(host) * steps_per_call < steps:
-    host += [b for _, k, b in chunks(epoch) if k == steps_per_call]
-    epoch += 1
-  host = host[:max(1, steps // steps_per_call)]
+  host = bench_chunks(config, corpus, method, steps, steps_per_call)
   sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
   state = members.place_state(members.init_states(method, [members.Member(0, 0)], sample), mesh)
   step = members.train_chunk_fn(method, mesh, 1, True)
@@ -475,6 +493,27 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   per_width = {w: width_flops(batch) for w, batch in widths.items()}
   total = sum(per_width[width(b)] for b in host)
   return rate, total / len(host), tokens
+
+
+def torch_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, str] | None:
+  """(steps/s, framework) of the PyTorch twin of `config`'s model (`dtr.benches.discrete_torch`) on the
+  batches `train_rate` times; None without PyTorch or for a variant the twin does not cover."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return None
+  from dtr import methods, train  # pylint: disable=g-import-not-at-top
+  from dtr.benches import discrete_torch  # pylint: disable=g-import-not-at-top
+  mc = config.model
+  if (mc.level != 'global' or mc.name not in ('vq_vae', 'hard_em') or mc.get('alternating', False)
+      or mc.get('word_dropout', 0.0) > 0 or mc.get('codebook_update', 'loss') != 'loss'
+      or not mc.get('em_relax', True)):
+    return None
+  split = corpus.splits['train']
+  info = train.data_info(corpus, split.num_docs)
+  method = methods.get_method(mc, info)
+  batches = twin_batches(bench_chunks(config, corpus, method, steps, steps_per_call))
+  return discrete_torch.steps_per_second(mc, info.token_vocab_size, batches)
 
 
 def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
@@ -524,6 +563,19 @@ def run_speed(args) -> None:
       counted = (f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | ' if args.flops else '')
       print(f'{variant}{extra}: {rate:8.2f} steps/s | {rate * args.batch_size:9,.0f} sentences/s | {counted}'
             f'token vocab {len(corpus.token_vocab)} | peak RSS {peak_rss_mib():,.0f} MiB', flush=True)
+    if args.torch:
+      for em_iter, (rate, _, _) in rates.items():
+        extra = f' em_iter {em_iter}' if em_iter is not None else ''
+        if em_iter is not None:
+          config.model.em_iter = em_iter
+        twin = torch_rate(config, corpus, args.steps, args.steps_per_call)
+        if twin is None:
+          print(f'{variant}{extra}: no PyTorch twin (PyTorch is not installed: pip install -e ".[bench]", or '
+                'a variant other than global VQ-VAE with loss-trained code books / relaxed Hard EM, without word '
+                'dropout)', flush=True)
+          continue
+        print(f'{variant}{extra}: {twin[0]:8.2f} steps/s with the {twin[1]} on the same batches | '
+              f'dtr / PyTorch x{rate / twin[0]:.2f}', flush=True)
     predicted = rates[em_iters[0]][2]
     output = flops.output_layer_flops(predicted, len(corpus.token_vocab), int(config.model.model_dim))
     tokens = round(predicted)
@@ -598,6 +650,9 @@ def main(argv=None) -> None:
   pp.add_argument('--probe_epochs', type=int, default=5)
   pp.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
                   help='XLA FLOP counts per step (Hard EM: two more compilations per batch width)')
+  pp.add_argument('--torch', action=argparse.BooleanOptionalAction, default=True,
+                  help="time the PyTorch twin of each global VQ-VAE / Hard EM row on the same batches "
+                       "(dtr.benches.discrete_torch; needs the 'bench' extra)")
   args = parser.parse_args(argv)
   args.argv = argv
   args.label = 'tiny' if args.tiny else args.dataset
