@@ -8,7 +8,8 @@ r"""Discrete VAEs for low-resource text classification (Jin, Wiseman, Stratos & 
   python -m dtr.bench classification retrieval --dataset=dbpedia14 --cache_dir=DIR \
       --out=docs/results/classification_retrieval.md
   # pretraining steps/s and sentences/s per variant (batch 64), the E-step cost (em_iter 1 and 3), probe time
-  # per budget, peak memory
+  # per budget, peak memory; the steps/s of a PyTorch twin of the global VQ-VAE and Hard EM on the same batches
+  # (dtr.benches.discrete_torch, with the 'bench' extra)
   python -m dtr.bench classification speed --dataset=dbpedia14
 
 A cell is `dtr.train.train_and_evaluate` in its own workdir under `cache_dir/<dataset>/`, named by the cell and
