@@ -14,8 +14,9 @@ k = 65536 - round(rate * 65536): the keep probability is k / 65536 (rate 0.2: 0.
 0.8 for any rate) and kept elements are scaled by 65536 / k, so the expected output equals the input exactly.
 
 h is elementwise in i, so XLA fuses it into the multiply that applies the mask (nothing of the input's size
-is stored for the mask), and i is the position in the whole array: a sharded input gets the mask the same
-input gets on one device. The hash is for dropout's independent coin flips, not for cryptography or for
+is stored for the mask), and i is the position in the whole array: a sharded input under `jax.jit` gets the
+mask the same input gets on one device. (Inside `jax.shard_map` the array is the local shard, as with any
+`jax.random` draw there: fold the shard's index into the rng to give shards different masks.) The hash is for dropout's independent coin flips, not for cryptography or for
 other random draws (those use `jax.random`).
 """
 
