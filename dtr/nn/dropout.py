@@ -16,8 +16,8 @@ k = 65536 - round(rate * 65536): the keep probability is k / 65536 (rate 0.2: 0.
 h is elementwise in i, so XLA fuses it into the multiply that applies the mask (nothing of the input's size
 is stored for the mask), and i is the position in the whole array: a sharded input under `jax.jit` gets the
 mask the same input gets on one device. (Inside `jax.shard_map` the array is the local shard, as with any
-`jax.random` draw there: fold the shard's index into the rng to give shards different masks.) The hash is for dropout's independent coin flips, not for cryptography or for
-other random draws (those use `jax.random`).
+`jax.random` draw there: fold the shard's index into the rng to give shards different masks.) The hash is for
+dropout's independent coin flips, not for cryptography or for other random draws (those use `jax.random`).
 """
 
 from __future__ import annotations
