@@ -409,3 +409,15 @@ def test_the_pytorch_twin_has_dtrs_network_and_trains(arg):
   assert abs(nll - uniform) < 0.1 * uniform
   rate, framework = discrete_torch.steps_per_second(mc, info.token_vocab_size, batches, warmup=1)
   assert rate > 0 and framework.startswith('PyTorch')
+
+
+def test_the_pytorch_twin_covers_only_the_steps_it_writes_out():
+  from dtr.benches import discrete_torch  # pylint: disable=g-import-not-at-top
+  covered = lambda arg, **model: discrete_torch.covers(ml_collections.ConfigDict(
+      {**tiny_pretrain(arg).model.to_dict(), **model}))
+  assert covered('method=vq_vae,level=global') and covered('method=hard_em,level=global')
+  assert not covered('method=vq_vae,level=local') and not covered('method=cat_vae,level=global')
+  assert not covered('method=vq_vae,level=global', codebook_update='ema')
+  assert not covered('method=hard_em,level=global', word_dropout=0.5)
+  assert not covered('method=hard_em,level=global', em_relax=False)
+  assert not covered('method=vq_vae,level=global', alternating=True)

@@ -440,10 +440,10 @@ def twin_batches(host: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
   return batches
 
 
-def train_rate(config, corpus, steps: int, steps_per_call: int,
-               count_flops: bool = True) -> tuple[float, float, float]:
-  """(steady-state train steps/s, mean FLOPs per step, mean predicted tokens per step) of `config` on
-  `corpus`: one member, the loop's jitted chunk, every chunk width compiled first; FLOPs from XLA's cost
+def train_rate(config, corpus, host: list[dict], count_flops: bool = True) -> tuple[float, float, float]:
+  """(steady-state train steps/s, mean FLOPs per step, mean predicted tokens per step) of `config` on the
+  `host` chunks of `corpus` (`bench_chunks`): one member, the loop's jitted chunk, every chunk width compiled
+  first; FLOPs from XLA's cost
   analysis of one step at each width the timed steps had (an inner E-step loop counted at its trip count,
   `flops.loop_flops`; NaN when `count_flops` is off: it compiles two more programs per width)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -453,7 +453,7 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   info = train.data_info(corpus, split.num_docs)
   method = methods.get_method(config.model, info)
   mesh = ip.make_mesh()
-  host = bench_chunks(config, corpus, method, steps, steps_per_call)
+  steps_per_call = host[0]['mask'].shape[0]
   sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
   state = members.place_state(members.init_states(method, [members.Member(0, 0)], sample), mesh)
   step = members.train_chunk_fn(method, mesh, 1, True)
@@ -496,25 +496,17 @@ def train_rate(config, corpus, steps: int, steps_per_call: int,
   return rate, total / len(host), tokens
 
 
-def torch_rate(config, corpus, steps: int, steps_per_call: int) -> tuple[float, str] | None:
+def torch_rate(config, vocab: int, host: list[dict]) -> tuple[float, str] | None:
   """(steps/s, framework) of the PyTorch twin of `config`'s model (`dtr.benches.discrete_torch`) on the
-  batches `train_rate` times; None without PyTorch or for a variant the twin does not cover."""
+  `host` chunks `train_rate` times; None without PyTorch or for a variant the twin does not cover."""
   try:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     return None
-  from dtr import methods, train  # pylint: disable=g-import-not-at-top
   from dtr.benches import discrete_torch  # pylint: disable=g-import-not-at-top
-  mc = config.model
-  if (mc.level != 'global' or mc.name not in ('vq_vae', 'hard_em') or mc.get('alternating', False)
-      or mc.get('word_dropout', 0.0) > 0 or mc.get('codebook_update', 'loss') != 'loss'
-      or not mc.get('em_relax', True)):
+  if not discrete_torch.covers(config.model):
     return None
-  split = corpus.splits['train']
-  info = train.data_info(corpus, split.num_docs)
-  method = methods.get_method(mc, info)
-  batches = twin_batches(bench_chunks(config, corpus, method, steps, steps_per_call))
-  return discrete_torch.steps_per_second(mc, info.token_vocab_size, batches)
+  return discrete_torch.steps_per_second(config.model, vocab, twin_batches(host))
 
 
 def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots: int):
@@ -537,7 +529,7 @@ def random_feature_corpus(corpus, kind: str, width: int, num_values: int, slots:
 def run_speed(args) -> None:
   import tempfile  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from dtr import input_pipeline as ip, train  # pylint: disable=g-import-not-at-top
+  from dtr import input_pipeline as ip, methods, train  # pylint: disable=g-import-not-at-top
   from dtr.benches import flops  # pylint: disable=g-import-not-at-top
   from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
   print(f'devices: {jax.device_count()} x {jax.devices()[0].platform}; batch {args.batch_size}; '
@@ -554,11 +546,13 @@ def run_speed(args) -> None:
     if corpus.synthetic and not args.tiny:
       raise SystemExit(f'{args.dataset}: no real data found (set DTR_DATA_DIR).')
     em_iters = (1, 3) if config.model.name == 'hard_em' else (None,)
+    info = train.data_info(corpus, corpus.splits['train'].num_docs)
+    host = bench_chunks(config, corpus, methods.get_method(config.model, info), args.steps, args.steps_per_call)
     rates = {}
     for em_iter in em_iters:
       if em_iter is not None:
         config.model.em_iter = em_iter
-      rates[em_iter] = train_rate(config, corpus, args.steps, args.steps_per_call, count_flops=args.flops)
+      rates[em_iter] = train_rate(config, corpus, host, count_flops=args.flops)
     for em_iter, (rate, flop, _) in rates.items():
       extra = f' em_iter {em_iter}' if em_iter is not None else ''
       counted = (f'{flop / 1e9:6.2f} GFLOP/step (XLA), {rate * flop / 1e9:6.1f} GFLOP/s | ' if args.flops else '')
@@ -569,7 +563,7 @@ def run_speed(args) -> None:
         extra = f' em_iter {em_iter}' if em_iter is not None else ''
         if em_iter is not None:
           config.model.em_iter = em_iter
-        twin = torch_rate(config, corpus, args.steps, args.steps_per_call)
+        twin = torch_rate(config, info.token_vocab_size, host)
         if twin is None:
           print(f'{variant}{extra}: no PyTorch twin (PyTorch is not installed: pip install -e ".[bench]", or '
                 'a variant other than global VQ-VAE with loss-trained code books / relaxed Hard EM, without word '

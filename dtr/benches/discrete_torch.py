@@ -30,13 +30,22 @@ import numpy as np
 from dtr.methods.base import BOS_ID, EOS_ID
 
 
+def covers(mc) -> bool:
+  """Whether the twin runs model config `mc`'s step: global VQ-VAE with loss-trained code books or global
+  relaxed Hard EM, not alternating, without word dropout."""
+  return (mc.level == 'global' and mc.name in ('vq_vae', 'hard_em') and not mc.get('alternating', False)
+          and mc.get('word_dropout', 0.0) <= 0 and mc.get('codebook_update', 'loss') == 'loss'
+          and mc.get('em_relax', True))
+
+
 def twin(mc, vocab: int, max_width: int):
-  """The PyTorch module for model config `mc` (method vq_vae or hard_em, level global)."""
+  """The PyTorch module for model config `mc` (one that `covers` accepts)."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
-  if mc.level != 'global' or mc.name not in ('vq_vae', 'hard_em'):
-    raise ValueError(f'the PyTorch twin covers global vq_vae and hard_em, not {mc.level} {mc.name}')
+  if not covers(mc):
+    raise ValueError(f'the PyTorch twin covers global vq_vae (code books by the loss) and relaxed hard_em '
+                     f'without word dropout or alternation, not {mc.level} {mc.name}')
   d, m, k = int(mc.model_dim), int(mc.num_latents), int(mc.num_values)
 
   class GlobalDiscreteVAE(nn.Module):
