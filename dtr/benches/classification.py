@@ -107,6 +107,8 @@ def data_overrides(config, args) -> None:
   """The corpus settings every cell of a study shares (pretraining and CBOW read the same tokens)."""
   if args.token_vocab_size:
     config.data.token_vocab_size = args.token_vocab_size
+  if getattr(args, 'extra_train', ''):  # absent unless given, so the cells trained without it keep their digests
+    config.data.extra_train = args.extra_train
   if getattr(args, 'data_set', None):
     for key, value in args.data_set:
       _set(config, key, value)
@@ -625,6 +627,8 @@ def main(argv=None) -> None:
   common.add_argument('--pretrain_set', action='append', default=[], help='pretraining config key=value')
   common.add_argument('--probe_set', action='append', default=[], help='probe config key=value')
   common.add_argument('--data_set', action='append', default=[], help='config.data key=value (every cell)')
+  common.add_argument('--extra_train', default='', help="data.extra_train of every cell: files of unlabelled "
+                      "documents ('+' between them) added to the training split (dtr.data.extra)")
   common.add_argument('--tiny', action='store_true', help='synthetic tiny configs (a smoke run)')
   common.add_argument('--buckets', type=int, default=0, help='pretraining data.length_buckets: sentences sorted '
                       'by length within windows of this many chunks (0: random chunks, the reference\'s order)')

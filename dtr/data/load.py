@@ -26,6 +26,11 @@ Recipes (<data_dir> is config.data.data_dir, else $DTR_DATA_DIR):
                       downloaded); text_column names its text feature(s) ('title+description').
   synthetic           generated in memory (dtr.data.synthetic), with counts, TF-IDF and token sequences.
 
+More unlabelled training text: `extra_train` (absent from the defaults; `dtr.data.extra`) names files of one
+document a line, '+' between them, appended to the training split of a corpus made from text as unlabelled
+documents (after its split, before its vocabularies; those that repeat a valid or test document dropped), e.g.
+yahoo10 with extra_train='lm/yahoo/val.txt+lm/yahoo/test.txt'. Label budgets draw from labelled rows only.
+
 Every corpus made from text (raw_*, dbpedia14, yahoo10, ptb, yahoo_lm, csv, folder, tfds:, synthetic) carries
 both a bag of words (TF-IDF and counts through the `Featurizer`: tokenizer, vocab_size, min_df, max_df,
 stop_words) and token sequences with their texts (`tokenize.Vocabulary`: token_tokenizer, token_vocab_size,
@@ -50,6 +55,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from dtr.data import corpus as corpus_lib
+from dtr.data import extra
 from dtr.data import hashing
 from dtr.data import raw
 from dtr.data import shared_sets
@@ -140,6 +146,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       source nor featurises); False reads the sources directly. Both give the
       same Splits. The synthetic corpus is always generated in memory.
     tfds_dir: '' means $DTR_TFDS_DIR, else ~/.cache/dtr/tfds.
+    extra_train (optional, absent unless given): files of unlabelled
+      documents, one a line, '+' between files, added to the training split
+      of a corpus made from text (`dtr.data.extra`).
     synthetic: the synthetic corpus (see dtr.data.synthetic): docs per split,
       vocabulary size, classes, topics, mean doc length, multi-label share,
       seed.
@@ -187,19 +196,22 @@ def default_data_config() -> ml_collections.ConfigDict:
 # `config.data` fields that batching reads, not loading; absent from the defaults unless a run asks for them
 # (so configs without them keep their digests): `length_buckets` (`dtr.input_pipeline.length_bucketed`).
 BATCHING_FIELDS = ('length_buckets',)
+# Loading fields absent from the defaults unless a run gives them, for the same reason: `extra_train`
+# (`dtr.data.extra`: files of unlabelled documents appended to the training split of a corpus made from text).
+OPTIONAL_FIELDS = ('extra_train',)
 
 
 def _merged(cfg) -> ml_collections.ConfigDict:
   """`cfg` over the defaults; unknown fields are an error (likely typos)."""
   merged = default_data_config()
   given = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
-  unknown = set(given) - set(merged) - set(BATCHING_FIELDS)
+  unknown = set(given) - set(merged) - set(BATCHING_FIELDS) - set(OPTIONAL_FIELDS)
   unknown |= {f'synthetic.{k}' for k in given.get('synthetic', {})
               if k not in merged.synthetic}
   if unknown:
     raise ValueError(f'unknown data config fields {sorted(unknown)}')
   for key, value in given.items():
-    if key in BATCHING_FIELDS:
+    if key in BATCHING_FIELDS or (key in OPTIONAL_FIELDS and not value):
       continue
     if key == 'synthetic':
       merged.synthetic.update(value)
@@ -212,6 +224,10 @@ def load_corpus(cfg) -> corpus_lib.Corpus:
   """Loads the corpus `cfg` (a `config.data` ConfigDict or dict) describes; see the module docstring."""
   cfg = _merged(cfg)
   name = cfg.name
+  if cfg.get('extra_train') and not (name in TEXT_SOURCES or name.startswith('tfds:')):
+    raise ValueError(f'config.data.extra_train adds unlabelled text to a corpus made from text, but {name!r} '
+                     f"is not one: use one of {list(TEXT_SOURCES)} or 'tfds:<catalog name>', or leave "
+                     'extra_train empty')
   if name == 'synthetic':
     corpus = _synthetic(cfg)
   elif name in hashing.HASHING_SETS:
@@ -403,8 +419,18 @@ def _load_text(cfg) -> corpus_lib.Corpus:
   from dtr.data import tfds_builders  # pylint: disable=g-import-not-at-top
   text_source = _text_source(cfg)
   if text_source is None:
+    if cfg.get('extra_train'):
+      raise ValueError(f'config.data.extra_train adds text to {cfg.name!r}, whose files were looked for nowhere '
+                       '(no data folder is named): set DTR_DATA_DIR or config.data.data_dir')
     return _synthetic(cfg)
   read, fingerprint, source = text_source
+  if cfg.get('extra_train'):
+    extra_paths = extra.resolve(cfg.extra_train, data_dir_of(cfg))
+    extra_source = ' + '.join(extra_paths)
+    read_labelled = read
+    read = lambda: extra.append_unlabelled(read_labelled(), extra.read_lines(extra_paths), extra_source)
+    fingerprint = {'corpus': fingerprint, 'extra_train': [tfds_builders.file_fingerprint(p) for p in extra_paths]}
+    source = f'{source}; unlabelled training text from {extra_source}'
   featurize_kw = dict(tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
                       min_df=cfg.min_df, max_df=cfg.max_df,
                       stop_words=cfg.stop_words, tokens=cfg.tokens,
