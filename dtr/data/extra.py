@@ -5,7 +5,9 @@ text with no labels at all can join it: `extra_train` names files of one documen
 several files; a path is absolute, or relative to the data folder, or to the working directory). Their lines
 become unlabelled documents appended to the training split after the corpus' own split, before the
 vocabularies are fitted; valid and test are untouched. Label budgets draw from labelled rows only
-(`dtr.data.labels`), so probes and classifiers see the same labelled documents as without them.
+(`dtr.data.labels`), so probes and classifiers see the same labelled documents as without them. Retrieval
+evaluators (precision@K, database = the training split) count them as database documents that are never
+relevant (no label), so compare retrieval numbers only between runs with the same extra text.
 
 Held-out overlap. An extra document that repeats a valid or test document would show the pretraining
 model its evaluation text, so `append_unlabelled` drops it. A held-out document h (at least MIN_OVERLAP
