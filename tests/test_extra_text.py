@@ -24,17 +24,15 @@ def brute_force_repeats(extra_texts, held_out_texts, labelled_texts):
   known = set()
   for text in labelled_texts:
     known.update(w for w in text.lower().split() if w not in markers)
-
-  def norm(words, with_known):
-    return ['?UNK?' if w in markers or (with_known and w not in known) else w for w in words]
-
   out = []
   for e in extra_texts:
-    e_words = norm(e.lower().split(), True)
+    e_words = ['?' if w in markers or w not in known else w for w in e.lower().split()]
     hit = False
     for h in held_out_texts:
-      h_words = norm(h.lower().split(), False)
-      if len(h_words) >= extra.MIN_OVERLAP and e_words[:len(h_words)] == h_words:
+      h_words = ['?' if w in markers else w for w in h.lower().split()]
+      if sum(w != '?' for w in h_words) < extra.MIN_OVERLAP or len(e_words) < len(h_words):
+        continue
+      if all(a == b or a == '?' or b == '?' for a, b in zip(h_words, e_words)):
         hit = True
     out.append(hit)
   return np.array(out)
@@ -43,29 +41,36 @@ def brute_force_repeats(extra_texts, held_out_texts, labelled_texts):
 def test_repeats_match_a_brute_force_twin():
   rng = np.random.default_rng(0)
   words = ['a', 'b', 'c', 'd', 'E', 'f', '_UNK', '<unk>', 'zz', 'yy']  # zz, yy: in no labelled text
-  make = lambda n, lo, hi: [' '.join(rng.choice(words[:8], rng.integers(lo, hi))) for _ in range(n)]
-  held = make(60, 1, 7)
+  make = lambda n, lo, hi, w=words[:8]: [' '.join(rng.choice(w, rng.integers(lo, hi))) for _ in range(n)]
+  held = make(60, 1, 8)
   train_texts = make(40, 3, 9)
-  extras = [' '.join(rng.choice(words, rng.integers(1, 12))) for _ in range(300)]
+  extras = make(300, 1, 12, words) + make(300, 1, 12, ['a', 'b', '_UNK', 'zz'])
   extras += [h + ' ' + ' '.join(rng.choice(words, 3)) for h in held[:40]]  # repeats, with unknown words too
   extras += [' '.join('zz' if w in ('_UNK', '<unk>') else w for w in h.split()) + ' x' for h in held[40:]]
+  extras += [' '.join('_UNK' if rng.random() < 0.3 else w for w in h.split()) for h in held[:20]]
   labelled = train_texts + held
   got = extra.repeats(extras, held, labelled)
   want = brute_force_repeats(extras, held, labelled)
   np.testing.assert_array_equal(got, want)
-  assert 30 < want.sum() < len(extras) - 100  # both outcomes occur
+  assert 50 < want.sum() < len(extras) - 300  # both outcomes occur
 
 
 def test_repeats_by_hand():
-  labelled = ['how do i fix my _UNK ?', 'what is the best car ?', 'who are you', 'carburetor talk here']
-  held = labelled[:3]
-  extras = ['how do i fix my carburetor ? it leaks fuel',     # carburetor is known (a training text): kept
-            'how do i fix my gearbox ? it grinds',            # gearbox is in no labelled text: a repeat
-            'HOW DO I FIX MY _unk ? help',                    # case and the marker itself: a repeat
-            'what is the best car',                           # shorter than the held-out document: kept
-            'who are you and why',                            # held-out document of 3 tokens (< 4): kept
-            'so what is the best car ? a question']           # does not start with it: kept
-  np.testing.assert_array_equal(extra.repeats(extras, held, labelled), [False, True, True, False, False, False])
+  labelled = ['how do i fix my _UNK ?', 'what is the best car ?', 'who are you _UNK', 'why is the sky blue',
+              'carburetor talk here, the worst']
+  held = labelled[:4]
+  extras = ['how do i fix my carburetor ? it leaks fuel',     # the held-out marker agrees with any word
+            'HOW DO I FIX MY _unk ? help',                    # case and the marker itself
+            'what is the <unk> car ? a question',             # the extra text's marker agrees with any word
+            'what is the gearbox car ? a question',           # gearbox is in no labelled text: a marker
+            'what is the worst car ? a question',             # worst is a known word (the last labelled text)
+            'what is the best car',                           # shorter than the held-out document
+            'who are you and why',                            # 3 words besides the marker (< 4)
+            'so what is the best car ? a question',           # does not start with it
+            'why is the _UNK blue today']                     # marker against a known word: a repeat
+  np.testing.assert_array_equal(extra.repeats(extras, held, labelled),
+                                [True, True, True, True, False, False, False, False, True])
+  np.testing.assert_array_equal(extra.repeats(extras, held, labelled), brute_force_repeats(extras, held, labelled))
   assert not extra.repeats(extras, [], labelled).any()
 
 

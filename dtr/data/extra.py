@@ -10,13 +10,15 @@ evaluators (precision@K, database = the training split) count them as database d
 relevant (no label), so compare retrieval numbers only between runs with the same extra text.
 
 Held-out overlap. An extra document that repeats a valid or test document would show the pretraining
-model its evaluation text, so `append_unlabelled` drops it. A held-out document h (at least MIN_OVERLAP
-tokens) is repeated by an extra document e when e's first len(h) tokens are h's tokens, compared after
-both are lower-cased, split on whitespace and mapped onto the labelled corpus' words: a word that no
-labelled document (train, valid or test) contains becomes the unknown marker, as do the markers themselves
-(UNKNOWN). So e = "how do i fix my carburetor ? it leaks ..." repeats h = "how do i fix my _UNK ?" when no
-labelled document contains "carburetor". What this misses: a repeat whose e has an unknown marker where h
-has a word, and repeats that do not start e.
+model its evaluation text, so `append_unlabelled` drops it. Both are lower-cased, split on whitespace and
+mapped onto the labelled corpus' words: a word that no labelled document (train, valid or test) contains
+becomes the unknown marker, as do the markers themselves (UNKNOWN), since the two sources may each have
+replaced different rare words by their own markers. A held-out document h with at least MIN_OVERLAP words
+that are not markers is repeated by an extra document e when e's first len(h) tokens agree with h's position
+by position, a marker on either side agreeing with anything. So e = "how do i fix my carburetor ? it leaks"
+repeats h = "how do i fix my _UNK ?", and so does e = "how do i fix my <unk> ? ..." or e = "how do i fix my
+gearbox ? ..." when no labelled document contains "gearbox"; e = "how do i fix my car ? ..." does not repeat
+h = "how do i fix my bike ?". What this misses: repeats that do not start e.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from dtr.data import raw
 
+VERSION = 2  # of the held-out repeat rule: part of a cached corpus' fingerprint (`dtr.data.load`)
 MIN_OVERLAP = 4  # shorter held-out documents are too generic to call a longer text a repeat of them
 UNKNOWN = ('_unk', '<unk>', '[unk]', 'unk')
 _MARK = '\x00unk'
@@ -66,20 +69,41 @@ def _words(text: str, known: set[str] | None) -> tuple[str, ...]:
   return tuple(_MARK if w in UNKNOWN or (known is not None and w not in known) else w for w in words)
 
 
+def _agree(h: tuple[str, ...], e: tuple[str, ...]) -> bool:
+  return len(e) >= len(h) and all(a == b or a == _MARK or b == _MARK for a, b in zip(h, e))
+
+
 def repeats(extra_texts: list[str], held_out_texts: list[str], labelled_texts: list[str]) -> np.ndarray:
   """bool [len(extra_texts)]: whether each extra document repeats a held-out one (the module docstring's
   rule; `labelled_texts` are every document of the labelled corpus, whose words are the known ones)."""
   known = {w for text in labelled_texts for w in text.lower().split()} - set(UNKNOWN)
   held = {_words(text, None) for text in held_out_texts}
-  held = {h for h in held if len(h) >= MIN_OVERLAP}
-  lengths = sorted({len(h) for h in held})
+  held = sorted(h for h in held if sum(w != _MARK for w in h) >= MIN_OVERLAP)
   out = np.zeros(len(extra_texts), bool)
   if not held:
     return out
-  longest = lengths[-1]
+  # Candidates by the first two tokens: a held-out document can agree with e only where each of its first
+  # two tokens is e's or a marker (and anything, where e has the marker).
+  first, second, start = {}, {}, {}
+  for h in held:
+    first.setdefault(h[0], []).append(h)
+    second.setdefault(h[1], []).append(h)
+    start.setdefault(h[:2], []).append(h)
+  longest = max(len(h) for h in held)
   for row, text in enumerate(extra_texts):
-    words = _words(' '.join(text.split()[:longest]), known)
-    out[row] = any(words[:n] in held for n in lengths if n <= len(words))
+    e = _words(' '.join(text.split()[:longest]), known)
+    if len(e) < 2:
+      continue
+    if e[0] == _MARK and e[1] == _MARK:
+      candidates = held
+    elif e[0] == _MARK:
+      candidates = second.get(e[1], []) + second.get(_MARK, [])
+    elif e[1] == _MARK:
+      candidates = first.get(e[0], []) + first.get(_MARK, [])
+    else:
+      candidates = [h for key in ((e[0], e[1]), (e[0], _MARK), (_MARK, e[1]), (_MARK, _MARK))
+                    for h in start.get(key, [])]
+    out[row] = any(_agree(h, e) for h in candidates)
   return out
 
 

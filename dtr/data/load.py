@@ -429,7 +429,8 @@ def _load_text(cfg) -> corpus_lib.Corpus:
     extra_source = ' + '.join(extra_paths)
     read_labelled = read
     read = lambda: extra.append_unlabelled(read_labelled(), extra.read_lines(extra_paths), extra_source)
-    fingerprint = {'corpus': fingerprint, 'extra_train': [tfds_builders.file_fingerprint(p) for p in extra_paths]}
+    fingerprint = {'corpus': fingerprint, 'extra_train': [tfds_builders.file_fingerprint(p) for p in extra_paths],
+                   'rule': extra.VERSION}
     source = f'{source}; unlabelled training text from {extra_source}'
   featurize_kw = dict(tokenizer=cfg.tokenizer, vocab_size=cfg.vocab_size,
                       min_df=cfg.min_df, max_df=cfg.max_df,
