@@ -139,6 +139,13 @@ def test_extra_train_errors(tmp_path):
       plain.splits['train'].num_docs)
 
 
+def test_extra_train_without_a_data_folder_is_an_error_before_the_synthetic_fallback(monkeypatch, capsys):
+  monkeypatch.delenv('DTR_DATA_DIR', raising=False)
+  with pytest.raises(ValueError, match="no data folder is named to read 'yahoo10'.*set DTR_DATA_DIR"):
+    data.load_corpus(dict(name='yahoo10', extra_train='more.txt'))
+  assert 'SYNTHETIC' not in capsys.readouterr().err
+
+
 @needs('text/yahoo10/valid.txt', 'lm/yahoo/val.txt')
 def test_a_shared_set_takes_files_relative_to_the_data_folder():
   cfg = dict(name='yahoo10', data_dir=str(DATA_DIR), use_tfds=False, max_len=32, max_docs_per_split=300,

@@ -417,11 +417,12 @@ def _text_source(cfg):
 
 def _load_text(cfg) -> corpus_lib.Corpus:
   from dtr.data import tfds_builders  # pylint: disable=g-import-not-at-top
+  if cfg.get('extra_train') and not data_dir_of(cfg) and (cfg.name in RAW_FILES or cfg.name in shared_sets.TEXT_SETS):
+    raise ValueError(f'config.data.extra_train adds text to {cfg.name!r}, but no data folder is named to read '
+                     f'{cfg.name!r} from (the synthetic corpus would stand in): set DTR_DATA_DIR or '
+                     'config.data.data_dir')
   text_source = _text_source(cfg)
   if text_source is None:
-    if cfg.get('extra_train'):
-      raise ValueError(f'config.data.extra_train adds text to {cfg.name!r}, whose files were looked for nowhere '
-                       '(no data folder is named): set DTR_DATA_DIR or config.data.data_dir')
     return _synthetic(cfg)
   read, fingerprint, source = text_source
   if cfg.get('extra_train'):
