@@ -288,6 +288,10 @@ def _data_files(cfg, name: str, relative: list[str]) -> list[str] | None:
   if not data_dir:
     reason = (f'{name}: no data folder is named (config.data.data_dir is empty and $DTR_DATA_DIR is '
               f'unset), so its files ({expected}) were looked for nowhere.')
+    if cfg.get('extra_train'):  # text added to a stand-in would be meaningless
+      raise ValueError(f'config.data.extra_train adds text to {name!r}, but no data folder is named to read '
+                       f'{name!r} from (the synthetic corpus would stand in): set DTR_DATA_DIR or '
+                       'config.data.data_dir')
     if not cfg.allow_synthetic:
       raise FileNotFoundError(f'{reason} Set DTR_DATA_DIR (or config.data.data_dir) to the folder that '
                               f'holds {relative[0].split("/")[0]}/.')
@@ -417,10 +421,6 @@ def _text_source(cfg):
 
 def _load_text(cfg) -> corpus_lib.Corpus:
   from dtr.data import tfds_builders  # pylint: disable=g-import-not-at-top
-  if cfg.get('extra_train') and not data_dir_of(cfg) and (cfg.name in RAW_FILES or cfg.name in shared_sets.TEXT_SETS):
-    raise ValueError(f'config.data.extra_train adds text to {cfg.name!r}, but no data folder is named to read '
-                     f'{cfg.name!r} from (the synthetic corpus would stand in): set DTR_DATA_DIR or '
-                     'config.data.data_dir')
   text_source = _text_source(cfg)
   if text_source is None:
     return _synthetic(cfg)
