@@ -96,7 +96,8 @@ def print_help(program: str) -> None:
 # ------------------------------------------------------------------------------------------------ overrides
 # Fields a config adds only when its argument asks for them (so that other configs keep their settings
 # digests, the benches' cell names): the argument that adds each.
-ASKED_BY_ARGUMENT = {'data.length_buckets': 'buckets=W', 'data.feature_standardize': 'normalize=feature'}
+ASKED_BY_ARGUMENT = {'data.length_buckets': 'buckets=W', 'data.pad_to_multiple_of': 'pad_to_multiple_of=M',
+                     'data.feature_standardize': 'normalize=feature'}
 
 
 def check_config(argv: list[str]) -> None:

@@ -22,7 +22,8 @@ Token batches are padded to one of a few fixed widths (`TOKEN_WIDTHS`, the small
 slot after the longest sequence of the chunk over the global batch), so a jitted step compiles at most a
 few times. With `data.length_buckets` = W > 0 the epoch's order is regrouped by `length_bucketed` (sorted by
 length within windows of W chunks, chunks shuffled), so a chunk's sequences have similar lengths and little
-padding (still a pure function of (seed, epoch)), and training chunks take the finer `bucket_widths`.
+padding (still a pure function of (seed, epoch)), and training chunks take the finer `bucket_widths`
+(or, with `data.pad_to_multiple_of` = m, every multiple of m).
 
 `prefetch` builds the next chunks on a background thread while the device runs the current one (numpy's
 gathers release the GIL), so host batching overlaps the jitted steps.
@@ -186,20 +187,30 @@ def length_bucketed(order: np.ndarray, lengths: np.ndarray, *, batch_size: int, 
 
 
 def epoch_rows(order: np.ndarray, split, *, window: int, batch_size: int, steps_per_call: int, seed: int,
-               epoch: int) -> tuple[np.ndarray, tuple[int, ...]]:
-  """(order, token widths) of an epoch: `order` regrouped by `length_bucketed` with `bucket_widths` when
-  `window` (data.length_buckets) > 0, else `order` as it is with `TOKEN_WIDTHS`."""
+               epoch: int, multiple: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
+  """(order, token widths) of an epoch: `order` regrouped by `length_bucketed` with `bucket_widths` (of
+  `multiple`, data.pad_to_multiple_of) when `window` (data.length_buckets) > 0, else `order` as it is with
+  `TOKEN_WIDTHS`."""
   if not window:
     return order, TOKEN_WIDTHS
   lengths = token_lengths(split)
   return length_bucketed(order, lengths, batch_size=batch_size, steps_per_call=steps_per_call, window=window,
-                         seed=seed, epoch=epoch), bucket_widths(int(lengths.max(initial=0)))
+                         seed=seed, epoch=epoch), bucket_widths(int(lengths.max(initial=0)), multiple)
 
 
-def bucket_widths(longest: int) -> tuple[int, ...]:
-  """`FINE_TOKEN_WIDTHS` and the split's own widest batch, its longest sequence + 1 rounded up to 8: the chunk
-  of the longest sequences (usually far above the next longest chunk) pads to that, not to the next fine
-  width (a split cut at 200 tokens: 208 instead of 256)."""
+def bucket_widths(longest: int, multiple: int = 0) -> tuple[int, ...]:
+  """The widths length-bucketed chunks pad to, for a split whose longest sequence has `longest` tokens.
+
+  multiple = 0: `FINE_TOKEN_WIDTHS` and the split's own widest batch, its longest sequence + 1 rounded up to
+  8: the chunk of the longest sequences (usually far above the next longest chunk) pads to that, not to the
+  next fine width (a split cut at 200 tokens: 208 instead of 256).
+  multiple = m > 0 (data.pad_to_multiple_of): every multiple of m up to the first above `longest`, so a chunk
+  pads to its longest sequence + 1 rounded up to m: for sequences much longer than m, less padding than the
+  fine widths (which step by 1.5 and 4/3), at the cost of one compiled program per width a run meets (at
+  most longest / m + 1 of them).
+  """
+  if multiple:
+    return tuple(range(multiple, longest + 1 + multiple, multiple))
   return tuple(sorted(set(FINE_TOKEN_WIDTHS) | {-(-(longest + 1) // 8) * 8}))
 
 

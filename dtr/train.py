@@ -189,7 +189,8 @@ def resume_settings(config) -> dict:
 
 
 def check_length_buckets(config, cls) -> None:
-  """`data.length_buckets` (chunks per length-sorting window, `ip.length_bucketed`; 0 or absent = off)."""
+  """`data.length_buckets` (chunks per length-sorting window, `ip.length_bucketed`; 0 or absent = off) and
+  `data.pad_to_multiple_of` (the widths of those chunks, `ip.bucket_widths`; 0 or absent = the fine widths)."""
   window = config.data.get('length_buckets', 0)
   if isinstance(window, bool) or not isinstance(window, int) or window < 0:
     raise ValueError('data.length_buckets (chunks per window in which token sequences are sorted by length; '
@@ -197,6 +198,14 @@ def check_length_buckets(config, cls) -> None:
   if window and cls.reads != 'tokens':
     raise ValueError(f'data.length_buckets groups token sequences by length, but method '
                      f'{config.model.name!r} reads {cls.reads!r} batches; leave it unset (0).')
+  multiple = config.data.get('pad_to_multiple_of', 0)
+  if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 0:
+    raise ValueError('data.pad_to_multiple_of (length-bucketed chunks pad to their longest sequence + 1 rounded '
+                     f'up to a multiple of it; 0 = the fine widths) must be an integer >= 0, got {multiple!r}.')
+  if multiple and not window:
+    raise ValueError(f'data.pad_to_multiple_of={multiple} sets the widths of length-bucketed chunks, but '
+                     'data.length_buckets is off: set it too (e.g. buckets=8 in the config argument), or unset '
+                     'pad_to_multiple_of.')
 
 
 def check_inputs(method, data) -> None:
@@ -271,7 +280,8 @@ class Run:
     order = ip.member_order(member.rows, member.order_seed, epoch, ip.num_examples(split))
     return ip.epoch_rows(order, split, window=self.config.data.get('length_buckets', 0),
                          batch_size=self.config.batch_size, steps_per_call=self.config.steps_per_call,
-                         seed=member.order_seed, epoch=epoch)
+                         seed=member.order_seed, epoch=epoch,
+                         multiple=self.config.data.get('pad_to_multiple_of', 0))
 
   def _sample_batch(self) -> dict:
     """The first training batch of member 0 (what `init` traces), in the layout its stack trains on."""

@@ -36,6 +36,8 @@ def test_show_config_prints_the_fields():
     (['--config=configs/ammi.py:tiny,fast=1'], ["Unknown config argument 'fast'", 'known:']),
     (['--config=configs/sentence_ae.py:tiny', '--config.data.length_buckets=8'],
      ["config.data has no field 'length_buckets'", '--config=configs/sentence_ae.py:tiny,buckets=W']),
+    (['--config=configs/sentence_ae.py:tiny', '--config.data.pad_to_multiple_of=8'],
+     ["config.data has no field 'pad_to_multiple_of'", '--config=configs/sentence_ae.py:tiny,pad_to_multiple_of=M']),
     (['--config=configs/classify.py:features=/nonexistent,labels=200', '--config.data.feature_standardize=True'],
      ["config.data has no field 'feature_standardize'",
       '--config=configs/classify.py:features=/nonexistent,labels=200,normalize=feature']),

@@ -228,6 +228,33 @@ def test_length_bucketed_chunks_pad_less_than_random_chunks():
   assert widths == ip.bucket_widths(int(ip.token_lengths(split).max()))
 
 
+def test_pad_to_multiple_of_pads_each_chunk_to_the_next_multiple():
+  """data.pad_to_multiple_of = m: every bucketed chunk is as wide as the smallest multiple of m above its
+  longest sequence (by brute force over the chunks); for m dividing 4 (every fine width is a multiple of 4) no
+  chunk pads more than with the fine widths."""
+  split = _split(num_docs=240, seed=5)
+  order = ip.epoch_order(0, 0, split.num_docs)
+  longest = int(ip.token_lengths(split).max())
+  assert ip.bucket_widths(200, 8) == tuple(range(8, 209, 8)) and ip.bucket_widths(200, 16)[-1] == 208
+  assert ip.bucket_widths(15, 8) == (8, 16) and ip.bucket_widths(16, 8) == (8, 16, 24)
+  assert ip.bucket_widths(200, 0) == ip.bucket_widths(200)  # 0: the fine widths
+  for multiple in (1, 3, 4, 8):
+    bucketed, widths = ip.epoch_rows(order, split, window=10, batch_size=8, steps_per_call=3, seed=0, epoch=0,
+                                     multiple=multiple)
+    assert widths == ip.bucket_widths(longest, multiple)
+    total = {}
+    for name, ws in (('multiple', widths), ('fine', ip.bucket_widths(longest))):
+      total[name] = 0
+      for _, _, b in ip.train_chunks('tokens', split, [bucketed], per_member=False, batch_size=8, start_step=0,
+                                     steps_per_call=3, sharded=True, widths=ws):
+        width, most = b['tokens'].shape[-1], int(b['lengths'].max())
+        if name == 'multiple':
+          assert width == min(w for w in range(multiple, 10 * longest, multiple) if w > most)
+        total[name] += int(np.prod(b['tokens'].shape))
+    if 4 % multiple == 0:
+      assert total['multiple'] <= total['fine']
+
+
 def test_length_buckets_is_checked_before_the_data_loads():
   from dtr import methods
   config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
@@ -242,10 +269,26 @@ def test_length_buckets_is_checked_before_the_data_loads():
   with pytest.raises(ValueError, match='data.length_buckets groups token sequences'):
     train.check_length_buckets(bow, methods.method_class(bow.model.name))
   assert 'length_buckets' not in config_utils.load_config_module('sentence_ae').get_config('tiny').data
+  for name in ('sentence_ae', 'discrete_vae'):
+    module = config_utils.load_config_module(name)
+    assert 'pad_to_multiple_of' not in module.get_config('tiny,buckets=2').data  # absent unless asked
+    padded = module.get_config('tiny,buckets=2,pad_to_multiple_of=8')
+    assert padded.data.pad_to_multiple_of == 8
+    train.check_length_buckets(padded, methods.method_class(padded.model.name))  # fine
+  for bad in (-8, 2.5, True, '8'):
+    plain = ml_collections.ConfigDict({'data': {'length_buckets': 2, 'pad_to_multiple_of': bad},
+                                       'model': {'name': 'sentence_ae'}})
+    with pytest.raises(ValueError, match='data.pad_to_multiple_of .* must be an integer >= 0'):
+      train.check_length_buckets(plain, methods.method_class('sentence_ae'))
+  unsorted = config_utils.load_config_module('sentence_ae').get_config('tiny,pad_to_multiple_of=8')
+  with pytest.raises(ValueError, match='data.length_buckets is off: set it too'):
+    train.check_length_buckets(unsorted, methods.method_class(unsorted.model.name))
 
 
-def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypatch):
-  """A tiny binary autoencoder with buckets=2 trains on `length_bucketed` orders, once per epoch."""
+@pytest.mark.parametrize('multiple', [0, 8])
+def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypatch, multiple):
+  """A tiny binary autoencoder with buckets=2 trains on `length_bucketed` orders, once per epoch, padded to the
+  fine widths or (pad_to_multiple_of=8) to multiples of 8."""
   calls = []
   original = ip.length_bucketed
 
@@ -262,10 +305,17 @@ def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypa
     return original_chunks(*args, **kw)
 
   monkeypatch.setattr(ip, 'train_chunks', chunks_spy)
-  config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
+  config = config_utils.load_config_module('sentence_ae').get_config(
+      f'method=binary_ae,tiny,buckets=2,pad_to_multiple_of={multiple}')
   config.num_epochs = 2
   result = train.train_and_evaluate(config, str(tmp_path))
   assert [c['epoch'] for c in calls] == [0, 1]
-  assert any(w is not None and set(ip.FINE_TOKEN_WIDTHS) <= set(w) for w in widths_seen)  # the epochs' chunks
+  longest = int(ip.token_lengths(train.load_data(config).splits['train']).max())
+  epochs_widths = [w for w in widths_seen if w is not None]
+  assert epochs_widths  # the epochs' chunks
+  if multiple:
+    assert all(w == tuple(range(8, w[-1] + 1, 8)) and w[-1] - 8 <= longest < w[-1] for w in epochs_widths)
+  else:
+    assert all(set(ip.FINE_TOKEN_WIDTHS) <= set(w) for w in epochs_widths)
   assert all(c['window'] == 2 and c['batch_size'] == config.batch_size for c in calls)
   assert np.isfinite(result['test/perplexity'])

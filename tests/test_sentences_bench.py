@@ -185,6 +185,15 @@ def test_speed_batches_with_length_buckets_pad_less(tmp_path):
   assert rows(str(tmp_path / 'a.npz')) == rows(str(tmp_path / 'b.npz'))  # one window: the same sentences
   with pytest.raises(SystemExit, match='whole windows'):
     sentences_speed.make_batches(parser.parse_args(common + ['--buckets=3']), str(tmp_path / 'c.npz'))
+  # --pad_to_multiple_of=M: each chunk pads to the smallest multiple of M above its longest sentence
+  multiple = sentences_speed.make_batches(parser.parse_args(common + ['--buckets=4', '--pad_to_multiple_of=8']),
+                                          str(tmp_path / 'd.npz'))
+  assert rows(str(tmp_path / 'd.npz')) == rows(str(tmp_path / 'b.npz'))  # the same order, other widths
+  for (_, lengths), width in zip(sentences_speed._load_chunks(str(tmp_path / 'd.npz')), multiple['widths']):
+    assert width % 8 == 0 and width - 8 <= lengths.max() < width
+  assert 1.0 < multiple['padding'] <= bucketed['padding']
+  with pytest.raises(SystemExit, match='give --buckets too'):
+    sentences_speed.make_batches(parser.parse_args(common + ['--pad_to_multiple_of=8']), str(tmp_path / 'e.npz'))
 
 
 def test_speed_bound_counts_the_step_products_and_times_them(tmp_path):

@@ -419,7 +419,8 @@ def bench_chunks(config, corpus, method, steps: int, steps_per_call: int) -> lis
   def chunks(epoch):
     order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,
                                   window=config.data.get('length_buckets', 0), batch_size=config.batch_size,
-                                  steps_per_call=steps_per_call, seed=0, epoch=epoch)
+                                  steps_per_call=steps_per_call, seed=0, epoch=epoch,
+                                  multiple=config.data.get('pad_to_multiple_of', 0))
     return ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
                            start_step=0, steps_per_call=steps_per_call, sharded=True, fields=method.batch_fields,
                            widths=widths)

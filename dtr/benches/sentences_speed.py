@@ -6,8 +6,9 @@ r"""Training and decoding speed of dtr's binary autoencoder against a PyTorch `n
 One command measures both, side by side, each in its own child process (so that each one's peak memory is
 its own): the parent builds the training batches once with dtr's input pipeline (batch 64, a seeded
 order, each chunk of `--steps_per_call` steps padded to one of dtr's length buckets, `TOKEN_WIDTHS`; with
-`--buckets=W` the order is first sorted by length within windows of W chunks, `data.length_buckets`) and
-both children train on exactly those arrays:
+`--buckets=W` the order is first sorted by length within windows of W chunks, `data.length_buckets`, and
+with `--pad_to_multiple_of=M` such chunks pad to a multiple of M, `data.pad_to_multiple_of`) and both
+children train on exactly those arrays:
 
   dtr      `SentenceAE` (configs/sentence_ae.py:method=binary_ae; embeddings, bidirectional GRU encoder,
            50-bit straight-through code, GRU decoder from Dense(z), softmax without bias, Adam with a
@@ -70,6 +71,9 @@ def add_arguments(parser) -> None:
   parser.add_argument('--buckets', type=int, default=0,
                       help='data.length_buckets: sort sentences by length within windows of this many chunks '
                            '(`length_bucketed`; 0: random chunks)')
+  parser.add_argument('--pad_to_multiple_of', type=int, default=0,
+                      help='data.pad_to_multiple_of (with --buckets): chunks pad to their longest sentence + 1 '
+                           'rounded up to a multiple of this (0: the fine widths, `bucket_widths`)')
   parser.add_argument('--repeats', type=int, default=3, help='timed passes over the batches (the fastest counts)')
   parser.add_argument('--rounds', type=int, default=2, help='dtr, PyTorch, dtr, PyTorch, ...: children per framework')
   parser.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: its default)')
@@ -85,6 +89,8 @@ def make_batches(args, path: str) -> dict:
   """Writes the chunks both frameworks train on to `path` (npz); returns the network's sizes."""
   from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   ip.check_whole_windows(args.buckets, args.steps, args.steps_per_call)
+  if args.pad_to_multiple_of and not args.buckets:
+    raise SystemExit('--pad_to_multiple_of sets the widths of length-bucketed chunks: give --buckets too.')
   from dtr.benches import sentences  # pylint: disable=g-import-not-at-top
   config = sentences.sentence_config('binary_ae', args.dataset, 0, args.size, tiny=args.tiny)
   if args.max_len >= 0:
@@ -98,7 +104,7 @@ def make_batches(args, path: str) -> dict:
   while steps < args.steps:
     order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split, window=args.buckets,
                                   batch_size=args.batch_size, steps_per_call=args.steps_per_call, seed=0,
-                                  epoch=epoch)
+                                  epoch=epoch, multiple=args.pad_to_multiple_of)
     for _, k, host in ip.train_chunks('tokens', split, [order], per_member=False, batch_size=args.batch_size,
                                       start_step=0, steps_per_call=args.steps_per_call, sharded=True,
                                       widths=widths):

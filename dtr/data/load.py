@@ -194,8 +194,9 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 
 # `config.data` fields that batching reads, not loading; absent from the defaults unless a run asks for them
-# (so configs without them keep their digests): `length_buckets` (`dtr.input_pipeline.length_bucketed`).
-BATCHING_FIELDS = ('length_buckets',)
+# (so configs without them keep their digests): `length_buckets` (`dtr.input_pipeline.length_bucketed`) and
+# `pad_to_multiple_of` (`dtr.input_pipeline.bucket_widths`).
+BATCHING_FIELDS = ('length_buckets', 'pad_to_multiple_of')
 # Loading fields absent from the defaults unless a run gives them, for the same reason: `extra_train`
 # (`dtr.data.extra`: files of unlabelled documents appended to the training split of a corpus made from text).
 OPTIONAL_FIELDS = ('extra_train',)
