@@ -304,6 +304,9 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   assert row.count('|') == header.count('|')
   assert (tmp_path / 'docs' / 'classification_radius_tiny.png').stat().st_size > 0
   # --no-flops: XLA's FLOP count (two more compilations) is tested with the bag-of-words bench's step.
+  with pytest.raises(SystemExit):  # the widths of length-bucketed chunks, without length buckets
+    bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--pad_to_multiple_of=8'])
+  assert '--pad_to_multiple_of sets the widths of length-bucketed chunks' in capsys.readouterr().err
   with pytest.raises(SystemExit, match='whole windows'):  # 2 chunks timed: a window of 3 would be cut
     bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--buckets=3'])
   bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16',
@@ -329,6 +332,10 @@ def test_xavier_variants_find_the_cells_trained_before_the_init_option(tmp_path)
   assert 'length_buckets' not in new.data  # absent unless asked: the cells before --buckets keep their folders
   bucketed = bench.pretrain_config('hard_em-global-M4-K4096', argparse.Namespace(**{**vars(args), 'buckets': 4}))
   assert bucketed.data.length_buckets == 4 and bench.digest(bucketed) != bench.digest(new)
+  padded = bench.pretrain_config('hard_em-global-M4-K4096',
+                                 argparse.Namespace(**{**vars(args), 'buckets': 4, 'pad_to_multiple_of': 8}))
+  assert 'pad_to_multiple_of' not in bucketed.data and padded.data.pad_to_multiple_of == 8
+  assert bench.digest(padded) not in (bench.digest(bucketed), bench.digest(new))
   old = bench.pretrain_config('hard_em-global-M4-K4096-xavier', args)
   assert new.model.codebook_init == 'normal' and old.model.codebook_init == 'xavier'
   before = ml_collections.ConfigDict(old.to_dict())

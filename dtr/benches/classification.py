@@ -128,6 +128,8 @@ def pretrain_config(variant: str, args):
   config.model.dropout = args.dropout
   if args.buckets:  # absent unless asked, so the cells trained without it keep their digests
     config.data.length_buckets = args.buckets
+  if getattr(args, 'pad_to_multiple_of', 0):  # the same
+    config.data.pad_to_multiple_of = args.pad_to_multiple_of
   for key, value in args.pretrain_set:
     _set(config, key, value)
   return config
@@ -633,6 +635,8 @@ def main(argv=None) -> None:
   common.add_argument('--tiny', action='store_true', help='synthetic tiny configs (a smoke run)')
   common.add_argument('--buckets', type=int, default=0, help='pretraining data.length_buckets: sentences sorted '
                       'by length within windows of this many chunks (0: random chunks, the reference\'s order)')
+  common.add_argument('--pad_to_multiple_of', type=int, default=0, help='pretraining data.pad_to_multiple_of '
+                      '(with --buckets): chunks pad to their longest sentence + 1 rounded up to a multiple of this')
   sp = sub.add_parser('study', parents=[common], help='pretrain, classify, the table (resumable)')
   sp.add_argument('--kinds', default=','.join(KINDS), help='features (code-book vectors), reembed (codes)')
   sp.add_argument('--cbow', action=argparse.BooleanOptionalAction, default=True)
@@ -661,6 +665,8 @@ def main(argv=None) -> None:
   if unknown:
     parser.error(f'unknown variants {unknown}; known: {", ".join(VARIANTS)}')
   args.budgets = [b for b in args.budgets.split(',') if b]
+  if getattr(args, 'pad_to_multiple_of', 0) and not args.buckets:
+    parser.error('--pad_to_multiple_of sets the widths of length-bucketed chunks: give --buckets too')
   args.pretrain_set, args.probe_set, args.data_set = (_pairs(args.pretrain_set), _pairs(args.probe_set),
                                                       _pairs(args.data_set))
   if args.cmd == 'study':
