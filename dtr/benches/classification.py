@@ -665,7 +665,7 @@ def main(argv=None) -> None:
   if unknown:
     parser.error(f'unknown variants {unknown}; known: {", ".join(VARIANTS)}')
   args.budgets = [b for b in args.budgets.split(',') if b]
-  if getattr(args, 'pad_to_multiple_of', 0) and not args.buckets:
+  if args.pad_to_multiple_of and not args.buckets:
     parser.error('--pad_to_multiple_of sets the widths of length-bucketed chunks: give --buckets too')
   args.pretrain_set, args.probe_set, args.data_set = (_pairs(args.pretrain_set), _pairs(args.probe_set),
                                                       _pairs(args.data_set))
