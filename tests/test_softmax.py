@@ -45,24 +45,33 @@ def test_packed_output_layer_equals_the_full_layer_and_its_gradients(lengths, pa
                              rtol=1e-4, atol=1e-5)
 
 
-def test_buffers_shrink_by_2_to_the_quarter_from_pack_and_round_up_to_8():
-  """The buffers a 64 x 50 batch gets with pack 0.75: 2400 / 2^(j/4), j = -1 .. 11, rounded up to multiples
-  of 8, then all 3200 positions; one branch of the switch per buffer, each projecting that many rows."""
-  expected = sorted({-(-int(np.ceil(2400 / 2**(j / 4))) // 8) * 8 for j in range(-1, 12)})
-  assert expected == [360, 432, 512, 600, 720, 856, 1016, 1200, 1432, 1704, 2024, 2400, 2856]  # 2400 / 6.73 = 357
-  kernel = jnp.ones((3, 7))
-  jaxpr = jax.make_jaxpr(lambda s: softmax.target_nll(lambda h: h @ kernel, s, jnp.zeros((64, 50), jnp.int32),
-                                                      jnp.ones((64, 50), bool), 0.75))(jnp.zeros((64, 50, 3)))
-  [cond] = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'cond']
-  covered = []
-  for branch, capacity in zip(cond.params['branches'], expected + [3200]):
-    [scan] = [e for e in _equations(branch.jaxpr) if e.primitive.name == 'scan']  # lax.map over the blocks
-    [dot] = [e for e in _equations(scan.params['jaxpr'].jaxpr) if e.primitive.name == 'dot_general']
-    count, rows = scan.params['length'], dot.outvars[0].aval.shape[0]
-    assert (count, rows) == softmax.blocks(capacity, 7)
-    assert rows % 8 == 0 and rows <= 512 and capacity <= count * rows < capacity + 8 * count
-    covered.append(count * rows)
-  assert len(covered) == len(expected) + 1
+def test_the_loop_projects_only_the_blocks_that_hold_valid_rows(monkeypatch):
+  """Blocks of 32 rows (BLOCK_ELEMENTS lowered) over 16 x 16 = 256 positions of which 70 are valid: the
+  forward pass, the recomputing backward pass and the fused gradient each project 3 blocks (ceil(70 / 32)),
+  counted by a callback in the layer; one compiled program serves any number of valid rows."""
+  monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', 32 * 11)
+  calls = []
+  kernel = jnp.asarray(np.random.default_rng(2).normal(size=(5, 11)), jnp.float32)
+
+  def project(h):
+    jax.debug.callback(lambda rows: calls.append(rows.shape[0]), h)
+    return h @ kernel
+
+  states = jnp.asarray(np.random.default_rng(1).normal(size=(16, 16, 5)), jnp.float32)
+  targets = jnp.ones((16, 16), jnp.int32)
+  order = np.random.default_rng(4).permutation(256).reshape(16, 16)
+  plain = jax.jit(lambda s, v: softmax.target_nll(project, s, targets, v, 1.0).sum())
+  plain_grad = jax.jit(jax.grad(lambda s, v: softmax.target_nll(project, s, targets, v, 1.0).sum()))
+  fused_grad = jax.jit(jax.grad(lambda s, v: softmax.weighted_target_nll(project, s, targets, v, jnp.ones(16),
+                                                                         1.0)[0]))
+  for valid_rows, expected in [(70, 3), (33, 2), (128, 4), (256, 8), (1, 1)]:
+    valid = jnp.asarray(order < valid_rows)  # spread over the documents
+    for fn, passes in ((plain, 1), (plain_grad, 2), (fused_grad, 1)):
+      calls.clear()
+      jax.block_until_ready(fn(states, valid))
+      jax.effects_barrier()
+      assert calls == [32] * (expected * passes), (fn, valid_rows)
+  assert plain._cache_size() == plain_grad._cache_size() == fused_grad._cache_size() == 1
 
 
 def test_blocks_hold_at_most_block_elements_logits_and_cover_the_buffer():

@@ -486,15 +486,22 @@ def train_rate(config, corpus, host: list[dict], count_flops: bool = True) -> tu
   inner = int(config.model.get('em_iter', 1)) if method.config.name == 'hard_em' or method.config.get(
       'alternating', False) else 0
 
-  def with_trips(k):  # em_iter = 0 is refused by the config check; only the FLOP count builds it
-    trips = methods.get_method(config.model.copy_and_resolve_references(), info)
-    trips.config.em_iter = k
+  def counted(em_iter=None):
+    """The method with the full output layer (pack_targets 0): the packed layer's loop over blocks has a
+    traced trip count, which XLA's cost analysis counts once; the full layer's FLOPs bound it from above.
+    em_iter = 0 is refused by the config check; only the FLOP count builds it."""
+    model = config.model.copy_and_resolve_references()
+    model.pack_targets = 0.0
+    if em_iter is None:
+      return methods.get_method(model, info)
+    trips = methods.get_method(model, info)
+    trips.config.em_iter = em_iter
     return trips
 
   def width_flops(batch):
     if not inner:
-      return flops.step_flops(method, one, batch)
-    return flops.loop_flops(with_trips, one, batch, inner)[0]
+      return flops.step_flops(counted(), one, batch)
+    return flops.loop_flops(counted, one, batch, inner)[0]
 
   per_width = {w: width_flops(batch) for w, batch in widths.items()}
   total = sum(per_width[width(b)] for b in host)

@@ -2,9 +2,9 @@
 
 XLA's cost analysis counts a while loop's body once whatever its trip count, so a step with an inner loop
 (SVI refinement, Hard EM's E-steps) is counted as F(0) + K (F(1) - F(0)) from the same step compiled with
-trip counts 0 and 1, which leave no loop. It counts a conditional (`lax.cond`, `lax.switch`) at its largest
-branch, so a step with the packed output layer (`dtr.nn.softmax.target_nll`) is counted as if it ran the
-full layer: an upper bound of its work.
+trip counts 0 and 1, which leave no loop. The packed output layer (`dtr.nn.softmax.target_nll`) is such a
+loop too, over blocks of rows, so its steps are counted with the full layer (`model.pack_targets` 0): an
+upper bound of their work.
 """
 
 from __future__ import annotations

@@ -631,7 +631,7 @@ def default_model_config(method: str = 'vq_vae', level: str = 'global') -> ml_co
       noam_factor=1.0,           # the schedule's scale (peak rate factor * (d w)^-1/2)
       em_iter=1,                 # encoder steps per batch when alternating (paper 1 or 3)
       global_features='mean',    # global `features`: 'mean' over the M code vectors ([B, d]) or 'concat'
-      pack_targets=0.75,         # output layer on at most this share of the B x T positions (`target_nll`)
+      pack_targets=0.75,         # > 0: the output layer on the predicted positions only (`target_nll`; exact)
   ))
   if method in ('vq_vae', 'cat_vae'):
     config.alternating = False   # True: em_iter encoder steps then one decoder step (the paper's Table 6)

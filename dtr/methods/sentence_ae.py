@@ -433,7 +433,7 @@ def default_model_config(name: str = 'sentence_ae', variant: str = 'binary') -> 
       output_bias=False,     # bias of the softmax layer (the reference has none)
       learning_rate=1e-3,    # Adam
       clip=2.0,              # global-norm gradient clip (0 = off)
-      pack_targets=0.75,     # output layer on at most this share of the B x L positions (`target_nll`; exact)
+      pack_targets=0.75,     # > 0: the output layer on the predicted positions only (`target_nll`; exact)
   ))
   if name == 'lm':
     return config

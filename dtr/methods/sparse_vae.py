@@ -272,7 +272,7 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
       output_bias=True,    # bias of the softmax layer (Keras Dense in the reference)
       learning_rate=8e-4,  # Adam
       clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
-      pack_targets=0.75,   # output layer on at most this share of the B x L positions (`target_nll`; exact)
+      pack_targets=0.75,   # > 0: the output layer on the predicted positions only (`target_nll`; exact)
   ))
   # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target=, z_kl=), so that the configs
   # made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL term into

@@ -1,43 +1,38 @@
 """The output softmax layer of sequence models, paid for only at the positions that are predicted.
 
 The vocabulary projection o = project(h) (d x V per position) is most of a text model's step; a batch padded
-to width T holds B T positions of which only the valid ones count. `target_nll` gathers those first when a
-fixed buffer holds them, and projects them a block of rows at a time. Training losses use
-`weighted_target_nll` (a weighted sum over documents of the same NLL), whose gradient is formed in the
-forward pass from the same logits, so that a training step projects each block once.
+to width T holds B T positions of which only the valid ones count. `target_nll` gathers those to the front
+of a buffer and projects them a block of rows at a time, in a loop that stops after the last block holding a
+valid row. Training losses use `weighted_target_nll` (a weighted sum over documents of the same NLL), whose
+gradient is formed in the forward pass from the same logits, so that a training step projects each block
+once.
 """
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 
 
-LEVELS = 12  # packed buffers of pack B T 2^(-j/4) positions, j = 0 .. LEVELS - 1 (down to pack B T / 7.4)
-
-
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
   """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
 
-  `project` is an output layer (h W + b). It is applied only where it is needed: with `pack`
-  in (0, 1] the valid positions are gathered first into the smallest buffer that holds them (`buffer_sizes`:
-  pack B T positions, and from there steps of 2^(1/4) down LEVELS - 1 times and up to all B T), so a batch
-  padded to width T pays for at most 2^(1/4) = 1.19 times its valid positions (above the smallest buffer)
-  instead of B T (`lax.switch` over the buffers). Under `vmap` with a batched switch index (members that
-  each read their own batches) every branch runs: at pack 0.75 up to 14 buffers, about 6.6 B T rows of
-  products a member, so such populations are better off at pack 0.
-  Members that share their batches share the index, and only the taken branch runs.
+  `project` is an output layer (h W + b). With `pack` > 0 (`model.pack_targets`; any value in (0, 1], the
+  value itself chose buffer sizes in an earlier version) it is applied only where it is needed: the valid
+  positions are gathered to the front of a buffer of all B T rows, cut into blocks of rows (`blocks`: at most
+  BLOCK_ELEMENTS logits each), and a loop with a traced trip count (`lax.fori_loop`) projects only the blocks
+  that hold valid rows: a batch pays for its valid positions rounded up to a whole block, whatever its padded
+  width, with one compiled program. Under `vmap` with batched trip counts (members that each read their own
+  batches) the loop runs every member to the largest member's count.
 
-  The packed path runs in blocks of rows (`blocks`: at most BLOCK_ELEMENTS logits each) and has its own
-  gradient (`_packed_nll`): the forward pass keeps no logits, and the backward pass runs each block again
-  (its logits, softmax(o) - onehot(y) and the layer's two gradient products), so that no [C, V] array is ever
-  written whole and each block's softmax passes stay in the larger caches. That is one product more than
-  keeping the logits, and on a CPU much faster than the memory passes over a whole [C, V] array it saves
-  (docs/results/sentences.md, "blocks of rows"); training losses avoid the extra product with
-  `weighted_target_nll`. A gradient of the rows alone (Hard EM's E-steps) runs without the kernel's product.
-  Every path gives the same numbers and gradients. pack = 0: the full [B, T] layer by automatic
-  differentiation.
+  The packed path has its own gradient (`_packed_nll`): the forward pass keeps no logits, and the backward
+  pass runs each block again (its logits, softmax(o) - onehot(y) and the layer's two gradient products), so
+  that no [N, V] array is ever written whole and each block's softmax passes stay in the larger caches. That
+  is one product more than keeping the logits, and on a CPU much faster than the memory passes over a whole
+  [N, V] array it saves (docs/results/sentences.md, "blocks of rows"); training losses avoid the extra
+  product with `weighted_target_nll`. A gradient of the rows alone (Hard EM's E-steps) runs without the
+  kernel's product. Every path gives the same numbers and gradients. pack = 0: the full [B, T] layer by
+  automatic differentiation.
   """
   batch, length = targets_BxT.shape
   n = batch * length
@@ -46,7 +41,7 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
     nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
   linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
-  return _packed_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N, valid_N, *consts)
+  return _packed_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, *consts)
 
 
 def _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT):
@@ -60,21 +55,8 @@ def _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT):
   return linear, consts, vocab, targets_N, jnp.asarray(valid_BxT).reshape(n)
 
 
-def buffer_sizes(pack: float, n: int) -> tuple[int, ...]:
-  """The packed buffers' rows for n = B T positions: pack n 2^(-j/4) for j = LEVELS - 1, ..., 0, -1, ... (the
-  negative j while below n), each rounded up to a multiple of 8, then n."""
-  above = int(math.floor(4 * math.log2(1 / pack))) + 1 if pack < 1 else 0  # 2^(j/4) pack < 1 for j < above
-  sizes = {-(-int(math.ceil(pack * n / 2**(j / 4))) // 8) * 8 for j in range(-above, LEVELS)}
-  return tuple(sorted(c for c in sizes if c < n)) + (n,)
-
-
 def _row_nll(logits_NxV, targets_N):
   return jax.nn.logsumexp(logits_NxV, axis=-1) - jnp.take_along_axis(logits_NxV, targets_N[:, None], -1)[:, 0]
-
-
-def _level(capacities, valid_N):
-  """The index of the first buffer that holds the valid positions."""
-  return jnp.sum(jnp.sum(valid_N) > jnp.asarray(capacities[:-1]))
 
 
 # Logits per block of rows (16 MiB in float32). Every block adds its [d, V] share of the kernel's gradient to
@@ -92,67 +74,73 @@ def blocks(capacity: int, vocab: int) -> tuple[int, int]:
   return count, -(-capacity // (8 * count)) * 8
 
 
-def _gather(capacity, vocab, rows_NxD, targets_N, valid_N):
-  """The valid rows (then padding) of a buffer, in blocks: rows [K, R, d], targets [K, R], their positions
-  [K, R] and whether each is real [K, R]."""
-  count, size = blocks(capacity, vocab)
+def _gather(vocab, rows_NxD, targets_N, valid_N):
+  """The valid rows first (then padding), in blocks that cover all N rows (`blocks`): (rows [K R, d],
+  targets [K R], their positions [K R], whether each is real [K R], rows per block R, blocks that hold the
+  valid rows: a traced scalar, the loops' trip count)."""
+  count, size = blocks(rows_NxD.shape[0], vocab)
   (index_P,) = jnp.nonzero(valid_N, size=count * size, fill_value=0)
-  real_P = jnp.arange(count * size) < jnp.sum(valid_N)
-  split = lambda a: a.reshape((count, size) + a.shape[1:])
-  return split(rows_NxD[index_P]), split(targets_N[index_P]), split(index_P), split(real_P)
+  used = jnp.sum(valid_N.astype(jnp.int32))
+  real_P = jnp.arange(count * size) < used
+  return rows_NxD[index_P], targets_N[index_P], index_P, real_P, size, (used + size - 1) // size
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _packed_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
-  """NLL per document [B] of the valid rows, gathered into the smallest of `capacities` that holds them and
-  projected block by block (`blocks`): no [C, V] array is ever whole."""
-  return _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts)
+def _block(size, i, *arrays_P):
+  """Block i (traced) of arrays [K R, ...]: their rows i R .. i R + R - 1."""
+  return tuple(jax.lax.dynamic_slice_in_dim(a, i * size, size) for a in arrays_P)
 
 
-def _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _packed_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
+  """NLL per document [B] of the valid rows, gathered to the front of a buffer and projected block by block
+  (`blocks`), only the blocks that hold valid rows: no [N, V] array is ever whole."""
+  return _blocked_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, consts)
+
+
+def _blocked_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, consts):
   n = rows_NxD.shape[0]
+  rows_PxD, targets_P, index_P, real_P, size, trips = _gather(vocab, rows_NxD, targets_N, valid_N)
 
-  def branch(capacity):
-    def run(_):
-      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
-      nll_KxR = jax.lax.map(lambda xs: _row_nll(linear(xs[0], *consts), xs[1]), (rows_KxRxD, targets_KxR))
-      return jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1),
-                                 index_KxR.reshape(-1) // (n // batch), num_segments=batch)
-    return run
+  def body(i, nll_P):
+    rows_RxD, targets_R = _block(size, i, rows_PxD, targets_P)
+    return jax.lax.dynamic_update_slice_in_dim(nll_P, _row_nll(linear(rows_RxD, *consts), targets_R), i * size, 0)
 
-  return jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  nll_P = jax.lax.fori_loop(0, trips, body, jnp.zeros(real_P.shape, rows_NxD.dtype))
+  return jax.ops.segment_sum(jnp.where(real_P, nll_P, 0.0), index_P // (n // batch), num_segments=batch)
 
 
-def _packed_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
+def _packed_fwd(linear, batch, vocab, rows_NxD, targets_N, valid_N, *consts):
   """With symbolic zeros: each argument comes with whether it is differentiated (`perturbed`); the residuals'
   structure records which gradients the backward pass computes (a Hard EM E-step's: the rows' alone)."""
   values = lambda args: tuple(a.value for a in args)
   needs = {'rows': rows_NxD.perturbed, 'consts': any(c.perturbed for c in consts)}
-  nll_B = _packed_nll(linear, capacities, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value,
-                      *values(consts))
+  nll_B = _packed_nll(linear, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value, *values(consts))
   return nll_B, ((rows_NxD.value, targets_N.value, valid_N.value, values(consts)),
                  {key: () for key, need in needs.items() if need})  # keys: static, no arrays
 
 
-def _packed_bwd(linear, capacities, batch, vocab, residuals, g_B):
-  """The gradients as one switch over the buffers; each branch runs the blocks again (`_blocked_gradients`,
-  each document's rows weighted by its cotangent), so that softmax, gradient and products of a block stay in
-  cache. Only the gradients the forward pass was told are needed are computed (`_packed_fwd`)."""
+def _packed_bwd(linear, batch, vocab, residuals, g_B):
+  """The gradients from the blocks run again (`_blocked_gradients`, each document's rows weighted by its
+  cotangent), so that softmax, gradient and products of a block stay in cache. Only the gradients the
+  forward pass was told are needed are computed (`_packed_fwd`)."""
   (rows_NxD, targets_N, valid_N, consts), needs = residuals
   if not needs or isinstance(g_B, jax.custom_derivatives.SymbolicZero):
     return (None,) * (3 + len(consts))
-  _, d_rows_NxD, d_consts = _blocked_gradients(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N,
-                                               g_B, consts, 'rows' in needs, 'consts' in needs, with_nll=False)
+  _, d_rows_NxD, d_consts = _blocked_gradients(linear, batch, vocab, rows_NxD, targets_N, valid_N, g_B, consts,
+                                               'rows' in needs, 'consts' in needs, with_nll=False)
   return (d_rows_NxD, None, None, *(d_consts or (None,) * len(consts)))
 
 
-def _blocked_gradients(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, consts,
+def _blocked_gradients(linear, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, consts,
                        needs_rows: bool, needs_consts: bool, with_nll: bool):
   """(NLL [B] or None, gradient of sum_b weights_b nll_b to the rows [N, d] or None, to `consts` or ()) in
-  one switch over the buffers and one pass over the taken buffer's blocks: each block's logits, their
-  exponentials (giving the block's NLL when `with_nll`, and (softmax(o) - onehot(y)) times its document's
-  weight) and the layer's pullback of that, only for the gradients asked for."""
+  one pass over the blocks that hold valid rows: each block's logits, their exponentials (giving the block's
+  NLL when `with_nll`, and (softmax(o) - onehot(y)) times its document's weight) and the layer's pullback of
+  that, only for the gradients asked for."""
   n = rows_NxD.shape[0]
+  rows_PxD, targets_P, index_P, real_P, size, trips = _gather(vocab, rows_NxD, targets_N, valid_N)
+  doc_P = index_P // (n // batch)
+  weight_P = jnp.where(real_P, weights_B[doc_P], 0.0)
 
   def block(rows_RxD, targets_R, weight_R):
     if needs_consts and needs_rows:
@@ -172,29 +160,22 @@ def _blocked_gradients(linear, capacities, batch, vocab, rows_NxD, targets_N, va
     grads = pullback(d_logits_RxV) if (needs_rows or needs_consts) else ()
     return nll_R, (grads[0] if needs_rows else None), (tuple(grads[-len(consts):]) if needs_consts else ())
 
-  def branch(capacity):
-    def run(_):
-      rows_KxRxD, targets_KxR, index_KxR, real_KxR = _gather(capacity, vocab, rows_NxD, targets_N, valid_N)
-      doc_KxR = index_KxR // (n // batch)
-      weight_KxR = jnp.where(real_KxR, weights_B[doc_KxR], 0.0)
+  def body(i, carry):
+    d_consts, d_rows_PxD, nll_P = carry
+    nll_R, d_rows_RxD, d_block = block(*_block(size, i, rows_PxD, targets_P, weight_P))
+    put = lambda whole, part: None if part is None else jax.lax.dynamic_update_slice_in_dim(whole, part, i * size, 0)
+    return jax.tree.map(jnp.add, d_consts, d_block), put(d_rows_PxD, d_rows_RxD), put(nll_P, nll_R)
 
-      def body(d_consts, xs):
-        nll_R, d_rows_RxD, d_block = block(*xs)
-        return jax.tree.map(jnp.add, d_consts, d_block), (nll_R, d_rows_RxD)
-
-      zeros = tuple(jnp.zeros_like(c) for c in consts) if needs_consts else ()
-      d_consts, (nll_KxR, d_rows_KxRxD) = jax.lax.scan(body, zeros, (rows_KxRxD, targets_KxR, weight_KxR))
-      nll_B = d_rows_NxD = None
-      if with_nll:
-        nll_B = jax.ops.segment_sum(jnp.where(real_KxR, nll_KxR, 0.0).reshape(-1), doc_KxR.reshape(-1),
-                                    num_segments=batch)
-      if needs_rows:
-        d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_KxR.reshape(-1)].add(
-            d_rows_KxRxD.reshape(-1, rows_NxD.shape[-1]))
-      return nll_B, d_rows_NxD, d_consts
-    return run
-
-  return jax.lax.switch(_level(capacities, valid_N), [branch(c) for c in capacities], None)
+  zeros = lambda a: jnp.zeros_like(a)
+  carry = (tuple(zeros(c) for c in consts) if needs_consts else (),
+           zeros(rows_PxD) if needs_rows else None, jnp.zeros(real_P.shape, rows_NxD.dtype) if with_nll else None)
+  d_consts, d_rows_PxD, nll_P = jax.lax.fori_loop(0, trips, body, carry)
+  nll_B = d_rows_NxD = None
+  if with_nll:
+    nll_B = jax.ops.segment_sum(jnp.where(real_P, nll_P, 0.0), doc_P, num_segments=batch)
+  if needs_rows:
+    d_rows_NxD = jnp.zeros_like(rows_NxD).at[index_P].add(d_rows_PxD)  # rows past the valid ones add 0
+  return nll_B, d_rows_NxD, d_consts
 
 
 _packed_nll.defvjp(_packed_fwd, _packed_bwd, symbolic_zeros=True)
@@ -209,7 +190,7 @@ def weighted_target_nll(project, states_BxTxD, targets_BxT, valid_BxT, weights_B
   sum(weights_B * target_nll(...)). With `pack` > 0 the gradient is computed in the forward pass
   (`_fused_nll`): each block's logits are formed once, and the same exponentials give the block's NLL and
   softmax(o) - onehot(y), whose products with the layer's inputs are kept as the residuals (the rows' [N, d]
-  and the layer's parameters' gradients, never a [C, V] array), so a training step runs one logits product
+  and the layer's parameters' gradients, never an [N, V] array), so a training step runs one logits product
   fewer than `target_nll`'s forward and recomputing backward passes. Evaluated without differentiation it
   runs `target_nll`'s forward pass alone.
   """
@@ -221,30 +202,29 @@ def weighted_target_nll(project, states_BxTxD, targets_BxT, valid_BxT, weights_B
   n = batch * length
   rows_NxD = states_BxTxD.reshape(n, -1)
   linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
-  loss, nll_B = _fused_nll(linear, buffer_sizes(pack, n), batch, vocab, rows_NxD, targets_N, valid_N, weights_B,
-                           *consts)
+  loss, nll_B = _fused_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts)
   return loss, jax.lax.stop_gradient(nll_B)  # so the second output's cotangent is always zero (`_fused_bwd`)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _fused_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
-  nll_B = _blocked_nll(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, consts)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
+  nll_B = _blocked_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, consts)
   return jnp.sum(weights_B * nll_B), nll_B
 
 
-def _fused_fwd(linear, capacities, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
+def _fused_fwd(linear, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts):
   """The loss, the NLL and the gradients of the loss that are needed (the arguments' `perturbed`), in one
-  pass over the taken buffer's blocks (`_blocked_gradients`)."""
+  pass over the blocks that hold valid rows (`_blocked_gradients`)."""
   needs_consts = any(c.perturbed for c in consts)
   consts = tuple(c.value for c in consts)
   nll_B, d_rows_NxD, d_consts = _blocked_gradients(
-      linear, capacities, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value, weights_B.value, consts,
+      linear, batch, vocab, rows_NxD.value, targets_N.value, valid_N.value, weights_B.value, consts,
       rows_NxD.perturbed, needs_consts, with_nll=True)
   return ((jnp.sum(weights_B.value * nll_B), nll_B),
           (d_rows_NxD, d_consts if needs_consts else (None,) * len(consts)))
 
 
-def _fused_bwd(linear, capacities, batch, vocab, residuals, cotangents):
+def _fused_bwd(linear, batch, vocab, residuals, cotangents):
   """The kept gradients times the loss's cotangent. The NLL output's cotangent is zero: `weighted_target_nll`
   returns it through stop_gradient."""
   d_rows_NxD, d_consts = residuals
