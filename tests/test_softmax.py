@@ -9,11 +9,11 @@ from dtr.nn import softmax
 
 CASES = [  # (lengths of 4 rows padded to 8, pack): valid positions = lengths + 1 (words + eos)
     ([3, 7, 1, 0], 0.0),   # off: the full layer by automatic differentiation
-    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid: buffers 8, 16, 24, 32; the second holds them
-    ([3, 7, 1, 0], 0.5),   # the same buffers from 16 down and up
-    ([3, 7, 1, 0], 0.2),   # from 6.4 up: 8, 16, 24, 32
-    ([0, 0, 1, 0], 1.0),   # 5 valid: the smallest buffer (8)
-    ([7, 7, 7, 6], 0.75),  # 31 of 32 valid: the buffer of all 32 positions
+    ([3, 7, 1, 0], 1.0),   # 15 of 32 valid, gathered from all four documents into one block
+    ([3, 7, 1, 0], 0.5),   # any pack in (0, 1] is the same packed path
+    ([3, 7, 1, 0], 0.2),
+    ([0, 0, 1, 0], 1.0),   # 5 valid
+    ([7, 7, 7, 6], 0.75),  # 31 of 32 valid
 ]
 
 
@@ -92,7 +92,7 @@ def test_several_blocks_sum_to_the_full_layers_values_and_gradients(monkeypatch)
   valid = np.arange(16)[None, :] <= lengths[:, None]
   targets = np.where(valid, rng.integers(0, 11, (8, 16)), 0).astype(np.int32)
   states, kernel, bias = rng.normal(size=(8, 16, 5)), rng.normal(size=(5, 11)), rng.normal(size=(11,))
-  assert softmax.blocks(int(valid.sum()), 11)[0] >= 3  # at least three blocks in the taken buffer
+  assert softmax.blocks(int(valid.sum()), 11)[0] >= 3  # the valid rows fill at least three blocks
 
   def total(states, kernel, bias):
     nll = softmax.target_nll(lambda h: h @ kernel + bias, states, jnp.asarray(targets), jnp.asarray(valid), 0.5)
@@ -126,7 +126,7 @@ def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pa
   """A Dense layer (kernel and bias, both closed over) for two members at once (`vmap`, as populations
   run it), against float64 NumPy: the packed path's own gradient reaches the layer's parameters."""
   rng = np.random.default_rng(3)
-  lengths = np.array([[2, 6, 0, 4], [7, 7, 7, 5]])  # member 0 fits a packed buffer, member 1 does not
+  lengths = np.array([[2, 6, 0, 4], [7, 7, 7, 5]])  # 16 and 30 valid rows
   valid = np.arange(8)[None, None, :] <= lengths[..., None]
   targets = np.where(valid, rng.integers(0, 13, (2, 4, 8)), 0).astype(np.int32)
   states = rng.normal(size=(2, 4, 8, 6))
@@ -146,6 +146,35 @@ def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pa
   np.testing.assert_allclose(grads[0], np.einsum('mbtv,mdv->mbtd', d_logits, kernel), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(grads[1], np.einsum('mbtd,mbtv->mdv', states, d_logits), rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(grads[2], d_logits.sum(axis=(1, 2)), rtol=1e-4, atol=1e-4)
+
+
+def test_members_under_vmap_with_different_trip_counts(monkeypatch):
+  """Two members whose valid rows fill 1 and 4 blocks of 32 (BLOCK_ELEMENTS lowered): under `vmap` the loop's
+  trip count is batched; both the recomputing (`target_nll`) and the fused (`weighted_target_nll`) gradients
+  equal float64 NumPy for each member."""
+  monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', 32 * 13)
+  rng = np.random.default_rng(8)
+  lengths = np.stack([rng.integers(0, 3, 8), rng.integers(10, 15, 8)])  # at most 24 and at least 88 valid
+  valid = np.arange(16)[None, None, :] <= lengths[..., None]
+  assert [softmax.blocks(int(v.sum()), 13)[0] for v in valid] == [1, 4]
+  targets = np.where(valid, rng.integers(0, 13, (2, 8, 16)), 0).astype(np.int32)
+  states, kernel, bias = rng.normal(size=(2, 8, 16, 6)), rng.normal(size=(2, 6, 13)), rng.normal(size=(2, 13))
+  weights = rng.random((2, 8))
+  nll, expected = _float64_layer(states, kernel[:, None], bias[:, None, None], targets, valid, weights)
+  args = tuple(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias)) + (
+      jnp.asarray(targets), jnp.asarray(valid), jnp.asarray(weights, jnp.float32))
+
+  def plain(states, kernel, bias, targets, valid, weights):
+    return jnp.sum(weights * softmax.target_nll(lambda h: h @ kernel + bias, states, targets, valid, 1.0))
+
+  def fused(states, kernel, bias, targets, valid, weights):
+    return softmax.weighted_target_nll(lambda h: h @ kernel + bias, states, targets, valid, weights, 1.0)[0]
+
+  for fn in (plain, fused):
+    total, grads = jax.jit(jax.vmap(jax.value_and_grad(fn, argnums=(0, 1, 2))))(*args)
+    np.testing.assert_allclose(total, np.sum(weights * nll, axis=1), rtol=1e-5)
+    for g, e in zip(grads, expected):
+      np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
 def test_hand_values_of_the_full_layer():
@@ -223,7 +252,7 @@ def test_weighted_nll_and_its_gradient_from_the_forward_pass_against_float64(mon
 
 
 def test_weighted_nll_under_vmap_and_with_the_rows_alone():
-  """Two members at once (`vmap`, one fits a packed buffer, one does not) against float64 NumPy; a gradient
+  """Two members at once (`vmap`, 16 and 30 valid rows) against float64 NumPy; a gradient
   of the rows alone (Hard EM's E-steps) forms no [d, V] product and the full step one logits product fewer
   than `target_nll`'s forward and backward passes."""
   rng = np.random.default_rng(3)

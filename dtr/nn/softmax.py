@@ -17,8 +17,8 @@ import jax.numpy as jnp
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
   """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
 
-  `project` is an output layer (h W + b). With `pack` > 0 (`model.pack_targets`; any value in (0, 1], the
-  value itself chose buffer sizes in an earlier version) it is applied only where it is needed: the valid
+  `project` is an output layer (h W + b). With `pack` > 0 (`model.pack_targets`: any value in (0, 1] turns
+  it on) it is applied only where it is needed: the valid
   positions are gathered to the front of a buffer of all B T rows, cut into blocks of rows (`blocks`: at most
   BLOCK_ELEMENTS logits each), and a loop with a traced trip count (`lax.fori_loop`) projects only the blocks
   that hold valid rows: a batch pays for its valid positions rounded up to a whole block, whatever its padded
