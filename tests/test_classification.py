@@ -428,3 +428,34 @@ def test_the_pytorch_twin_covers_only_the_steps_it_writes_out():
   assert not covered('method=hard_em,level=global', word_dropout=0.5)
   assert not covered('method=hard_em,level=global', em_relax=False)
   assert not covered('method=vq_vae,level=global', alternating=True)
+
+
+def test_the_speed_rows_count_a_packed_output_layer_at_its_full_flops(monkeypatch):
+  """XLA's cost analysis counts a loop body once, and the packed output layer is a loop over blocks of rows
+  (blocks of 32 rows here, BLOCK_ELEMENTS lowered): `train_rate` counts the step of the packed model with the
+  full layer, as many FLOPs as the same model with pack_targets 0, more than its own compiled step shows."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  from dtr import methods, members, train  # pylint: disable=g-import-not-at-top
+  from dtr.benches import classification as bench, flops  # pylint: disable=g-import-not-at-top
+  from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
+  from dtr.nn import softmax  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', 32 * 64)
+  args = argparse.Namespace(tiny=True, epochs=1, em_iter=1, noam=False, dropout=0.0, pretrain_set=[], buckets=0)
+  counts = {}
+  for pack in (0.75, 0.0):
+    config = bench.pretrain_config('vq_vae-global-M4-K256', args)
+    config.model.pack_targets = pack
+    config.batch_size = 32
+    corpus = load_corpus(config.data)
+    info = train.data_info(corpus, corpus.splits['train'].num_docs)
+    method = methods.get_method(config.model, info)
+    host = bench.bench_chunks(config, corpus, method, 2, 1)
+    counts[pack] = bench.train_rate(config, corpus, host)[1]
+    if pack:
+      sample = {k: v[0] for k, v in host[0].items() if k != 'valid'}
+      state = members.init_states(method, [members.Member(0, 0)], sample)
+      one = jax.tree.map(lambda x: x[0], state['method'])
+      rows = int(np.sum((np.asarray(sample['lengths']) + 1) * np.asarray(sample['mask'])))
+      assert softmax.blocks(rows, len(corpus.token_vocab))[0] >= 2, (rows, len(corpus.token_vocab))
+      loop_count = flops.step_flops(method, one, sample)
+  assert counts[0.75] == counts[0.0] > loop_count
