@@ -307,6 +307,8 @@ def test_the_study_bench_on_tiny_configs(tmp_path, capsys):
   with pytest.raises(SystemExit):  # the widths of length-bucketed chunks, without length buckets
     bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--pad_to_multiple_of=8'])
   assert '--pad_to_multiple_of sets the widths of length-bucketed chunks' in capsys.readouterr().err
+  with pytest.raises(ValueError, match='fewer than --steps_per_call=8 steps of batch 64'):  # 256 documents
+    bench.main(['speed', *common, '--steps=16', '--steps_per_call=8'])
   with pytest.raises(SystemExit, match='whole windows'):  # 2 chunks timed: a window of 3 would be cut
     bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--buckets=3'])
   bench.main(['speed', *common, '--steps=16', '--steps_per_call=8', '--probe_epochs=1', '--batch_size=16',

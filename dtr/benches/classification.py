@@ -417,6 +417,9 @@ def bench_chunks(config, corpus, method, steps: int, steps_per_call: int) -> lis
   loop's order (`Run._order`: length-bucketed with data.length_buckets), over as many epochs as needed."""
   from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   split = corpus.splits['train']
+  if ip.steps_per_epoch(split.num_docs, config.batch_size) < steps_per_call:  # no whole chunk in any epoch
+    raise ValueError(f'an epoch of {split.num_docs} training documents has fewer than --steps_per_call='
+                     f'{steps_per_call} steps of batch {config.batch_size}; lower --steps_per_call or --batch_size.')
 
   def chunks(epoch):
     order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,
@@ -492,11 +495,10 @@ def train_rate(config, corpus, host: list[dict], count_flops: bool = True) -> tu
     em_iter = 0 is refused by the config check; only the FLOP count builds it."""
     model = config.model.copy_and_resolve_references()
     model.pack_targets = 0.0
-    if em_iter is None:
-      return methods.get_method(model, info)
-    trips = methods.get_method(model, info)
-    trips.config.em_iter = em_iter
-    return trips
+    full = methods.get_method(model, info)
+    if em_iter is not None:
+      full.config.em_iter = em_iter
+    return full
 
   def width_flops(batch):
     if not inner:
