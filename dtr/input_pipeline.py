@@ -222,6 +222,14 @@ def check_whole_windows(window: int, steps: int, steps_per_call: int) -> None:
                      '(a part of a window is its shortest or longest chunks, not a sample of the corpus).')
 
 
+def check_whole_chunk(num_docs: int, batch_size: int, steps_per_call: int) -> None:
+  """A speed bench times whole chunks of `steps_per_call` steps: an epoch with fewer steps than that has none
+  (looking for one would never end)."""
+  if steps_per_epoch(num_docs, batch_size) < steps_per_call:
+    raise ValueError(f'an epoch of {num_docs} training documents has fewer than --steps_per_call={steps_per_call} '
+                     f'steps of batch {batch_size}; lower --steps_per_call or --batch_size.')
+
+
 def token_lengths(split) -> np.ndarray:
   """int [N] tokens per document of a token split (what `length_bucketed` sorts by)."""
   if getattr(split, 'tokens', None) is None:

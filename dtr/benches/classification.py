@@ -417,9 +417,7 @@ def bench_chunks(config, corpus, method, steps: int, steps_per_call: int) -> lis
   loop's order (`Run._order`: length-bucketed with data.length_buckets), over as many epochs as needed."""
   from dtr import input_pipeline as ip  # pylint: disable=g-import-not-at-top
   split = corpus.splits['train']
-  if ip.steps_per_epoch(split.num_docs, config.batch_size) < steps_per_call:  # no whole chunk in any epoch
-    raise ValueError(f'an epoch of {split.num_docs} training documents has fewer than --steps_per_call='
-                     f'{steps_per_call} steps of batch {config.batch_size}; lower --steps_per_call or --batch_size.')
+  ip.check_whole_chunk(split.num_docs, config.batch_size, steps_per_call)
 
   def chunks(epoch):
     order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split,

@@ -97,9 +97,7 @@ def make_batches(args, path: str) -> dict:
     config.data.max_len = args.max_len
   corpus = sentences.Corpora(args.tiny)(config)
   split = corpus.splits['train']
-  if ip.steps_per_epoch(split.num_docs, args.batch_size) < args.steps_per_call:
-    raise ValueError(f'an epoch of {split.num_docs} sentences has fewer than --steps_per_call='
-                     f'{args.steps_per_call} steps of batch {args.batch_size}; lower --steps_per_call.')
+  ip.check_whole_chunk(split.num_docs, args.batch_size, args.steps_per_call)
   chunks, steps, epoch = {}, 0, 0
   while steps < args.steps:
     order, widths = ip.epoch_rows(ip.epoch_order(0, epoch, split.num_docs), split, window=args.buckets,
