@@ -18,12 +18,12 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   """Summed next-token NLL per document [B]: sum_t valid_t (logsumexp_v o_tv - o_{t, y_t}), o = project(h).
 
   `project` is an output layer (h W + b). With `pack` > 0 (`model.pack_targets`: any value in (0, 1] turns
-  it on) it is applied only where it is needed: the valid
-  positions are gathered to the front of a buffer of all B T rows, cut into blocks of rows (`blocks`: at most
-  BLOCK_ELEMENTS logits each), and a loop with a traced trip count (`lax.fori_loop`) projects only the blocks
-  that hold valid rows: a batch pays for its valid positions rounded up to a whole block, whatever its padded
-  width, with one compiled program. Under `vmap` with batched trip counts (members that each read their own
-  batches) the loop runs every member to the largest member's count.
+  it on) it is applied only where it is needed: the valid positions are gathered to the front of a buffer of
+  all B T rows, cut into blocks of rows (`blocks`: at most BLOCK_ELEMENTS logits each), and a loop with a
+  traced trip count (`lax.fori_loop`) projects only the blocks that hold valid rows: a batch pays for its
+  valid positions rounded up to a whole block, whatever its padded width, with one compiled program. Under
+  `vmap` with batched trip counts (members that each read their own batches) the loop runs every member to
+  the largest member's count.
 
   The packed path has its own gradient (`_packed_nll`): the forward pass keeps no logits, and the backward
   pass runs each block again (its logits, softmax(o) - onehot(y) and the layer's two gradient products), so
@@ -166,9 +166,9 @@ def _blocked_gradients(linear, batch, vocab, rows_NxD, targets_N, valid_N, weigh
     put = lambda whole, part: None if part is None else jax.lax.dynamic_update_slice_in_dim(whole, part, i * size, 0)
     return jax.tree.map(jnp.add, d_consts, d_block), put(d_rows_PxD, d_rows_RxD), put(nll_P, nll_R)
 
-  zeros = lambda a: jnp.zeros_like(a)
-  carry = (tuple(zeros(c) for c in consts) if needs_consts else (),
-           zeros(rows_PxD) if needs_rows else None, jnp.zeros(real_P.shape, rows_NxD.dtype) if with_nll else None)
+  carry = (tuple(jnp.zeros_like(c) for c in consts) if needs_consts else (),
+           jnp.zeros_like(rows_PxD) if needs_rows else None,
+           jnp.zeros(real_P.shape, rows_NxD.dtype) if with_nll else None)
   d_consts, d_rows_PxD, nll_P = jax.lax.fori_loop(0, trips, body, carry)
   nll_B = d_rows_NxD = None
   if with_nll:
