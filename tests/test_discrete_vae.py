@@ -12,6 +12,7 @@ import pytest
 from dtr.latent import gumbel, vq
 from dtr.methods import cbow, discrete_vae
 from dtr.methods.base import DataInfo
+from dtr.nn import softmax
 
 VOCAB = 24
 
@@ -346,6 +347,12 @@ def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, leve
   np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
   for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
     np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
+  # The loss passes the output layer as its parameters (`softmax.Affine`): the network's own output layer.
+  states = jax.random.normal(jax.random.key(2), (5, full.config.model_dim))
+  output = {'kernel': params['output']['kernel'], 'bias': jax.random.normal(jax.random.key(3), (VOCAB,))}  # not 0
+  variables = {'params': {**{k: v for k, v in params.items() if k != 'codebook'}, 'output': output}}
+  np.testing.assert_allclose(softmax.Affine(**output)(states), full._network().apply(
+      variables, states, method=discrete_vae.TransformerAutoencoder.project), rtol=1e-6, atol=1e-6)
 
 
 def test_codebook_usage_and_noam():

@@ -10,6 +10,7 @@ import pytest
 from dtr.methods import sentence_ae
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, DataInfo
 from dtr.methods.sentence_ae import LM, SentenceAE, TextAutoencoder
+from dtr.nn import softmax
 
 V, B, L = 18, 4, 7
 INFO = DataInfo(token_vocab_size=V, max_len=L - 1)
@@ -270,13 +271,16 @@ def test_unknown_and_too_long_sentences_through_a_workdir(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['sentence_ae', 'lm'])
-@pytest.mark.parametrize('pack', [0.75, 0.2])
-def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, pack):
-  """pack 0.75: the 20 predicted positions of 4 x 12 fit the buffer (packed path); 0.2: they do not (full
-  path). Either way the loss and every gradient equal the output layer applied at all B x L positions."""
+@pytest.mark.parametrize('pack,output_bias', [(0.75, False), (0.2, False), (1.0, True)])
+def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, pack, output_bias):
+  """The 20 predicted positions of 4 x 12 through the packed path (any pack in (0, 1]; with a bias, folded
+  into the kernel): the loss and every gradient equal the output layer applied at all B x L positions."""
   batch = make_batch(width=12)
-  full, packed = build(name, pack_targets=0.0), build(name, pack_targets=pack)
+  full = build(name, pack_targets=0.0, output_bias=output_bias)
+  packed = build(name, pack_targets=pack, output_bias=output_bias)
   params = full.init(jax.random.key(0), batch)['params']
+  if output_bias:  # not its initial 0
+    params['decoder']['output']['bias'] = jax.random.normal(jax.random.key(4), (V,))
 
   def loss(method):
     return jax.value_and_grad(lambda p: method.loss(p, batch, jax.random.key(1), 1.0)[0])(params)
@@ -285,6 +289,19 @@ def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, pack
   np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
   for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
     np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
+  # The loss passes the output layer as its parameters (`softmax.Affine`): the network's own output layer,
+  # without a bias (these models' default) and with one (`model.output_bias`, HSVAE's default).
+  for output_bias in (False, True):
+    method = build(name, output_bias=output_bias)
+    params = method.init(jax.random.key(0), batch)['params']
+    output = dict(params['decoder']['output'])
+    assert ('bias' in output) == output_bias
+    if output_bias:
+      output['bias'] = jax.random.normal(jax.random.key(3), output['bias'].shape)  # not its initial 0
+    states = jax.random.normal(jax.random.key(2), (5, output['kernel'].shape[0]))
+    params = {**params, 'decoder': {**params['decoder'], 'output': output}}
+    np.testing.assert_allclose(softmax.Affine(**output)(states),
+                               method._apply(params, states, method=TextAutoencoder.project), rtol=1e-6, atol=1e-6)
 
 
 def test_pack_targets_outside_0_1_is_refused():

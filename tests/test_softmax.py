@@ -121,10 +121,12 @@ def _equations(jaxpr):
           yield from _equations(inner)
 
 
+@pytest.mark.parametrize('affine', [False, True])
 @pytest.mark.parametrize('pack', [0.0, 0.75])
-def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pack):
-  """A Dense layer (kernel and bias, both closed over) for two members at once (`vmap`, as populations
-  run it), against float64 NumPy: the packed path's own gradient reaches the layer's parameters."""
+def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pack, affine):
+  """A Dense layer (kernel and bias, both closed over; or given as `Affine`, whose bias the packed path folds
+  into the kernel) for two members at once (`vmap`, as populations run it), against float64 NumPy: the
+  packed path's own gradient reaches the layer's parameters."""
   rng = np.random.default_rng(3)
   lengths = np.array([[2, 6, 0, 4], [7, 7, 7, 5]])  # 16 and 30 valid rows
   valid = np.arange(8)[None, None, :] <= lengths[..., None]
@@ -133,7 +135,8 @@ def test_an_output_layer_with_a_bias_under_vmap_has_the_full_layers_gradients(pa
   kernel, bias = rng.normal(size=(2, 6, 13)), rng.normal(size=(2, 13))
 
   def total(states, kernel, bias, targets, valid):
-    nll = softmax.target_nll(lambda h: h @ kernel + bias, states, targets, valid, pack)
+    layer = softmax.Affine(kernel, bias) if affine else (lambda h: h @ kernel + bias)
+    nll = softmax.target_nll(layer, states, targets, valid, pack)
     return jnp.sum(nll * jnp.arange(1.0, 5.0))
 
   grad = jax.jit(jax.vmap(jax.grad(total, argnums=(0, 1, 2))))
@@ -219,11 +222,14 @@ def _float64_layer(states, kernel, bias, targets, valid, weights):
                d_logits.sum(axis=(-3, -2)))
 
 
+@pytest.mark.parametrize('affine', [False, True])
 @pytest.mark.parametrize('pack,block_rows', [(0.0, None), (0.75, None), (0.5, 32), (1.0, 8)])
-def test_weighted_nll_and_its_gradient_from_the_forward_pass_against_float64(monkeypatch, pack, block_rows):
+def test_weighted_nll_and_its_gradient_from_the_forward_pass_against_float64(monkeypatch, pack, block_rows,
+                                                                              affine):
   """`weighted_target_nll` (the gradient formed in the forward pass) against float64 NumPy: the weighted
   loss, the per-document NLL, and the gradients to the rows, the kernel and the bias, for each subset of
-  them; several blocks where block_rows is set; the NLL output carries no gradient."""
+  them; several blocks where block_rows is set; the NLL output carries no gradient. The layer as a function
+  and as `Affine` (its bias folded into the kernel on the packed paths)."""
   if block_rows:
     monkeypatch.setattr(softmax, 'BLOCK_ELEMENTS', block_rows * 11)
   rng = np.random.default_rng(11)
@@ -236,7 +242,8 @@ def test_weighted_nll_and_its_gradient_from_the_forward_pass_against_float64(mon
   args = tuple(jnp.asarray(a, jnp.float32) for a in (states, kernel, bias))
 
   def loss(states, kernel, bias):
-    total, nll_B = softmax.weighted_target_nll(lambda h: h @ kernel + bias, states, jnp.asarray(targets),
+    layer = softmax.Affine(kernel, bias) if affine else (lambda h: h @ kernel + bias)
+    total, nll_B = softmax.weighted_target_nll(layer, states, jnp.asarray(targets),
                                                jnp.asarray(valid), jnp.asarray(weights, jnp.float32), pack)
     return total + 0.0 * jnp.sum(nll_B), nll_B  # a stray use of the NLL adds no gradient
 
@@ -284,3 +291,24 @@ def test_weighted_nll_under_vmap_and_with_the_rows_alone():
   kernel_gradient = {(4, 9), (9, 4)}  # in either layout
   assert not kernel_gradient & set(products(fused, 0)) and kernel_gradient & set(products(fused, (0, 1)))
   assert len(products(fused, (0, 1))) < len(products(plain, (0, 1)))
+
+
+def test_an_affine_layers_bias_is_a_row_of_the_kernel():
+  """With `Affine` the packed paths form the logits and the kernel's and bias's gradients in the products
+  ([h, 1] [W; b]: a [d + 1, V] kernel gradient) and never add the bias to a block of logits; called, `Affine`
+  is h W + b."""
+  rng = np.random.default_rng(5)
+  states, kernel, bias = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((4, 8, 6), (6, 13), (13,)))
+  targets, valid = jnp.asarray(rng.integers(0, 13, (4, 8)), jnp.int32), jnp.ones((4, 8), bool)
+  np.testing.assert_allclose(softmax.Affine(kernel, bias)(states), states @ kernel + bias, rtol=1e-6)
+
+  def shapes(layer, primitive):
+    loss = lambda s, k, b: softmax.weighted_target_nll(layer(k, b), s, targets, valid, jnp.ones(4), 1.0)[0]
+    jaxpr = jax.make_jaxpr(jax.grad(loss, (0, 1, 2)))(states, kernel, bias)
+    return {tuple(e.outvars[0].aval.shape) for e in _equations(jaxpr.jaxpr) if e.primitive.name == primitive}
+
+  affine, plain = softmax.Affine, lambda k, b: (lambda h: h @ k + b)
+  folded, unfolded = {(7, 13), (13, 7)}, {(6, 13), (13, 6)}  # the kernel's gradient, in either layout
+  assert folded & shapes(affine, 'dot_general') and not unfolded & shapes(affine, 'dot_general')
+  assert unfolded & shapes(plain, 'dot_general')
+  assert (32, 13) in shapes(plain, 'add') and (32, 13) not in shapes(affine, 'add')  # one block of 32 rows

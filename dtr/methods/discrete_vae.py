@@ -78,7 +78,7 @@ import optax
 from dtr.latent import gumbel, vq
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method
 from dtr.nn import transformer
-from dtr.nn.softmax import target_nll, weighted_target_nll
+from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
 
 LEVELS = ('global', 'local')
@@ -348,7 +348,7 @@ class DiscreteVAE(Method):
     states_BxTxD = net.apply(variables, memory, memory_valid, decoder_inputs, layout['target_valid'],
                              deterministic, method=TransformerAutoencoder.decode_states,
                              rngs=None if deterministic else {'dropout': dec_rng})
-    project = lambda h: net.apply(variables, h, method=TransformerAutoencoder.project)
+    project = Affine(**variables['params']['output'])  # TransformerAutoencoder.project, as its parameters
     if weighted:
       weight_B = layout['doc_weight']
       nll = weighted_target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],

@@ -61,7 +61,7 @@ from dtr.latent import bernoulli, gaussian
 from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method, clipped_adam
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
-from dtr.nn.softmax import target_nll, weighted_target_nll
+from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
 
 CODES = ('binary', 'bottleneck', 'gaussian', 'gumbel')
 PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
@@ -201,7 +201,7 @@ class SentenceMethod(Method):
     word_dropout = self.config.word_dropout if train else 0.0
     states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
                                         method=TextAutoencoder.decoder_states, rng=rng)
-    project = functools.partial(self._apply, params, method=TextAutoencoder.project)
+    project = Affine(**params['decoder']['output'])  # TextAutoencoder.project, as its parameters
     pack = self.config.get('pack_targets', 0.0)
     if weighted:
       mask_B = jnp.asarray(batch['mask'], jnp.float32)

@@ -6,12 +6,31 @@ of a buffer and projects them a block of rows at a time, in a loop that stops af
 valid row. Training losses use `weighted_target_nll` (a weighted sum over documents of the same NLL), whose
 gradient is formed in the forward pass from the same logits, so that a training step projects each block
 once.
+
+`project` is any function of the rows; an output layer given as its parameters (`Affine`: h W + b) is
+projected with its bias as one more row of the kernel (`_packed_inputs`).
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+
+class Affine(NamedTuple):
+  """The output layer h W + b given by its parameters (kernel W [d, V], bias b [V] or None), so that the
+  packed paths can fold the bias into the product: [h, 1] [W; b]. Then the logits come out of the product
+  whole, and the bias's gradient is one more row of the kernel's, instead of a pass that adds b to each
+  block of logits and another that sums each block's columns (docs/results/classification.md, Speed,
+  "the bias as a row of the kernel"). Called, it is the plain layer."""
+
+  kernel: jax.Array
+  bias: jax.Array | None = None
+
+  def __call__(self, h_xD: jax.Array) -> jax.Array:
+    out = h_xD @ self.kernel
+    return out if self.bias is None else out + self.bias
 
 
 def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0) -> jax.Array:
@@ -40,19 +59,26 @@ def target_nll(project, states_BxTxD, targets_BxT, valid_BxT, pack: float = 0.0)
   if pack <= 0:
     nll_N = _row_nll(project(rows_NxD), targets_BxT.reshape(n))
     return jnp.sum(jnp.where(valid_BxT, nll_N.reshape(batch, length), 0.0), axis=1)
-  linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
+  linear, consts, rows_NxD, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
   return _packed_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, *consts)
 
 
 def _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT):
-  """(linear, its constants, vocabulary size, targets [N], valid [N]): `project` as a function of the rows and
-  of its closed-over arrays (`jax.closure_convert`), so that the packed paths' custom VJPs can differentiate
-  them."""
+  """(linear, its constants, rows [N, d'], vocabulary size, targets [N], valid [N]): `project` as a function of
+  the rows and of its closed-over arrays (`jax.closure_convert`), so that the packed paths' custom VJPs can
+  differentiate them. An `Affine` with a bias becomes [h, 1] [W; b] (rows with a column of ones, d' = d + 1);
+  automatic differentiation of the two concatenations gives back the gradients of h, W and b."""
   n = rows_NxD.shape[0]
+  if isinstance(project, Affine):  # a function, not the (unhashable) tuple of arrays, for closure_convert
+    kernel, bias = project
+    if bias is not None:
+      rows_NxD = jnp.concatenate([rows_NxD, jnp.ones((n, 1), rows_NxD.dtype)], axis=-1)
+      kernel = jnp.concatenate([kernel, bias[None].astype(kernel.dtype)], axis=0)
+    project = lambda h_xD: h_xD @ kernel
   linear, consts = jax.closure_convert(project, rows_NxD[:1])
   targets_N = jnp.asarray(targets_BxT, jnp.int32).reshape(n)  # NumPy inputs too: they are indexed by tracers
   vocab = jax.eval_shape(linear, rows_NxD[:1], *consts).shape[-1]
-  return linear, consts, vocab, targets_N, jnp.asarray(valid_BxT).reshape(n)
+  return linear, consts, rows_NxD, vocab, targets_N, jnp.asarray(valid_BxT).reshape(n)
 
 
 def _row_nll(logits_NxV, targets_N):
@@ -201,7 +227,7 @@ def weighted_target_nll(project, states_BxTxD, targets_BxT, valid_BxT, weights_B
   batch, length = targets_BxT.shape
   n = batch * length
   rows_NxD = states_BxTxD.reshape(n, -1)
-  linear, consts, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
+  linear, consts, rows_NxD, vocab, targets_N, valid_N = _packed_inputs(project, rows_NxD, targets_BxT, valid_BxT)
   loss, nll_B = _fused_nll(linear, batch, vocab, rows_NxD, targets_N, valid_N, weights_B, *consts)
   return loss, jax.lax.stop_gradient(nll_B)  # so the second output's cotangent is always zero (`_fused_bwd`)
 
