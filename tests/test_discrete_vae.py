@@ -347,11 +347,17 @@ def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, leve
   np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
   for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
     np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
-  # The loss passes the output layer as its parameters (`softmax.Affine`): the network's own output layer.
-  states = jax.random.normal(jax.random.key(2), (5, full.config.model_dim))
+
+
+def test_the_loss_passes_the_networks_own_output_layer():
+  """The loss gives the output layer as its parameters (`softmax.Affine`): it is the network's own output
+  layer (with a nonzero bias)."""
+  method = tiny('vq_vae', 'global')
+  params = method.init(jax.random.key(0), token_batch([6, 7, 6], 12))['params']
+  states = jax.random.normal(jax.random.key(2), (5, method.config.model_dim))
   output = {'kernel': params['output']['kernel'], 'bias': jax.random.normal(jax.random.key(3), (VOCAB,))}  # not 0
   variables = {'params': {**{k: v for k, v in params.items() if k != 'codebook'}, 'output': output}}
-  np.testing.assert_allclose(softmax.Affine(**output)(states), full._network().apply(
+  np.testing.assert_allclose(softmax.Affine(**output)(states), method._network().apply(
       variables, states, method=discrete_vae.TransformerAutoencoder.project), rtol=1e-6, atol=1e-6)
 
 

@@ -289,19 +289,23 @@ def test_packed_output_layer_gives_the_full_layers_loss_and_gradients(name, pack
   np.testing.assert_allclose(value_packed, value_full, rtol=1e-5)
   for g_packed, g_full in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_full)):
     np.testing.assert_allclose(g_packed, g_full, rtol=1e-4, atol=1e-6)
-  # The loss passes the output layer as its parameters (`softmax.Affine`): the network's own output layer,
-  # without a bias (these models' default) and with one (`model.output_bias`, HSVAE's default).
-  for output_bias in (False, True):
-    method = build(name, output_bias=output_bias)
-    params = method.init(jax.random.key(0), batch)['params']
-    output = dict(params['decoder']['output'])
-    assert ('bias' in output) == output_bias
-    if output_bias:
-      output['bias'] = jax.random.normal(jax.random.key(3), output['bias'].shape)  # not its initial 0
-    states = jax.random.normal(jax.random.key(2), (5, output['kernel'].shape[0]))
-    params = {**params, 'decoder': {**params['decoder'], 'output': output}}
-    np.testing.assert_allclose(softmax.Affine(**output)(states),
-                               method._apply(params, states, method=TextAutoencoder.project), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['sentence_ae', 'lm'])
+@pytest.mark.parametrize('output_bias', [False, True])
+def test_the_loss_passes_the_networks_own_output_layer(name, output_bias):
+  """The loss gives the output layer as its parameters (`softmax.Affine`): it is the network's own output
+  layer, without a bias (these models' default) and with one (`model.output_bias`, HSVAE's default)."""
+  method = build(name, output_bias=output_bias)
+  params = method.init(jax.random.key(0), make_batch(width=12))['params']
+  output = dict(params['decoder']['output'])
+  assert ('bias' in output) == output_bias
+  if output_bias:
+    output['bias'] = jax.random.normal(jax.random.key(3), output['bias'].shape)  # not its initial 0
+  states = jax.random.normal(jax.random.key(2), (5, output['kernel'].shape[0]))
+  params = {**params, 'decoder': {**params['decoder'], 'output': output}}
+  np.testing.assert_allclose(softmax.Affine(**output)(states),
+                             method._apply(params, states, method=TextAutoencoder.project), rtol=1e-6, atol=1e-6)
 
 
 def test_pack_targets_outside_0_1_is_refused():
