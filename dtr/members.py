@@ -101,15 +101,28 @@ def init_state(method, seed: int, sample_batch: dict, hparams=None) -> dict:
 
 
 def init_states(method, members: list[Member], sample_batch: dict) -> dict:
-  """The stacked states [P, ...] of all members (one jitted vmap over seeds and hyperparameters)."""
+  """The stacked states [P, ...] of all members (one jitted vmap over seeds and hyperparameters).
+
+  The compiled initialiser is kept per method (methods are equal by value), so a second run of the same model
+  in one process does not compile it again; seeds and the sample batch are its arguments."""
   seeds = jnp.asarray([m.seed for m in members], jnp.uint32)
   if members[0].hparams is None:
     if len(members) == 1:  # one compiled program instead of one per initialiser (the same values, tested)
-      seed = members[0].seed
-      return jax.jit(lambda batch: jax.tree.map(lambda x: x[None], init_state(method, seed, batch)))(sample_batch)
-    return jax.jit(jax.vmap(lambda seed: init_state(method, seed, sample_batch)))(seeds)
+      return _init_fn(method, 'one')(seeds[0], sample_batch)
+    return _init_fn(method, 'seeds')(seeds, sample_batch)
   hparams = {k: jnp.asarray([m.hparams[k] for m in members], jnp.float32) for k in members[0].hparams}
-  return jax.jit(jax.vmap(lambda seed, hp: init_state(method, seed, sample_batch, hp)))(seeds, hparams)
+  return _init_fn(method, 'hparams')(seeds, sample_batch, hparams)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(method, kind: str):
+  """The jitted initialiser of one member ('one': its state with a member axis of 1), of members that differ
+  by seed ('seeds') or by seed and hyperparameters ('hparams')."""
+  if kind == 'one':
+    return jax.jit(lambda seed, batch: jax.tree.map(lambda x: x[None], init_state(method, seed, batch)))
+  if kind == 'seeds':
+    return jax.jit(jax.vmap(lambda seed, batch: init_state(method, seed, batch), in_axes=(0, None)))
+  return jax.jit(jax.vmap(lambda seed, batch, hp: init_state(method, seed, batch, hp), in_axes=(0, None, 0)))
 
 
 def member_sharding(mesh, size: int) -> NamedSharding:

@@ -77,6 +77,16 @@ def full_optimizations(monkeypatch):
   jax.clear_caches()
 
 
+@pytest.fixture
+def fresh_programs():
+  """No compiled program from before the test, and none of the test's after it: for tests that patch what
+  tracing reads (a module constant, a method's step). Methods are equal by value, so a program compiled
+  for an equal method would otherwise be reused on either side of the patch."""
+  jax.clear_caches()
+  yield
+  jax.clear_caches()
+
+
 @pytest.fixture(autouse=True, scope='module')
 def release_compiled_programs():
   """Drops JAX's in-memory caches of compiled programs after each test module: the suite compiles thousands

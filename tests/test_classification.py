@@ -432,6 +432,7 @@ def test_the_pytorch_twin_covers_only_the_steps_it_writes_out():
   assert not covered('method=vq_vae,level=global', alternating=True)
 
 
+@pytest.mark.usefixtures('fresh_programs')  # BLOCK_ELEMENTS is read when the step is traced
 def test_the_speed_rows_count_a_packed_output_layer_at_its_full_flops(monkeypatch):
   """XLA's cost analysis counts a loop body once, and the packed output layer is a loop over blocks of rows
   (blocks of 32 rows here, BLOCK_ELEMENTS lowered): `train_rate` counts the step of the packed model with the

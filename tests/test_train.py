@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -133,6 +134,30 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
   assert len(message) < 800
 
 
+def test_equal_methods_share_compiled_programs(tmp_path):
+  """Methods are equal by value (class, model config as it was at construction, data), so a second run of the
+  same config in one process reuses the first run's compiled programs: initialiser, train chunk, evaluators."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from dtr import methods  # pylint: disable=g-import-not-at-top
+  config = load_config()
+  info = methods.DataInfo(vocab_size=50)
+  method = methods.get_method(config.model, info)
+  twin = methods.get_method(ml_collections.ConfigDict(config.model.to_dict()), info)
+  assert method == twin and hash(method) == hash(twin) and method is not twin
+  changed = ml_collections.ConfigDict(config.model.to_dict())
+  changed.learning_rate *= 2
+  assert methods.get_method(changed, info) != method
+  assert methods.get_method(config.model, methods.DataInfo(vocab_size=51)) != method
+  config.model.learning_rate *= 2  # after construction: the method keeps the settings it was built with
+  assert method == twin and method != methods.get_method(config.model, info)
+  jax.clear_caches()  # the module's other runs of this config compiled it already
+  first = train.train_and_evaluate(load_config(), str(tmp_path / 'first'))
+  second = train.train_and_evaluate(load_config(), str(tmp_path / 'second'))
+  assert first['timings']['compile_s'] > 0.5 and second['timings']['compile_s'] == 0
+  assert second['test/precision@10'] == first['test/precision@10']
+
+
+@pytest.mark.usefixtures('fresh_programs')  # the patched step is read when the chunk is traced
 def test_non_finite_loss_names_the_step(tmp_path, monkeypatch):
   from dtr.methods import ammi
   original = ammi.AMMI.train_step

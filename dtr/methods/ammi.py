@@ -120,7 +120,7 @@ def dropout_entries(batch, rate, rng):
   return dict(batch, vals=jnp.where(kept, batch['vals'] / keep, 0.0).astype(batch['vals'].dtype))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class AMMI(Method):
   """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
 

@@ -1,7 +1,9 @@
 """The method protocol: what every method declares and provides; `dtr.train` owns everything else.
 
-A method is a frozen dataclass of pure functions, built from the `model` config and a `DataInfo`, hashed by
-identity so that it can be a static jit argument. It declares
+A method is a frozen dataclass of pure functions, built from the `model` config and a `DataInfo`, equal to
+another of its class built from the same config values and data (compared as they were at construction), so
+that it can be a static jit argument and a second run of the same model in one process reuses the first run's
+compiled programs. It declares
 
   reads    the batches it consumes: 'bow' (flat sparse TF-IDF rows with term counts), 'tokens' (padded token
            ids), 'pairs' ({'x': bow batch, 'y': bow batch}) or 'features' (precomputed vectors or codes);
@@ -40,6 +42,7 @@ Batch layouts (host arrays, then global jax.Arrays sharded over the example axis
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import ClassVar
 
 import ml_collections
@@ -100,6 +103,16 @@ class Method:
     if self.data is None:
       object.__setattr__(self, 'data', DataInfo(vocab_size=self.vocab_size))
     self.validate(self.config)
+    # What the method's functions depend on, frozen now: a config changed after construction changes
+    # neither the method's behaviour in programs already compiled nor its place in jit caches.
+    settings = json.dumps(self.config.to_dict(), sort_keys=True, default=repr)
+    object.__setattr__(self, '_value', (type(self), settings, self.vocab_size, self.data))
+
+  def __eq__(self, other):
+    return isinstance(other, Method) and self._value == other._value
+
+  def __hash__(self):
+    return hash(self._value)
 
   @staticmethod
   def validate(mc: ml_collections.ConfigDict) -> None:

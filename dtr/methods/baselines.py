@@ -100,7 +100,7 @@ def fit(name: str, split, bits: int, seed: int = 0) -> Hasher:
 
 
 # ------------------------------------------------------------------------------------------------ methods
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class LSH(Method):
   """Sign random projections as a dtr method: `fit` on the training split, then `encode`."""
 

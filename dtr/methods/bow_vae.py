@@ -231,7 +231,7 @@ def adam_svi(neg_elbo_fn: Callable, mu0_BxD: jax.Array, logvar0_BxD: jax.Array, 
 
 
 # ------------------------------------------------------------------------------------------------ method
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class BowVAE(Method):
   """Gaussian bag-of-words VAE (Krishnan et al. 2018; NVDM as a configuration): dense codes mu [B, d]."""
 

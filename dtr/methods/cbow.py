@@ -51,7 +51,7 @@ class CBOWNetwork(nn.Module):
     return nn.Dense(self.num_labels)(mean_BxE), mean_BxE
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class CBOW(Method):
   """Mean-embedding classifier: `init`, `train_step`, `predict`, `features`."""
 

@@ -186,7 +186,7 @@ def noam_schedule(model_dim: int, warmup: int, factor: float = 1.0):
   return schedule
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class DiscreteVAE(Method):
   """Shared machinery; subclasses define the latent layer (`_latent_features`, `_latent`)."""
 

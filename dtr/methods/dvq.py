@@ -43,7 +43,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.commitment (beta) must be >= 0, got {mc.commitment}.')
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class DVQ(Method):
   """Pure functions for DVQ hashing: `init`, `train_step`, `encode`."""
 

@@ -44,7 +44,7 @@ from dtr.methods import ammi, dvq, vae_hashing
 from dtr.nn.feedforward import SparseMLP
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True)  # equal for equal methods and sides: a static jit argument
 class Side:
   """One side of a predictive method as a one-sided method: `encode(params, batch)` and `num_bits`."""
 

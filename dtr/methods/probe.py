@@ -84,7 +84,7 @@ class ProbeNetwork(nn.Module):
     return nn.Dense(self.num_labels)(h)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class Probe(Method):
   """A classifier on precomputed features or codes: `init`, `train_step`, `predict`."""
 

@@ -104,7 +104,7 @@ def check_common(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class SentenceMethod(Method):
   """What sentence methods share: token batches, a `TextAutoencoder`, training, scores and decoding.
 

@@ -76,7 +76,7 @@ def _check_common_sparse(mc):
     raise ValueError(f'model.spike_scale must be > 0, got {mc.spike_scale}.')
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class _SparseFamily(SentenceMethod):
   """Shared by the three: uni-GRU encoder, z appended to every decoder input, dense codes."""
 

@@ -52,7 +52,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f"model.reconstruction must be 'softmax' or 'mse', got {mc.reconstruction!r}.")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static jit argument
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
 class NASH(Method):
   """Bernoulli VAE with a uniform prior and straight-through bits: `init`, `train_step`, `encode`."""
 
