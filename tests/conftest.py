@@ -87,13 +87,28 @@ def fresh_programs():
   jax.clear_caches()
 
 
+# The resident memory above which a worker drops its compiled programs after a test module.
+RELEASE_ABOVE_BYTES = float(os.environ.get('DTR_TESTS_RELEASE_GIB', '3')) * 2**30
+
+
+def _resident_bytes() -> int:
+  try:
+    with open('/proc/self/statm') as f:
+      return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+  except (OSError, ValueError):
+    return 1 << 62  # unknown: release after every module
+
+
 @pytest.fixture(autouse=True, scope='module')
 def release_compiled_programs():
-  """Drops JAX's in-memory caches of compiled programs after each test module: the suite compiles thousands
-  of programs, and one process holding all of them grew past 5 GiB."""
+  """Drops JAX's in-memory caches of compiled programs after a test module once the worker holds more than
+  RELEASE_ABOVE_BYTES: the suite compiles thousands of programs, and one process holding all of them grew
+  past 5 GiB. Below it they are kept, so that later modules training the same tiny models (methods are equal
+  by value) compile nothing."""
   yield
-  jax.clear_caches()
-  gc.collect()
+  if _resident_bytes() > RELEASE_ABOVE_BYTES:
+    jax.clear_caches()
+    gc.collect()
 
 
 # The longest test files first (most worker time in a full run), so that no worker starts one of them near the
