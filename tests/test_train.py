@@ -155,7 +155,7 @@ def test_equal_methods_share_compiled_programs(tmp_path):
   jax.clear_caches()  # the module's other runs of this config compiled it already
   first = train.train_and_evaluate(load_config(), str(tmp_path / 'first'))
   second = train.train_and_evaluate(load_config(), str(tmp_path / 'second'))
-  assert first['timings']['compile_s'] > 0.5 and second['timings']['compile_s'] == 0
+  assert first['timings']['compile_s'] > 0 and second['timings']['compile_s'] == 0
   assert second['test/precision@10'] == first['test/precision@10']
 
 
