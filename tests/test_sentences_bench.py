@@ -76,20 +76,27 @@ def test_probe_config_standardises_only_when_asked():
   assert config_utils.settings_digest(plain) != config_utils.settings_digest(standardised)
 
 
-# The sparse table trains an HSVAE, its probe and CBOW: the training runs in a child process of its own, which
-# keeps the suite's process small (XLA:CPU has crashed compiling in a test process that had already compiled
-# the whole suite's programs); reading the cells back (no compilation) runs in the test process.
+def _sparse_table(cache_dir):
+  """The tiny sparse table (an HSVAE cell with alpha=3, beta=1 at d=4, its probe and CBOW) in `cache_dir`."""
+  return sentences.sparse_table('dbpedia14', [4], '3:1', [], 1, 2, cache_dir, tiny=True, log=lambda m: None)
+
+
+# Training the table runs in a child process of its own, which keeps the suite's process small (XLA:CPU has
+# crashed compiling in a test process that had already compiled the whole suite's programs); reading the
+# cells back (no compilation) runs in the test process.
 _SPARSE_CHILD = """
 import json, sys
-from dtr.benches import sentences
-text, cells = sentences.sparse_table('dbpedia14', [4], '3:1', [], 1, 2, sys.argv[1], tiny=True, log=lambda m: None)
+sys.path.insert(0, sys.argv[1])
+from tests.test_sentences_bench import _sparse_table
+text, cells = _sparse_table(sys.argv[2])
 print('RESULT ' + json.dumps({'text': text, 'cell': cells[(4, 'hsvae_a3_b1')][0], 'cbow': cells['cbow']}))
 """
 
 
 def _sparse_child(cache_dir):
-  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  out = subprocess.run([sys.executable, '-c', _SPARSE_CHILD, cache_dir], capture_output=True, text=True,
+  import os, pathlib, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = str(pathlib.Path(__file__).resolve().parents[1])
+  out = subprocess.run([sys.executable, '-c', _SPARSE_CHILD, repo, cache_dir], capture_output=True, text=True,
                        env=dict(os.environ), check=False)
   assert out.returncode == 0, out.stderr[-3000:]
   (line,) = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
@@ -107,7 +114,7 @@ def test_sparse_table_one_tiny_cell_is_cached(tmp_path, monkeypatch):
   assert f'{cell["probe"]["test/accuracy"]:.2f} ±' in row and f'{cell["hoyer"]["hoyer_sample_raw"]:.3f}' in row
   assert any(line.startswith('| CBOW') for line in text.splitlines())
   monkeypatch.setattr(train, 'train_and_evaluate', _no_training)  # every cell is read back, here
-  again, _ = sentences.sparse_table('dbpedia14', [4], '3:1', [], 1, 2, str(tmp_path), tiny=True, log=lambda m: None)
+  again, _ = _sparse_table(str(tmp_path))
   assert again == text
 
 
