@@ -71,12 +71,18 @@ def settings_digest(config: ml_collections.ConfigDict) -> str:
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """Parses 'a=1,b=x,flag' into a ConfigDict over `defaults` (types follow the defaults; bare words = True)."""
+  """Parses 'a=1,b=x,flag' into a ConfigDict over `defaults` (types follow the defaults; bare words = True).
+
+  `tiny` trains on the built-in synthetic corpus, so an explicit `dataset=` other than synthetic beside it is
+  refused: it would be ignored, and a smoke run meant for the user's data would quietly run on made-up text.
+  """
   out = ml_collections.ConfigDict(dict(defaults))
+  given = set()
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if key not in defaults:
       raise ValueError(f'Unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}.')
+    given.add(key)
     if not sep:
       out[key] = True
     elif isinstance(defaults[key], bool):
@@ -85,4 +91,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       out[key] = value
     else:
       out[key] = type(defaults[key])(value)
+  if out.get('tiny') and 'dataset' in given and out.dataset != 'synthetic':
+    raise ValueError(f'tiny trains on the built-in synthetic corpus, so dataset={out.dataset} would be ignored: '
+                     f'drop tiny to train on {out.dataset} (with runlocal: one epoch), or drop dataset=.')
   return out

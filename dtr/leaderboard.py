@@ -36,7 +36,7 @@ def cell_config(method: str, dataset: str, bits: int, seed_index: int, tiny: boo
     config = config_utils.load_config_module('ammi').get_config(arg)
     config.model.bits = bits
   else:
-    arg = f'method={method},dataset={dataset},bits={bits}' + (',tiny' if tiny else '')
+    arg = f'method={method},bits={bits},' + ('tiny' if tiny else f'dataset={dataset}')
     config = config_utils.load_config_module('hashing').get_config(arg)
     config.seed = 0
   config.seed += seed_index

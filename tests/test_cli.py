@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from dtr import config_utils
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +51,19 @@ def test_config_mistakes_give_one_message_and_exit_2(args, expected, tmp_path):
   assert 'Traceback' not in out.stderr
   for text in expected:
     assert text in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize('name,arg', [('ammi', ''), ('hashing', 'method=lsh,'), ('bow_vae', ''),
+                                      ('classify', 'method=cbow,'), ('sentence_ae', 'method=hsvae,'),
+                                      ('discrete_vae', 'method=vq_vae,')])
+def test_tiny_with_a_real_dataset_is_refused_naming_both(name, arg):
+  """tiny trains on the synthetic corpus: a dataset given beside it would be ignored, so it is an error."""
+  module = config_utils.load_config_module(name)
+  assert module.get_config(f'{arg}tiny').data.name == 'synthetic'
+  assert module.get_config(f'{arg}dataset=synthetic,tiny').data.name == 'synthetic'  # what tiny uses anyway
+  with pytest.raises(ValueError, match=r'tiny trains on the built-in synthetic corpus, so dataset=csv would be '
+                                       r'ignored: drop tiny to train on csv'):
+    module.get_config(f'{arg}dataset=csv,tiny')
 
 
 def test_a_data_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):

@@ -74,9 +74,8 @@ class Row:
     return not self.nvdm and self.regime != 'none'
 
   def config_arg(self, dataset: str, tiny: bool) -> str:
-    arg = f'nvdm,dataset={dataset}' if self.nvdm else (
-        f'regime={self.regime},decoder_layers={self.depth},input={self.input},dataset={dataset}')
-    return arg + (',tiny' if tiny else '')
+    arg = 'nvdm' if self.nvdm else f'regime={self.regime},decoder_layers={self.depth},input={self.input}'
+    return arg + (',tiny' if tiny else f',dataset={dataset}')  # tiny: the synthetic corpus
 
 
 def grid(depths, inputs, regimes, nvdm: bool) -> list[Row]:
@@ -323,8 +322,8 @@ def run_speed(args) -> None:
   from dtr.data import load_corpus  # pylint: disable=g-import-not-at-top
   from dtr.evaluate import evaluators  # pylint: disable=g-import-not-at-top
   ks = [int(k) for k in args.ks.split(',')]
-  base = _load_config(f'regime=none,decoder_layers=2,input=tfidf,dataset={args.dataset}'
-                      + (',tiny' if args.tiny else ''))
+  base = _load_config('regime=none,decoder_layers=2,input=tfidf,'
+                      + ('tiny' if args.tiny else f'dataset={args.dataset}'))
   batch_size = args.batch_size or base.batch_size
   corpus = load_corpus(base.data)
   if corpus.synthetic and not args.tiny:

@@ -100,7 +100,8 @@ def sentence_config(method: str, dataset: str, seed: int, size: str, sets=(), ex
                     tiny: bool = False, num_train: int | None = None, buckets: int = 0, config_args: str = ''):
   """configs/sentence_ae.py:method=...,dataset=...[,extra][,config_args] with the study's sizes, seed and
   overrides; `buckets` > 0 sets data.length_buckets (absent otherwise, so earlier cells keep their digests)."""
-  arg = ','.join(filter(None, [f'method={method},dataset={dataset}', extra, config_args, 'tiny' if tiny else '']))
+  data_arg = 'tiny' if tiny else f'dataset={dataset}'  # tiny: the synthetic corpus, whatever the dataset
+  arg = ','.join(filter(None, [f'method={method}', extra, config_args, data_arg]))
   config = config_utils.load_config_module('sentence_ae').get_config(arg)
   if not tiny:
     apply_size(config, dataset, size, num_train)
@@ -270,7 +271,7 @@ def probe_config(workdir: str, seeds: int, tiny: bool, sets=(), kind: str = 'sam
 
 def cbow_config(dataset: str, seeds: int, size: str, tiny: bool):
   config = config_utils.load_config_module('classify').get_config(
-      f'method=cbow,dataset={dataset},labels=all,seeds={seeds}' + (',tiny' if tiny else ''))
+      f'method=cbow,labels=all,seeds={seeds},' + ('tiny' if tiny else f'dataset={dataset}'))
   if not tiny and size == 'small':
     config.data.update(SMALL[dataset][0])
   config.progress_bar = config.tensorboard = False
