@@ -39,22 +39,23 @@ from dtr.methods import discrete_vae
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
-                               commitment=-1.0, restart=-1.0, em_iter=0, alternating=False, word_dropout=0.0,
+                               commitment=None, restart=None, em_iter=None, alternating=False, word_dropout=None,
                                book_init='', buckets=0, pad_to_multiple_of=0, extra_train='', tiny=False,
                                runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
-  if arg.commitment >= 0:
-    config.model.commitment = float(arg.commitment)
-  if arg.restart >= 0:
-    config.model.restart_threshold = float(arg.restart)
-  if arg.em_iter:
-    config.model.em_iter = int(arg.em_iter)
+  # Given values are taken as they are (commitment=-1 or em_iter=0 is an error of the method's validation).
+  if config_utils.given(arg, 'commitment') is not None:
+    config.model.commitment = config_utils.given(arg, 'commitment')
+  if config_utils.given(arg, 'restart') is not None:
+    config.model.restart_threshold = config_utils.given(arg, 'restart')
+  if config_utils.given(arg, 'em_iter', int) is not None:
+    config.model.em_iter = config_utils.given(arg, 'em_iter', int)
   if arg.alternating:
     config.model.alternating = True
-  if arg.word_dropout > 0:  # only when asked: the reference has none (dtr.methods.discrete_vae)
-    config.model.word_dropout = float(arg.word_dropout)
+  if config_utils.given(arg, 'word_dropout') is not None:  # only when asked: the reference has none
+    config.model.word_dropout = config_utils.given(arg, 'word_dropout')
   if arg.book_init:  # code-book init: 'normal' (CatVAE, Hard EM) or 'xavier' (VQ-VAE) by default
     config.model.codebook_init = arg.book_init
   config.data.name = arg.dataset

@@ -70,6 +70,18 @@ def settings_digest(config: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def given(arg: ml_collections.ConfigDict, key: str, kind=float):
+  """`arg[key]` converted by `kind`, or None where the argument was not given (its default is None): for
+  arguments whose every value is meaningful, so that no value of the type has to stand for "not given"."""
+  value = arg[key]
+  if value is None:
+    return None
+  try:
+    return kind(value)
+  except ValueError:
+    raise ValueError(f'Config argument {key}={value!r} must be of type {kind.__name__}.') from None
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses 'a=1,b=x,flag' into a ConfigDict over `defaults` (types follow the defaults; bare words = True).
 
@@ -90,7 +102,12 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     elif defaults[key] is None:
       out[key] = value
     else:
-      out[key] = type(defaults[key])(value)
+      kind = type(defaults[key])
+      try:
+        out[key] = kind(value)
+      except ValueError:
+        raise ValueError(f'Config argument {key}={value!r} must be of type {kind.__name__} '
+                         f'(default {defaults[key]!r}).') from None
   if out.get('tiny') and 'dataset' in given and out.dataset != 'synthetic':
     raise ValueError(f'tiny trains on the built-in synthetic corpus, so dataset={out.dataset} would be ignored: '
                      f'drop tiny to train on {out.dataset} (with runlocal: one epoch), or drop dataset=.')

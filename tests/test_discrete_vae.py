@@ -550,6 +550,25 @@ def test_impossible_settings_are_refused_naming_the_field(name, level, field, va
     discrete_vae.METHODS[name](mc, VOCAB, DataInfo(token_vocab_size=VOCAB))
 
 
+@pytest.mark.parametrize('method,key,field,value', [('vq_vae', 'commitment', 'commitment', -0.5),
+                                                      ('vq_vae', 'restart', 'restart_threshold', -0.1),
+                                                      ('hard_em', 'em_iter', 'em_iter', 0),
+                                                      ('cat_vae', 'word_dropout', 'word_dropout', -0.2)])
+def test_config_arguments_are_taken_as_given_and_the_method_refuses_bad_ones(method, key, field, value):
+  """No value of an argument stands for "not given": a negative commitment or em_iter=0 reaches the model
+  config (and is refused naming its field) instead of falling back to the default."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  module = config_utils.load_config_module('discrete_vae')
+  mc = module.get_config(f'method={method},{key}={value}').model
+  assert mc[field] == value
+  with pytest.raises(ValueError, match=f'model.{field}'):
+    discrete_vae.METHODS[method](mc, VOCAB, DataInfo(token_vocab_size=VOCAB))
+  default = module.get_config(f'method={method}').model
+  assert default.get(field) != value
+  with pytest.raises(ValueError, match=f"Config argument {key}='x' must be of type"):
+    module.get_config(f'method={method},{key}=x')
+
+
 def test_defaults_are_valid_and_global_latents_need_no_divisibility():
   for name in discrete_vae.METHODS:
     for level in discrete_vae.LEVELS:
