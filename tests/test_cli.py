@@ -66,6 +66,14 @@ def test_tiny_with_a_real_dataset_is_refused_naming_both(name, arg):
     module.get_config(f'{arg}dataset=csv,tiny')
 
 
+def test_a_label_budget_that_is_no_number_is_refused():
+  module = config_utils.load_config_module('classify')
+  assert module.get_config('labels=500').data.labels == '500' and module.get_config('labels=all').data.labels == 'all'
+  for bad in ('abc', '-5', '2.5'):
+    with pytest.raises(ValueError, match=f"labels='{bad}': give a number of labelled documents"):
+      module.get_config(f'labels={bad}')
+
+
 def test_a_data_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
