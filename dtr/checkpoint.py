@@ -5,8 +5,10 @@ arrays and a JSON `meta` dict with the data position (epoch, step within the epo
 record and the metric history, so a killed run continues exactly where its last checkpoint left it.
 """
 
+import contextlib
 import json
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -78,6 +80,27 @@ def _check_settings(mngr: ocp.CheckpointManager, step: int, path: str, settings:
         '--workdir to train with these.')
 
 
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """Drops the "Event loop is closed" reports of a restore that failed (and leaves the filter in place then).
+
+  When one array of a checkpoint cannot be read, orbax's event loop stops and closes while TensorStore's other
+  reads are in flight; each of them, finishing, reports RuntimeError('Event loop is closed') through
+  `sys.unraisablehook`, dozens of tracebacks around the one-line error. Only that exact report is dropped;
+  after a successful restore the previous hook is back.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  yield
+  sys.unraisablehook = previous
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict | None = None):
   """Returns (state, meta, step) of the latest checkpoint, or None when there is none.
 
@@ -95,8 +118,9 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict |
   if settings is not None:
     _check_settings(mngr, step, path, settings)
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                          meta=ocp.args.JsonRestore()))
+    with _quiet_abandoned_reads():
+      restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                            meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax raises many types for truncated files
     others = [s for s in mngr.all_steps() if s != step]
     hint = (f'delete {path} to resume from step {max(others)}' if others else
@@ -128,7 +152,7 @@ def load_params(directory: str, abstract_params):
     raise FileNotFoundError(f'No trained parameters at {path}: train first with '
                             '`python -m dtr.main --config=... --workdir=DIR` and pass that DIR.')
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with _quiet_abandoned_reads(), ocp.StandardCheckpointer() as ckptr:
       return ckptr.restore(path, abstract_params)
   except Exception as e:
     raise CheckpointError(f'The parameters at {path} are unreadable or do not match the saved config: '
