@@ -118,6 +118,10 @@ def load_training_corpus(model: Model):
 
 def encode_split(model: Model, split) -> np.ndarray:
   from dtr import train  # pylint: disable=g-import-not-at-top
+  if model.method.emits is None and not hasattr(model.method, 'encode'):
+    raise ValueError(f'{model.workdir}: method {model.config.model.name!r} learns no codes (a language model or '
+                     'a classifier), so there is nothing to encode; encode the workdir of a method with codes '
+                     '(e.g. configs/sentence_ae.py:method=binary_ae).')
   return train.encode_split(model.method, model.params, split, model.mesh, model.config.get('eval_batch_size', 1024))
 
 
@@ -161,6 +165,10 @@ def read_texts(path: str) -> tuple[list[str], list[str]]:
                             'document a line).')
   with open(path, encoding='utf-8', errors='replace') as f:
     texts = [line.rstrip('\n') for line in f]
+  blank = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+  if blank:  # kept, so that code i is line i + 1's; a method encodes an empty document as it would in training
+    logging.warning('%s: %d of %d lines are empty (line %s%s); each is encoded as an empty document.', path,
+                    len(blank), len(texts), ', '.join(map(str, blank[:5])), ', ...' if len(blank) > 5 else '')
   return [f'line {i + 1}' for i in range(len(texts))], texts
 
 

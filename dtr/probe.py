@@ -133,6 +133,9 @@ def load_features(data_config) -> FeatureCorpus:
   if overrides:
     model = _with_overrides(model, overrides)
   method = model.method
+  if method.emits is None and not hasattr(method, 'features'):
+    raise ValueError(f'{workdir}: method {model.config.model.name!r} learns no representation (a language model '
+                     'without a latent) to classify from; pretrain a method with codes or features.')
   if kind == 'features' and not hasattr(method, 'features'):
     raise ValueError(f'{workdir}: method {model.config.model.name!r} has no features function; use '
                      'data.feature_kind=codes (its codes) or another pretraining method.')

@@ -74,6 +74,17 @@ def test_a_label_budget_that_is_no_number_is_refused():
       module.get_config(f'labels={bad}')
 
 
+def test_blank_lines_of_a_text_file_are_kept_in_place_and_reported(tmp_path, caplog):
+  from dtr import encode  # pylint: disable=g-import-not-at-top
+  path = tmp_path / 'docs.txt'
+  path.write_text('first doc\n\nthird doc\n   \n')
+  names, texts = encode.read_texts(str(path))
+  assert names == ['line 1', 'line 2', 'line 3', 'line 4'] and texts[2] == 'third doc'  # code i is line i + 1's
+  assert any('2 of 4 lines are empty (line 2, 4)' in r.getMessage() for r in caplog.records)
+  with pytest.raises(FileNotFoundError, match='does not exist'):
+    encode.read_texts(str(tmp_path / 'missing.txt'))
+
+
 def test_a_data_error_is_one_line_and_verbose_shows_the_traceback(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()

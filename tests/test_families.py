@@ -33,3 +33,10 @@ def test_tiny_config_writes_its_keys(name, arg, keys, tmp_path):
     if 'perp' in key:
       assert 1 < results[key] < 1e4, (key, results[key])
   assert len(results['train_loss_history']) == 2 and np.all(np.isfinite(results['train_loss_history']))
+  if 'method=lm' in arg:  # no code: encoding its texts and probing it are refused, naming the workdir
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from dtr import encode, probe  # pylint: disable=g-import-not-at-top
+    with pytest.raises(ValueError, match=f"{tmp_path}: method 'lm' learns no codes"):
+      encode.encode_texts(encode.load_model(str(tmp_path)), ['a b c'])
+    with pytest.raises(ValueError, match=f"{tmp_path}: method 'lm' learns no representation"):
+      probe.load_features(ml_collections.ConfigDict({'path': str(tmp_path)}))
