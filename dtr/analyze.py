@@ -4,7 +4,8 @@ r"""Analyses of a finished workdir: `python -m dtr.analyze NAME --workdir=DIR [o
   bits       sentence codes: bit spoiling, bit means and covariance, Hamming-path interpolation (PNGs)
   clusters   discrete codes: the most frequent codes with example texts and majority labels
 
-Each analysis is a module of `dtr.evaluate.analysis` whose functions the notebooks call directly.
+Each analysis is a module of `dtr.evaluate.analysis` whose functions the notebooks call directly. A user error
+(a missing workdir, a workdir of another family) is one message and exit status 2; --verbose shows the traceback.
 """
 
 import importlib
@@ -26,4 +27,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  from dtr import cli  # pylint: disable=g-import-not-at-top
+  cli.guarded(main, sys.argv[1:])

@@ -21,14 +21,13 @@ def _is_user_error(error: BaseException) -> bool:
   return isinstance(error, USER_ERRORS + (checkpoint.CheckpointError,)) and type(error).__module__ != 'jaxlib'
 
 
-def run(main, argv: list[str] | None = None) -> None:
-  """`absl.app.run(main)` with user errors as one-line messages (exit 2) unless --verbose is given."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  argv = list(sys.argv if argv is None else argv)
+def guarded(command, argv: list[str]) -> None:
+  """Calls `command(argv)` with user errors as one-line messages (exit 2) unless `argv` holds --verbose (which
+  is removed) or DTR_DEBUG=1."""
   verbose = '--verbose' in argv or os.environ.get('DTR_DEBUG') == '1'
   argv = [a for a in argv if a != '--verbose']
   try:
-    app.run(main, argv=argv)
+    command(argv)
   except SystemExit:
     raise
   except Exception as error:  # pylint: disable=broad-except
@@ -37,6 +36,12 @@ def run(main, argv: list[str] | None = None) -> None:
     message = str(error).strip().strip('"')
     print(f'dtr: error: {message}\n(run again with --verbose for the traceback)', file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def run(main, argv: list[str] | None = None) -> None:
+  """`absl.app.run(main)` with user errors as one-line messages (exit 2) unless --verbose is given."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  guarded(lambda args: app.run(main, argv=args), list(sys.argv if argv is None else argv))
 
 
 def fail(message: str) -> None:

@@ -151,4 +151,5 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  from dtr import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)  # user errors (a bad config field, missing data) as one message, exit 2

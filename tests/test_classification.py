@@ -187,6 +187,26 @@ def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
   assert level == 'local' and found and all(c.words for c in found)
 
 
+def test_analyses_refuse_workdirs_they_cannot_read_in_one_line(pretrained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"method 'vq_vae' is not a sentence autoencoder.*dtr.analyze clusters"):
+    bits.load(pretrained)
+  with pytest.raises(FileNotFoundError, match='holds no finished run'):
+    clusters.workdir_clusters(str(tmp_path / 'nothing'))
+  no_codes = tmp_path / 'no_codes'
+  no_codes.mkdir()
+  shutil.copy(os.path.join(pretrained, 'config.json'), no_codes)
+  with pytest.raises(ValueError, match="method 'vq_vae' saved no codes"):
+    clusters.workdir_clusters(str(no_codes))
+  out = subprocess.run([sys.executable, '-m', 'dtr.analyze', 'bits', f'--workdir={pretrained}', f'--out={tmp_path}'],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_NUM_CPU_DEVICES='1'))
+  assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert 'dtr: error:' in out.stderr and 'is not a sentence autoencoder' in out.stderr
+
+
 def test_a_prepared_tfds_ag_news_subset_goes_through_the_study_path(tmp_path):
   catalog = str(tmp_path / 'catalog')
   fake_tfds.build_ag_news_subset(catalog, num_train=60, num_test=16)

@@ -54,10 +54,12 @@ from dtr.evaluate import evaluators
 def load(workdir: str):
   """(model, corpus) of a finished sentence workdir (`dtr.encode.load_model`, the recorded corpus)."""
   from dtr import encode  # pylint: disable=g-import-not-at-top
+  from dtr.methods.sentence_ae import SentenceMethod  # pylint: disable=g-import-not-at-top
   model = encode.load_model(workdir)
-  if model.method.reads != 'tokens':
-    raise ValueError(f'{workdir}: method {model.config.model.name!r} reads {model.method.reads}, not sentences; '
-                     'the bits analysis is for the sentence autoencoders (configs/sentence_ae.py).')
+  if not isinstance(model.method, SentenceMethod):
+    hint = ' (for its symbol codes: python -m dtr.analyze clusters)' if model.method.emits == 'symbols' else ''
+    raise ValueError(f'{workdir}: method {model.config.model.name!r} is not a sentence autoencoder; the bits '
+                     f'analysis is for the workdirs of configs/sentence_ae.py{hint}.')
   return model, encode.load_training_corpus(model)
 
 

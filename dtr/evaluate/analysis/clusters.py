@@ -112,8 +112,13 @@ def workdir_clusters(workdir: str, split: str = 'test', top: int = 10, examples:
                      words: int = 8) -> tuple[list[Cluster], str]:
   """(clusters, 'global' | 'local') of a finished workdir's saved symbol codes of `split`."""
   from dtr import encode  # pylint: disable=g-import-not-at-top
+  from dtr import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from dtr.evaluate import codes as codes_lib  # pylint: disable=g-import-not-at-top
+  name = workdir_lib.read_json(workdir, 'config.json')['model']['name']  # no finished run: says so
   codes_dir = os.path.join(workdir, 'codes')
+  if not os.path.exists(os.path.join(codes_dir, 'FORMAT.txt')):
+    raise ValueError(f'{workdir}: method {name!r} saved no codes; clusters browse the symbol codes of the '
+                     'discrete VAEs (configs/discrete_vae.py).')
   fmt = codes_lib.read_format(codes_dir)
   if fmt.kind != 'symbols':
     raise ValueError(f'{workdir} holds {fmt.kind} codes; clusters browse symbol codes (discrete VAEs)')
