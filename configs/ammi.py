@@ -30,7 +30,8 @@ cross entropy to a view of the document with words dropped at rate d, see dtr.me
 then also searches d), population (number of settings
 trained at once; `population_search` says what they draw), search (full: every member to its own early
 stop; halving: successive halving with a 1000-query validation, see dtr.population), path, text, label (your
-own corpus: data.path, data.text_column, data.label_column; 'none' for an unlabelled corpus). A dataset/bits
+own corpus: data.path, data.text_column, data.label_column; labels pick the best epoch by precision@100, so
+'none', a corpus without labels, is refused before training). A dataset/bits
 without a tuned cell gets GENERIC settings; the run prints which settings it uses.
 """
 

@@ -140,6 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   timings['data_s'] = time.time() - t_start
   announce_data(data)
   announce_settings(config, data)
+  evaluators = evaluators_lib.for_corpus(evaluators, select, data)
   cls = methods.method_class(config.model.name)
   subsets = label_budget(config, cls, data)
   train_size = len(subsets[0]) if subsets is not None else ip.num_examples(data.splits['train'])

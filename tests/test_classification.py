@@ -187,6 +187,23 @@ def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
   assert level == 'local' and found and all(c.words for c in found)
 
 
+def test_an_unlabelled_csv_pretrains_without_label_metrics_and_ammi_refuses_it(tmp_path, caplog):
+  """The global VQ-VAE's precision@K needs labels: left out, with a warning, and pretraining selects on
+  perplexity; AMMI selects on precision@100, so it is refused before training (it failed after an epoch)."""
+  path = write_ag_news_csv(tmp_path / 'train.csv')
+  data = dict(csv_data(path), label_column='')
+  with caplog.at_level('WARNING'):
+    results = train.train_and_evaluate(tiny_pretrain(**data), str(tmp_path / 'vq'))
+  assert any('has no labels; not evaluated (label metrics): precision@10' in r.getMessage() for r in caplog.records)
+  assert np.isfinite(results['test/perplexity']) and not any(k.startswith('test/precision') for k in results)
+  ammi = config_utils.load_config_module('ammi').get_config('tiny')
+  ammi.data = ml_collections.ConfigDict(dict(ammi.data.to_dict(), **data))
+  with pytest.raises(ValueError, match=r'config.select keeps the best epoch by valid/precision@10, which needs '
+                                       r'labels, but csv:train has none'):
+    train.train_and_evaluate(ammi, str(tmp_path / 'ammi'))
+  assert not os.path.exists(tmp_path / 'ammi' / 'checkpoints')
+
+
 def test_analyses_refuse_workdirs_they_cannot_read_in_one_line(pretrained, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top

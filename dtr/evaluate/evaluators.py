@@ -29,6 +29,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from dtr import input_pipeline as ip
 from dtr.evaluate import retrieval
@@ -170,6 +171,8 @@ class Outputs:
 class Retrieval:
   """precision@K: queries of a split against the training codes."""
 
+  needs_labels = True  # `for_corpus` leaves it out on an unlabelled corpus
+
   def __init__(self, k: int):
     self.k, self.name = k, f'precision@{k}'
 
@@ -233,6 +236,7 @@ class Accuracy:
   """Classification accuracy (%) of `method.predict` on the split's class labels."""
 
   name = 'accuracy'
+  needs_labels = True
 
   def __call__(self, out: Outputs, split_name: str) -> dict:
     from dtr.evaluate import classify  # pylint: disable=g-import-not-at-top
@@ -306,6 +310,25 @@ def build(evals) -> list:
       raise ValueError(f'config.evals: unknown evaluator {name!r}; known: precision@K, matching@K, '
                        f'{", ".join(sorted(_FIXED))}.')
   return out
+
+
+def for_corpus(evaluators, select: tuple[str, str], data) -> list:
+  """The evaluators that can run on `data`. On an unlabelled corpus (no label names) those that need labels
+  (precision@K, accuracy) are left out with a warning, and a selection metric that needs them is refused,
+  before any training."""
+  if len(getattr(data, 'label_names', ()) or ()) > 0:
+    return evaluators
+  needing = [e for e in evaluators if getattr(e, 'needs_labels', False)]
+  if not needing:
+    return evaluators
+  name = getattr(data, 'name', 'the corpus')
+  if select[0] in [e.name for e in needing]:
+    raise ValueError(f'config.select keeps the best epoch by valid/{select[0]}, which needs labels, but {name} has '
+                     'none (an unlabelled corpus). Give the corpus its labels (data.label_column: they serve '
+                     'selection and evaluation only), or select on a metric without labels where the method has '
+                     "one (e.g. --config.select=valid/perplexity:min with 'perplexity' in config.evals).")
+  logging.warning('%s has no labels; not evaluated (label metrics): %s.', name, ', '.join(e.name for e in needing))
+  return [e for e in evaluators if e not in needing]
 
 
 def evaluate(evaluators, out: Outputs, split_name: str) -> dict:
