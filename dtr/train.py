@@ -116,6 +116,11 @@ def make_members(config, method, data, subsets) -> tuple[list[members_lib.Member
 def label_budget(config, method, data):
   """Per-member training rows of a classifier's label budget (`data.labels`, `data.label_seeds`), or None."""
   if 'label' not in method.batch_fields:
+    budget = str(config.data.get('labels', 'all'))
+    if budget != 'all':
+      raise ValueError(f'data.labels={budget} is the label budget of a classifier; {config.model.name} trains '
+                       'on every training document without labels. Drop it, or classify the finished workdir '
+                       f'with configs/classify.py:features=WORKDIR,labels={budget}.')
     return None
   from dtr.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
   return labels_lib.label_subsets(data.splits['train'], config.data.get('labels', 'all'),
@@ -135,6 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, corpus=N
   select = evaluators_lib.parse_select(config.select, evaluators)
 
   # --- data, method and members
+  check_loop(config)
   check_length_buckets(config, methods.method_class(config.model.name))
   data = corpus if corpus is not None else load_data(config)
   timings['data_s'] = time.time() - t_start
@@ -187,6 +193,18 @@ def resume_settings(config) -> dict:
   out.update({k: config[k].to_dict() if hasattr(config[k], 'to_dict') else config[k]
               for k in _RESUME_FIELDS if k in config})
   return json.loads(json.dumps(out, default=str))
+
+
+LOOP_MINIMUMS = {'steps_per_call': 1, 'eval_batch_size': 1, 'checkpoint_keep': 1, 'num_epochs': 0, 'patience': 0}
+
+
+def check_loop(config) -> None:
+  """The loop's own fields, before any data is read: steps per call, evaluation batch, checkpoints kept (at
+  least 1 each), epochs and patience (0: evaluate the initial model; stop after the first epoch)."""
+  for field, least in LOOP_MINIMUMS.items():
+    value = config.get(field, least)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f'config.{field} must be an integer >= {least}, got {value!r}.')
 
 
 def check_length_buckets(config, cls) -> None:

@@ -118,6 +118,23 @@ def test_same_losses_on_one_and_eight_devices(tmp_path):
   assert a['test/precision@10'] == pytest.approx(b['test/precision@10'], abs=0.05)
 
 
+@pytest.mark.parametrize('field,value', [('steps_per_call', 0), ('eval_batch_size', 0), ('checkpoint_keep', 0),
+                                         ('num_epochs', -1), ('patience', -2)])
+def test_impossible_loop_settings_are_refused_before_any_work(tmp_path, field, value):
+  config = load_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=rf'config.{field} must be an integer >= \d, got {value}'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_a_label_budget_on_a_method_without_labels_is_refused(tmp_path):
+  config = load_config()
+  config.data.labels = '200'
+  with pytest.raises(ValueError, match='data.labels=200 is the label budget of a classifier; ammi trains'):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
 @pytest.mark.parametrize('damage', ['truncated', 'array_data'])
 def test_damaged_checkpoint_gives_a_clear_error(tmp_path, damage):
   """Every file cut to a third, or only the arrays' data files overwritten (the metadata reads fine and the
