@@ -103,37 +103,3 @@ def test_settings_changes_compares_as_json_and_names_absent_fields():
   assert checkpoint.settings_changes(saved, {'model': {'hidden': [8], 'rate': 0.1, 'new': 'x'}, 'seed': 0}) == [
       'model.hidden: [8, 8] -> [8]', "model.new: (absent) -> 'x'", 'model.old: 1 -> (absent)']
 
-
-FAMILIES = [('sentence_ae', 'method=hsvae,tiny'), ('discrete_vae', 'method=vq_vae,tiny'), ('bow_vae', 'tiny')]
-
-
-@pytest.mark.parametrize('name,arg', FAMILIES, ids=[a.split(',')[0] for _, a in FAMILIES])
-def test_every_family_resumes_to_the_same_run(name, arg, tmp_path, monkeypatch, caplog):
-  """The state each family keeps besides its parameters (HSVAE's sampling keys, the VQ-VAE's code-book use for
-  restarts, the bag-of-words VAE's refinement) is all in the checkpoint: killed mid-epoch and resumed, a run
-  ends with the uninterrupted run's losses and test numbers."""
-  def config():
-    c = config_utils.load_config_module(name).get_config(arg)
-    c.update(num_epochs=1, patience=100, steps_per_call=2, checkpoint_every_steps=3)
-    return c
-
-  reference = train.train_and_evaluate(config(), str(tmp_path / 'reference'))
-  real_place, calls = members.place_batch, {'n': 0}
-
-  def place(*args, **kwargs):
-    if calls['n'] == 3:  # 6 steps into the epoch of 8 or 10; the checkpoint after step 4 is behind it
-      raise _Killed()
-    calls['n'] += 1
-    return real_place(*args, **kwargs)
-
-  monkeypatch.setattr(members, 'place_batch', place)
-  with pytest.raises(_Killed):
-    train.train_and_evaluate(config(), str(tmp_path / 'run'))
-  monkeypatch.setattr(members, 'place_batch', real_place)
-  with caplog.at_level('INFO'):
-    resumed = train.train_and_evaluate(config(), str(tmp_path / 'run'))
-  assert any('Resuming at step 4 (epoch 0, step 4 of the epoch)' in r.getMessage() for r in caplog.records)
-  assert resumed['train_loss_history'] == reference['train_loss_history']
-  assert resumed['valid_history'] == reference['valid_history']
-  tests = {k: v for k, v in reference.items() if k.startswith('test/')}
-  assert tests and {k: resumed[k] for k in tests} == tests
