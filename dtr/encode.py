@@ -174,7 +174,7 @@ def read_texts(path: str) -> tuple[list[str], list[str]]:
 
 def _define_flags():
   flags.DEFINE_string('workdir', None, 'Workdir of a finished training run.', required=True)
-  flags.DEFINE_string('split', None, 'Encode a split of the training corpus: train, valid or test.')
+  flags.DEFINE_enum('split', None, ['train', 'valid', 'test'], 'Encode a split of the training corpus.')
   flags.DEFINE_string('input', None, 'Folder of .txt files, or a text file with one document a line.')
   flags.DEFINE_string('output', None, 'Where to write the codes (.npy).', required=True)
   flags.DEFINE_bool('unpacked', False, 'Bits: write int8 [N, m] instead of packed uint32 words.')

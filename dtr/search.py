@@ -72,7 +72,7 @@ def _define_flags():
   flags.DEFINE_string('workdir', None, 'Workdir of a finished training run.', required=True)
   flags.DEFINE_string('query', None, 'Query text.')
   flags.DEFINE_string('input', None, 'File with one query a line, or a folder of .txt files.')
-  flags.DEFINE_string('split', None, 'Use documents of this split (valid/test) as queries.')
+  flags.DEFINE_enum('split', None, ['train', 'valid', 'test'], 'Use documents of this split as queries.')
   flags.DEFINE_multi_integer('index', [0], 'Row(s) of --split to use as queries.')
   flags.DEFINE_integer('k', 10, 'Number of neighbours.')
   flags.DEFINE_bool('json', False, 'Print one JSON object (queries and their neighbours) instead of text.')

@@ -187,27 +187,34 @@ def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
   assert level == 'local' and found and all(c.words for c in found)
 
 
-def test_an_unlabelled_csv_pretrains_without_label_metrics_and_ammi_refuses_it(tmp_path, caplog):
-  """The global VQ-VAE's precision@K needs labels: left out, with a warning, and pretraining selects on
-  perplexity; AMMI selects on precision@100, so it is refused before training (it failed after an epoch)."""
-  path = write_ag_news_csv(tmp_path / 'train.csv')
-  data = dict(csv_data(path), label_column='')
+def test_label_metrics_are_left_out_on_an_unlabelled_corpus_and_selecting_by_one_is_refused(tmp_path, caplog):
+  """precision@K and accuracy need labels: on an unlabelled corpus they are left out, with a warning (a global
+  discrete VAE pretrains and selects on perplexity); AMMI selects on precision@100, so it is refused before
+  training (both failed after the first epoch)."""
+  from dtr.evaluate import evaluators  # pylint: disable=g-import-not-at-top
+  built = evaluators.build(('perplexity', 'codebook', 'precision@10', 'accuracy'))
+  unlabelled = ml_collections.ConfigDict({'name': 'csv:x', 'label_names': ()})
+  labelled = ml_collections.ConfigDict({'name': 'csv:y', 'label_names': ('a', 'b')})
+  assert evaluators.for_corpus(built, ('perplexity', 'min'), labelled) == built
   with caplog.at_level('WARNING'):
-    results = train.train_and_evaluate(tiny_pretrain(**data), str(tmp_path / 'vq'))
-  assert any('has no labels; not evaluated (label metrics): precision@10' in r.getMessage() for r in caplog.records)
-  assert np.isfinite(results['test/perplexity']) and not any(k.startswith('test/precision') for k in results)
+    kept = evaluators.for_corpus(built, ('perplexity', 'min'), unlabelled)
+  assert [e.name for e in kept] == ['perplexity', 'codebook']
+  assert any('csv:x has no labels; not evaluated (label metrics): precision@10, accuracy' in r.getMessage()
+             for r in caplog.records)
+  with pytest.raises(ValueError, match='keeps the best epoch by valid/accuracy, which needs labels, but csv:x'):
+    evaluators.for_corpus(built, ('accuracy', 'max'), unlabelled)
   ammi = config_utils.load_config_module('ammi').get_config('tiny')
-  ammi.data = ml_collections.ConfigDict(dict(ammi.data.to_dict(), **data))
+  path = write_ag_news_csv(tmp_path / 'train.csv')
+  ammi.data = ml_collections.ConfigDict({**ammi.data.to_dict(), **csv_data(path), 'label_column': ''})
   with pytest.raises(ValueError, match=r'config.select keeps the best epoch by valid/precision@10, which needs '
                                        r'labels, but csv:train has none'):
     train.train_and_evaluate(ammi, str(tmp_path / 'ammi'))
   assert not os.path.exists(tmp_path / 'ammi' / 'checkpoints')
 
 
-def test_analyses_refuse_workdirs_they_cannot_read_in_one_line(pretrained, tmp_path):
+def test_analyses_refuse_workdirs_they_cannot_read_in_one_line(pretrained, tmp_path, capsys):
   import shutil  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+  from dtr import analyze, cli  # pylint: disable=g-import-not-at-top
   from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"method 'vq_vae' is not a sentence autoencoder.*dtr.analyze clusters"):
     bits.load(pretrained)
@@ -218,10 +225,12 @@ def test_analyses_refuse_workdirs_they_cannot_read_in_one_line(pretrained, tmp_p
   shutil.copy(os.path.join(pretrained, 'config.json'), no_codes)
   with pytest.raises(ValueError, match="method 'vq_vae' saved no codes"):
     clusters.workdir_clusters(str(no_codes))
-  out = subprocess.run([sys.executable, '-m', 'dtr.analyze', 'bits', f'--workdir={pretrained}', f'--out={tmp_path}'],
-                       capture_output=True, text=True, timeout=600, env=dict(os.environ, JAX_NUM_CPU_DEVICES='1'))
-  assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr[-2000:]
-  assert 'dtr: error:' in out.stderr and 'is not a sentence autoencoder' in out.stderr
+  # The command line (`python -m dtr.analyze` runs main through cli.guarded): one message, exit status 2.
+  with pytest.raises(SystemExit) as exit_info:
+    cli.guarded(analyze.main, ['bits', f'--workdir={pretrained}', f'--out={tmp_path}'])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'dtr: error:' in err and 'is not a sentence autoencoder' in err and 'Traceback' not in err
 
 
 def test_a_prepared_tfds_ag_news_subset_goes_through_the_study_path(tmp_path):
