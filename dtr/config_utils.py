@@ -89,12 +89,12 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   refused: it would be ignored, and a smoke run meant for the user's data would quietly run on made-up text.
   """
   out = ml_collections.ConfigDict(dict(defaults))
-  given = set()
+  named = set()
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if key not in defaults:
       raise ValueError(f'Unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}.')
-    given.add(key)
+    named.add(key)
     if not sep:
       out[key] = True
     elif isinstance(defaults[key], bool):
@@ -108,7 +108,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       except ValueError:
         raise ValueError(f'Config argument {key}={value!r} must be of type {kind.__name__} '
                          f'(default {defaults[key]!r}).') from None
-  if out.get('tiny') and 'dataset' in given and out.dataset != 'synthetic':
+  if out.get('tiny') and 'dataset' in named and out.dataset != 'synthetic':
     raise ValueError(f'tiny trains on the built-in synthetic corpus, so dataset={out.dataset} would be ignored: '
                      f'drop tiny to train on {out.dataset} (with runlocal: one epoch), or drop dataset=.')
   return out
