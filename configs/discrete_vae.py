@@ -39,23 +39,20 @@ from dtr.methods import discrete_vae
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='hard_em', level='global', M=4, K=256, dataset='dbpedia14',
-                               commitment=None, restart=None, em_iter=None, alternating=False, word_dropout=None,
+                               commitment=float, restart=float, em_iter=int, alternating=False, word_dropout=float,
                                book_init='', buckets=0, pad_to_multiple_of=0, extra_train='', tiny=False,
                                runlocal=False)
   config = common.get_config()
   config.model = discrete_vae.default_model_config(arg.method, arg.level)
   config.model.update(num_latents=int(arg.M), num_values=int(arg.K))
   # Given values are taken as they are (commitment=-1 or em_iter=0 is an error of the method's validation).
-  if config_utils.given(arg, 'commitment') is not None:
-    config.model.commitment = config_utils.given(arg, 'commitment')
-  if config_utils.given(arg, 'restart') is not None:
-    config.model.restart_threshold = config_utils.given(arg, 'restart')
-  if config_utils.given(arg, 'em_iter', int) is not None:
-    config.model.em_iter = config_utils.given(arg, 'em_iter', int)
+  for key, field in (('commitment', 'commitment'), ('restart', 'restart_threshold'), ('em_iter', 'em_iter')):
+    if arg[key] is not None:
+      config.model[field] = arg[key]
   if arg.alternating:
     config.model.alternating = True
-  if config_utils.given(arg, 'word_dropout') is not None:  # only when asked: the reference has none
-    config.model.word_dropout = config_utils.given(arg, 'word_dropout')
+  if arg.word_dropout is not None:  # only when asked: the reference has none
+    config.model.word_dropout = arg.word_dropout
   if arg.book_init:  # code-book init: 'normal' (CatVAE, Hard EM) or 'xavier' (VQ-VAE) by default
     config.model.codebook_init = arg.book_init
   config.data.name = arg.dataset

@@ -66,8 +66,8 @@ def model_config(method: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=None, latent=None,
-                               alpha=None, beta=None, l1=0.0, l2=0.0, kl_weight=None, kl_target=None,
+  arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=float, latent=int,
+                               alpha=float, beta=float, l1=0.0, l2=0.0, kl_weight=float, kl_target=float,
                                z_kl=None, beta_init=None, buckets=0, pad_to_multiple_of=0, extra_train='',
                                tiny=False, runlocal=False)
   config = common.get_config()
@@ -77,17 +77,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   common.set_evals(config, evals, 'perplexity', 'min')
   config.update(batch_size=64, num_epochs=30, patience=3, steps_per_call=16, eval_batch_size=256,
                 tensorboard=False)
-  if config_utils.given(arg, 'word_dropout') is not None:  # taken as given (the method checks the range)
-    config.model.word_dropout = config_utils.given(arg, 'word_dropout')
-  latent = config_utils.given(arg, 'latent', int)
-  if latent is not None:
-    config.model.latent_size = latent
+  if arg.word_dropout is not None:  # taken as given (the method checks the range)
+    config.model.word_dropout = arg.word_dropout
+  if arg.latent is not None:
+    config.model.latent_size = arg.latent
   if arg.method == 'hsvae':
     # Given values are taken as they are (alpha=0 is an error of the method's validation, not the default).
     if arg.alpha is not None:
-      config.model.prior_alpha = config_utils.given(arg, 'alpha')
+      config.model.prior_alpha = arg.alpha
     if arg.beta is not None:
-      config.model.prior_beta = config_utils.given(arg, 'beta')
+      config.model.prior_beta = arg.beta
   elif arg.alpha is not None or arg.beta is not None:
     raise ValueError(f'alpha and beta set the Beta prior of method=hsvae, not method={arg.method}.')
   if arg.method == 'gauss_vae':
@@ -96,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.method not in SPARSE:
       raise ValueError(f'kl_weight weighs the KL of the sparse methods {SPARSE}, not method={arg.method} '
                        '(the autoencoders anneal theirs: model.kl_start, model.kl_anneal_sentences).')
-    config.model['z_kl_weight' if arg.method == 'hsvae' else 'kl_weight'] = config_utils.given(arg, 'kl_weight')
+    config.model['z_kl_weight' if arg.method == 'hsvae' else 'kl_weight'] = arg.kl_weight
   # kl_target and z_kl are absent unless given, so that earlier configs keep their digests; beta_init
   # replaces HSVAE's default ('prior').
   hsvae_only = {'z_kl': arg.z_kl, 'beta_init': arg.beta_init}
@@ -105,7 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'kl_target is an option of the sparse methods {SPARSE}, z_kl and beta_init of hsvae; '
                      f'not of method={arg.method}.')
   if arg.kl_target is not None:
-    config.model.kl_target = config_utils.given(arg, 'kl_target')
+    config.model.kl_target = arg.kl_target
   for field, value in hsvae_only.items():
     if value is not None:
       config.model[field] = str(value)
@@ -115,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(embed_size=16, hidden_size=32)
     config.model.pack_targets = 0.0  # a 60-word output layer is cheap whole: no gather, no loop over blocks
     if 'latent_size' in config.model:
-      config.model.latent_size = 8 if latent is None else latent
+      config.model.latent_size = 8 if arg.latent is None else arg.latent
     if 'kl_anneal_sentences' in config.model:
       config.model.kl_anneal_sentences = 1000
   if arg.buckets:  # absent unless asked: configs without it keep their digests (the benches' cells)

@@ -70,25 +70,17 @@ def settings_digest(config: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def given(arg: ml_collections.ConfigDict, key: str, kind=float):
-  """`arg[key]` converted by `kind`, or None where the argument was not given (its default is None): for
-  arguments whose every value is meaningful, so that no value of the type has to stand for "not given"."""
-  value = arg[key]
-  if value is None:
-    return None
-  try:
-    return kind(value)
-  except ValueError:
-    raise ValueError(f'Config argument {key}={value!r} must be of type {kind.__name__}.') from None
-
-
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses 'a=1,b=x,flag' into a ConfigDict over `defaults` (types follow the defaults; bare words = True).
+
+  A default that is a type (float, int) is an optional argument: None unless named, then converted to it, so
+  that no value of the type has to stand for "not given" (commitment=-0.5 reaches the model config and its
+  check instead of meaning the default). A default of None keeps the named value as its string.
 
   `tiny` trains on the built-in synthetic corpus, so an explicit `dataset=` other than synthetic beside it is
   refused: it would be ignored, and a smoke run meant for the user's data would quietly run on made-up text.
   """
-  out = ml_collections.ConfigDict(dict(defaults))
+  out = ml_collections.ConfigDict({k: None if isinstance(v, type) else v for k, v in defaults.items()})
   named = set()
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
@@ -102,12 +94,13 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     elif defaults[key] is None:
       out[key] = value
     else:
-      kind = type(defaults[key])
+      optional = isinstance(defaults[key], type)
+      kind = defaults[key] if optional else type(defaults[key])
       try:
         out[key] = kind(value)
       except ValueError:
         raise ValueError(f'Config argument {key}={value!r} must be of type {kind.__name__} '
-                         f'(default {defaults[key]!r}).') from None
+                         f'({"not set by default" if optional else f"default {defaults[key]!r}"}).') from None
   if out.get('tiny') and 'dataset' in named and out.dataset != 'synthetic':
     raise ValueError(f'tiny trains on the built-in synthetic corpus, so dataset={out.dataset} would be ignored: '
                      f'drop tiny to train on {out.dataset} (with runlocal: one epoch), or drop dataset=.')
