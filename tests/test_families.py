@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from dtr import config_utils, members, train
+from dtr import config_utils, train
+from tests.test_resume import train_killed_after
 
 CASES = [
     ('bow_vae', 'tiny', ['test/perp_0', 'test/perp_f', 'test/perp_is', 'test/perplexity']),
@@ -27,9 +28,6 @@ CASES = [
 RESUMED = ('tiny', 'method=hsvae,tiny', 'method=vq_vae,tiny')
 
 
-class _Killed(Exception):
-  pass
-
 
 @pytest.mark.parametrize('name,arg,keys', CASES, ids=[f'{n}:{a}' for n, a, _ in CASES])
 def test_tiny_config_writes_its_keys(name, arg, keys, tmp_path, monkeypatch, caplog):
@@ -47,19 +45,7 @@ def test_tiny_config_writes_its_keys(name, arg, keys, tmp_path, monkeypatch, cap
       assert 1 < results[key] < 1e4, (key, results[key])
   assert len(results['train_loss_history']) == 2 and np.all(np.isfinite(results['train_loss_history']))
   if arg in RESUMED:  # killed before its second chunk, resumed: the same run (no new programs to compile)
-    real_place = members.place_batch
-    calls = []
-
-    def place(*args, **kwargs):
-      if len(calls) == 1:
-        raise _Killed()
-      calls.append(1)
-      return real_place(*args, **kwargs)
-
-    monkeypatch.setattr(members, 'place_batch', place)
-    with pytest.raises(_Killed):
-      train.train_and_evaluate(config(), str(tmp_path / 'killed'))
-    monkeypatch.setattr(members, 'place_batch', real_place)
+    train_killed_after(config(), str(tmp_path / 'killed'), 1, monkeypatch)
     with caplog.at_level('INFO'):
       resumed = train.train_and_evaluate(config(), str(tmp_path / 'killed'))
     assert any(r.getMessage().startswith('Resuming at step 8 ') for r in caplog.records)

@@ -36,6 +36,23 @@ class _Killed(Exception):
   pass
 
 
+def train_killed_after(config, workdir: str, chunks: int, monkeypatch) -> None:
+  """Trains `config` in `workdir` until it is killed after `chunks` chunks, as a kill leaves a run: nothing
+  saved after its last checkpoint (the next chunk's batch placement raises)."""
+  real_place, calls = members.place_batch, {'n': 0}
+
+  def place(*args, **kwargs):
+    if calls['n'] == chunks:
+      raise _Killed()
+    calls['n'] += 1
+    return real_place(*args, **kwargs)
+
+  monkeypatch.setattr(members, 'place_batch', place)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(members, 'place_batch', real_place)
+
+
 def _codes(workdir):
   return {s: np.load(workdir / 'codes' / f'{s}_codes.npy') for s in ('train', 'test')}
 
@@ -51,22 +68,10 @@ def test_checkpoint_intervals_resume_to_the_same_run(reference, tmp_path, monkey
   ref_results, ref_codes = reference
   rng = np.random.default_rng(0)
   chunks = 2 * STEPS_PER_EPOCH // 2
-  real_place = members.place_batch
   for every in INTERVALS:
     workdir = tmp_path / f'every{every}'
     kill_after = int(rng.integers(1, chunks))  # chunks completed before the kill
-    calls = {'n': 0}
-
-    def place(*args, **kwargs):
-      if calls['n'] == kill_after:
-        raise _Killed()
-      calls['n'] += 1
-      return real_place(*args, **kwargs)
-
-    monkeypatch.setattr(members, 'place_batch', place)
-    with pytest.raises(_Killed):
-      train.train_and_evaluate(_config(every), str(workdir))
-    monkeypatch.setattr(members, 'place_batch', real_place)
+    train_killed_after(_config(every), str(workdir), kill_after, monkeypatch)
     resumed = train.train_and_evaluate(_config(every), str(workdir))
     for split, codes in _codes(workdir).items():
       np.testing.assert_array_equal(codes, ref_codes[split], err_msg=f'every={every}, killed after {kill_after}')
