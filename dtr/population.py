@@ -3,8 +3,11 @@
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes one compiled program
 over a member axis (`dtr.members`) for everything that changes no array shape: each member has its own seed
 (initialisation) and the method's `default_hparams` (learning rates, entropy weight, clip, init range and,
-with views, the view's drop rate), kept in its state. Shape-changing choices (batch size, G, prior layers,
-code length) form separate populations: `dtr.sweep`.
+with views, the view's drop rate), kept in its state. A method without `default_hparams` (the sentence,
+discrete and bag-of-words VAEs, the hashing baselines) trains populations of seeds: members differ by seed
+only, the best on validation is reported and population_results.json lists every member (mean and spread
+over seeds from one program). Shape-changing choices (batch size, G, prior layers, code length, and every
+config field of a method without population hyperparameters) form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
 - `Search.members`: member 0 is the config's own setting; members 1..P-1 draw their settings from
@@ -21,7 +24,10 @@ This module is the search policy only; the loop is `dtr.train`'s:
 - `finish`: the `population_rescore` best settings are re-validated on the whole validation split (when a
   subset ranked them), the best mean is picked, and population_results.json lists every member.
 Without pruning every member is trained and early-stopped exactly as a single run with its settings, `seed` =
-its seed and `data_seed` = the population's seed (tested).
+its seed and `data_seed` = the population's seed (tested). Evaluations that sample (a VAE's sampled-code
+perplexity, sampled Hoyer) draw one noise for all members, that of the population's seed, so members are
+ranked under the same noise; a member's sampled numbers then differ from its single run's (whose noise is
+that of its own seed) by sampling noise, while its deterministic ones (mean or greedy codes) agree.
 """
 
 from __future__ import annotations
@@ -51,17 +57,24 @@ def sample_value(spec: str, rng: np.random.Generator) -> float:
   return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if kind == 'log_uniform' else float(rng.uniform(lo, hi))
 
 
+def hparam_defaults(method) -> dict:
+  """The hyperparameters a population can vary for `method` and their config values ({} for a method without
+  `default_hparams`: its members differ by seed only)."""
+  return dict(method.default_hparams()) if hasattr(method, 'default_hparams') else {}
+
+
 def member_settings(config, method, size: int) -> list[dict]:
   """[{'seed': ..., 'setting': j, hparam: value, ...}] for every member.
 
   Members come in `population_replicas` consecutive copies of one setting (the same hyperparameters, seeds
   that differ), so that settings can be ranked by their mean over seeds; setting 0 is the config's own.
   """
-  if not hasattr(method, 'default_hparams'):
-    raise ValueError(f'config.population: {config.model.name} has no hyperparameters a population can vary '
-                     '(no default_hparams); train single runs or use dtr.sweep over config fields.')
-  defaults = {k: float(v) for k, v in method.default_hparams().items()}
+  defaults = {k: float(v) for k, v in hparam_defaults(method).items()}
   unknown = set(config.population_search) - set(defaults)
+  if unknown and not defaults:
+    raise ValueError(f'population_search names {sorted(unknown)}, but {config.model.name} has no hyperparameters '
+                     'a population can vary (no default_hparams): its members differ by seed only. Leave '
+                     'population_search empty, or sweep config fields with dtr.sweep (one population per point).')
   if unknown:
     hint = (' (view_dropout only when model.view_dropout > 0: whether a view exists is fixed per program)'
             if 'view_dropout' in unknown else '')
@@ -148,10 +161,10 @@ class Search:
       raise NotImplementedError('Population runs are single-process; run one population per host.')
     self.config, self.opts = config, options(config)
     self.settings = member_settings(config, method, size)
-    keys = list(method.default_hparams())
+    keys = list(hparam_defaults(method))
     order_seed = ip.data_seed(config)
     self.members = [members_lib.Member(seed=m['seed'], order_seed=order_seed if self.opts['shared'] else m['seed'],
-                                       hparams={k: m[k] for k in keys}, setting=m['setting'])
+                                       hparams={k: m[k] for k in keys} if keys else None, setting=m['setting'])
                     for m in self.settings]
     del data
 

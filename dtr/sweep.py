@@ -1,8 +1,9 @@
 r"""Random search over shape-changing choices: one population (`dtr.population`) per group.
 
-A population vmaps everything that keeps array shapes (learning rates, beta, clip, init range, seed); choices
-that change shapes (batch size, G, prior layers, raw prior, hidden size, encoder order...) need their own
-compiled program. A sweep is the cartesian product of `--grid` choices (or `--groups` points drawn from it),
+A population vmaps everything that keeps array shapes (its method's population hyperparameters, such as
+AMMI's learning rates, beta, clip and init range, and the seed); choices that change shapes or are no
+population hyperparameter of the method (batch size, G, prior layers, raw prior, hidden size, encoder
+order, a VAE's prior...) need their own compiled program. A sweep is the cartesian product of `--grid` choices (or `--groups` points drawn from it),
 each group one population of `config.population` members:
 
   DTR_DATA_DIR=../shared/data python -m dtr.sweep --config=configs/ammi.py:dataset=ng20,bits=64,population=12 \
@@ -11,8 +12,13 @@ each group one population of `config.population` members:
 
 Group g runs in WORKDIR/group{g:03d} with seed config.seed + g * population (no two members share a seed), so
 an interrupted sweep resumes: finished groups are read back, an unfinished one continues from its checkpoint.
-The best member over all groups is chosen on validation precision and reported on test; sweep_results.json
-holds every group's best and all members, sweep.md a table. The same as a function: `run_sweep`.
+The best member over all groups is chosen on config.select's validation metric (highest or lowest) and
+reported on test; sweep_results.json holds every group's best and all members, sweep.md a table. The same as
+a function: `run_sweep`. A method without population hyperparameters (the VAEs) trains each group as a
+population of seeds, so a sweep is its grid search with several seeds per point, e.g. HSVAE's prior:
+
+  python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae --config.population=3 \
+      --grid=model.prior_alpha=2,5,8 --grid=model.prior_beta=2,5,8 --workdir=/tmp/hsvae_priors
 """
 
 import itertools
@@ -88,8 +94,8 @@ def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, 
       print(f'group {index + 1}/{len(points)}: {point}', flush=True)
       results = train.train_and_evaluate(group_config(config, point, index), group_dir, corpus=corpus)
     groups.append({'group': index, 'choices': point, 'results': results})
-  metric, _ = evaluators.parse_select(config.select, None)
-  summary = summarize(groups, metric)
+  metric, mode = evaluators.parse_select(config.select, None)
+  summary = summarize(groups, metric, mode)
   summary['seconds'] = time.time() - t_start
   with open(os.path.join(workdir, 'sweep_results.json'), 'w') as f:
     json.dump(summary, f, indent=2)
@@ -98,8 +104,9 @@ def run_sweep(config, workdir: str, grid: dict[str, list], num_groups: int = 0, 
   return summary
 
 
-def summarize(groups: list[dict], metric: str) -> dict:
-  """The best setting over all groups by the validation `metric` (config.select's), and each group's best."""
+def summarize(groups: list[dict], metric: str, mode: str = 'max') -> dict:
+  """The best setting over all groups by the validation `metric` (config.select's: the highest for 'max',
+  the lowest for 'min', such as a perplexity), and each group's best."""
   rows = []
   valid, test = f'valid/{metric}', f'test/{metric}'
   for g in groups:
@@ -107,7 +114,7 @@ def summarize(groups: list[dict], metric: str) -> dict:
     rows.append({'group': g['group'], 'choices': g['choices'], 'members': res['population'],
                  'seconds': res['population_seconds'], valid: res[valid], test: res[test],
                  'best_hparams': res['best_hparams']})
-  winner = max(rows, key=lambda r: r[valid])
+  winner = (min if mode == 'min' else max)(rows, key=lambda r: r[valid])
   return {'metric': metric, 'groups': rows, 'best_group': winner['group'], 'best_choices': winner['choices'],
           'best_hparams': winner['best_hparams'], valid: winner[valid], test: winner[test],
           'members': sum(r['members'] for r in rows)}

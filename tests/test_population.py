@@ -41,6 +41,38 @@ def test_member_settings_are_deterministic_and_in_range():
     population.member_settings(config, method, 2)
 
 
+
+def test_a_method_without_hyperparameters_trains_a_population_of_seeds(tmp_path):
+  """The binary sentence autoencoder has no population hyperparameters: population=2 trains two seeds in one
+  program, each as its single run with that seed (the population's data order), the best one reported."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  def tiny(seed):
+    config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny')
+    config.num_epochs, config.seed, config.data_seed = 2, seed, 0
+    return config
+  config = tiny(0)
+  config.population = 2
+  results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
+  summary = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())
+  assert [m['seed'] for m in summary['members']] == [0, 1] and results['best_hparams'] == {}
+  singles = []
+  for member in summary['members']:
+    single = train.train_and_evaluate(tiny(member['seed']), str(tmp_path / f'single{member["seed"]}'))
+    singles.append(single)
+    # The same training: the numbers of the deterministic codes (mean and greedy) agree to float rounding (a
+    # sharded single run all-reduces its gradient in another order than a member). Sampled-code numbers
+    # differ by sampling noise: members share the population's evaluation noise (`dtr.population`).
+    assert len(member['valid_history']) == len(single['valid_history'])
+    for key in ('test/perplexity_mean', 'test/perplexity_greedy'):
+      assert member[key] == pytest.approx(single[key], rel=1e-4), key
+  assert abs(singles[0]['test/perplexity_mean'] - singles[1]['test/perplexity_mean']) > 1e-2  # the seeds differ
+  best = singles[results['best_member']]
+  assert results['test/perplexity_mean'] == pytest.approx(best['test/perplexity_mean'], rel=1e-4)
+  config.population_search.learning_rate = 'log_uniform(0.001,0.01)'
+  with pytest.raises(ValueError, match='members differ by seed only'):
+    train.train_and_evaluate(config, str(tmp_path / 'searched'))
+
+
 _COMPARE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -120,6 +152,20 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
     sweep.parse_grid(['model.no_such_field=1,2'], config)
   with pytest.raises(ValueError, match='population'):
     sweep.run_sweep(load_config('tiny'), str(tmp_path / 'x'), grid)
+
+
+
+def test_a_sweep_picks_the_lowest_validation_value_when_select_is_min():
+  from dtr import sweep  # pylint: disable=g-import-not-at-top
+  def group(index, valid, test):
+    return {'group': index, 'choices': {'model.prior_alpha': float(index)},
+            'results': {'population': 2, 'population_seconds': 1.0, 'valid/perplexity': valid,
+                        'test/perplexity': test, 'best_hparams': {}}}
+  groups = [group(0, 66.2, 67.3), group(1, 64.5, 64.8), group(2, 65.0, 64.1)]
+  low = sweep.summarize(groups, 'perplexity', 'min')
+  assert (low['best_group'], low['valid/perplexity'], low['test/perplexity']) == (1, 64.5, 64.8)
+  assert sweep.summarize(groups, 'perplexity', 'max')['best_group'] == 0
+  assert '| 1 **best** |' in sweep.table(low)
 
 
 _PRUNE = r"""
