@@ -96,15 +96,26 @@ def _assert_close(got, want):
   assert abs(got['test/precision@10'] - want['test/precision@10']) <= 0.05
 
 
-@pytest.mark.parametrize('name', ['ammi_tiny', 'nash_tiny', 'population_tiny'])
-def test_golden(name, tmp_path):
+NAMES = ('ammi_tiny', 'nash_tiny', 'population_tiny')
+
+
+@pytest.fixture(scope='module')
+def golden_runs(tmp_path_factory) -> dict:
+  """{name: what `_run` returned} for every golden config, from one child process."""
   from tests import conftest  # not at the top: the child process must not run the suite's settings
   # The golden numbers are those of XLA's default optimisation level and code generation (the suite compiles
-  # with cheaper settings, tests/conftest.py), so the run is a child process with XLA's defaults.
+  # with cheaper settings, tests/conftest.py), so the runs are a child process with XLA's defaults: one for
+  # the three configs (one start-up of Python and JAX instead of three).
+  tmp_path = tmp_path_factory.mktemp('golden')
   out = tmp_path / 'got.json'
-  subprocess.run([sys.executable, __file__, name, str(tmp_path / 'run'), str(out)], check=True,
+  subprocess.run([sys.executable, __file__, ','.join(NAMES), str(tmp_path), str(out)], check=True,
                  env=conftest.default_xla_env(), cwd=conftest.REPO)
-  got = json.loads(out.read_text())
+  return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_golden(name, golden_runs):
+  got = golden_runs[name]
   golden = json.loads(GOLDEN.read_text())
   here = platform()
   if os.environ.get('DTR_UPDATE_GOLDEN') == '1':
@@ -123,9 +134,9 @@ def test_golden(name, tmp_path):
   _assert_bitwise(got, values[name])
 
 
-if __name__ == '__main__':  # the child process of test_golden: python tests/test_golden.py NAME WORKDIR OUT
+if __name__ == '__main__':  # the child process of test_golden: python tests/test_golden.py NAME,... WORKDIR OUT
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_num_cpu_devices', 8)
   assert jax.device_count() == 8, 'the golden values were made on 8 CPU devices'
-  _name, _workdir, _out = sys.argv[1:]
-  pathlib.Path(_out).write_text(json.dumps(_run(_name, pathlib.Path(_workdir))))
+  _names, _workdir, _out = sys.argv[1:]
+  pathlib.Path(_out).write_text(json.dumps({n: _run(n, pathlib.Path(_workdir) / n) for n in _names.split(',')}))
