@@ -78,41 +78,52 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from tests.test_population import load_config
 from dtr import population, train
-config = load_config('tiny,population=3' + sys.argv[3])
-config.num_epochs = 3
-config.model.clip = 0.0
-config.population_search.clip = 'choice(0)'
-train.train_and_evaluate(config, sys.argv[2] + '/pop')
-res = json.load(open(sys.argv[2] + '/pop/population_results.json'))
-out = []
-for i, member in enumerate(res['members']):
-  single = load_config('tiny' + sys.argv[3])
-  single.num_epochs, single.seed, single.data_seed = 3, member['seed'], config.seed  # members share an order
-  single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip',
-                                               'init_scale', 'view_dropout') if k in member})
-  r = train.train_and_evaluate(single, sys.argv[2] + f'/single{i}')
-  out.append({'population': member, 'single': r})
+out = {}
+for views in sys.argv[3].split(';'):
+  config = load_config('tiny,population=3' + views)
+  config.num_epochs = 3
+  config.model.clip = 0.0
+  config.population_search.clip = 'choice(0)'
+  train.train_and_evaluate(config, sys.argv[2] + f'/pop{views}')
+  res = json.load(open(sys.argv[2] + f'/pop{views}/population_results.json'))
+  out[views] = []
+  for i, member in enumerate(res['members']):
+    single = load_config('tiny' + views)
+    single.num_epochs, single.seed, single.data_seed = 3, member['seed'], config.seed  # members share an order
+    single.model.update({k: member[k] for k in ('learning_rate', 'prior_learning_rate', 'entropy_weight', 'clip',
+                                                 'init_scale', 'view_dropout') if k in member})
+    r = train.train_and_evaluate(single, sys.argv[2] + f'/single{views}{i}')
+    out[views].append({'population': member, 'single': r})
 print('RESULT' + json.dumps(out))
 """
+VIEWS = ('', ',views=0.7')
 
 
-def _run_on_one_device(script: str, tmp_path, *args: str):
+def _run_on_one_device(script: str, tmp_path, *args: str, env=None):
   """Runs `script` in a fresh process with one CPU device; returns the JSON it prints after 'RESULT'."""
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES='1')
+  env = dict(os.environ if env is None else env, JAX_NUM_CPU_DEVICES='1')
   proc = subprocess.run([sys.executable, '-c', script, str(REPO), str(tmp_path), *args], env=env, cwd=REPO,
                         capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.split('RESULT', 1)[1])
 
 
-@pytest.mark.usefixtures('full_optimizations')  # float-precision agreement of two differently built programs
-@pytest.mark.parametrize('views', ['', ',views=0.7'])
-def test_population_equals_separate_runs(tmp_path, views):
+@pytest.fixture(scope='module')
+def separate_runs(tmp_path_factory) -> dict:
+  """{views: [{'population': member, 'single': its single run}, ...]} for both VIEWS, from one child process
+  at XLA's default optimisation level (float-precision agreement of two differently built programs: the
+  `full_optimizations` fixture, for a child process)."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_DISABLE_MOST_OPTIMIZATIONS'}
+  return _run_on_one_device(_COMPARE, tmp_path_factory.mktemp('compare'), ';'.join(VIEWS), env=env)
+
+
+@pytest.mark.parametrize('views', VIEWS)
+def test_population_equals_separate_runs(separate_runs, views):
   # One device, so that a single run and a member run the same computation (a sharded single run all-reduces
   # its gradient in another order) and clipping off (its norm is a sum over all gradients). Even so, vmap
   # may order a float reduction differently, and training amplifies rounding: the first epoch agrees to
   # float precision, later ones within a few documents of the validation set (observed: <= 0.6 points).
   # With views, members draw different view rates and each member's views are those of its single run.
-  pairs = _run_on_one_device(_COMPARE, tmp_path, views)
+  pairs = separate_runs[views]
   assert len(pairs) == 3 and len({p['population']['learning_rate'] for p in pairs}) == 3
   if views:
     assert len({p['population']['view_dropout'] for p in pairs}) == 3
