@@ -3,10 +3,11 @@
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes one compiled program
 over a member axis (`dtr.members`) for everything that changes no array shape: each member has its own seed
 (initialisation) and the method's `default_hparams` (learning rates, entropy weight, clip, init range and,
-with views, the view's drop rate), kept in its state. A method without `default_hparams` (the sentence,
-discrete and bag-of-words VAEs, the hashing baselines) trains populations of seeds: members differ by seed
-only, the best on validation is reported and population_results.json lists every member (mean and spread
-over seeds from one program). Shape-changing choices (batch size, G, prior layers, code length, and every
+with views, the view's drop rate), kept in its state (HSVAE's Beta prior: kept in its parameters, which
+evaluation reads too). A method without `default_hparams` (the other sentence, discrete and bag-of-words
+VAEs, the hashing baselines) trains populations of seeds: members differ by seed only, the best on
+validation is reported and population_results.json lists every member (mean and spread over seeds from one
+program). Shape-changing choices (batch size, G, prior layers, code length, and every
 config field of a method without population hyperparameters) form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
@@ -37,6 +38,7 @@ import os
 import re
 
 import jax
+import ml_collections
 import numpy as np
 
 from dtr import input_pipeline as ip
@@ -93,8 +95,24 @@ def member_settings(config, method, size: int) -> list[dict]:
         hp[name] = sample_value(spec, rng)
       if 'prior_learning_rate' in hp and 'prior_learning_rate' not in config.population_search:
         hp['prior_learning_rate'] = hp['learning_rate']
+      _check_drawn(config, method, j, hp)
     members += [{'seed': int(config.seed) + len(members) + r, 'setting': j, **hp} for r in range(replicas)]
   return members
+
+
+def _check_drawn(config, method, setting: int, hp: dict) -> None:
+  """Refuses a drawn setting that the method's own checks refuse as config values (a Beta prior <= 0, ...),
+  before any training, naming the values and the spec to narrow."""
+  fields = {k: v for k, v in hp.items() if k in config.population_search and k in config.model}
+  if not fields:
+    return
+  model = ml_collections.ConfigDict(config.model.to_dict())
+  model.update(fields)
+  try:
+    method.validate(model)
+  except ValueError as e:
+    raise ValueError(f'population_search drew {fields} for setting {setting}, which the method refuses: {e} '
+                     'Narrow those specs in config.population_search.') from e
 
 
 def setting_means(members: list[dict], values) -> dict[int, float]:

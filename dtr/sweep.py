@@ -14,11 +14,12 @@ Group g runs in WORKDIR/group{g:03d} with seed config.seed + g * population (no 
 an interrupted sweep resumes: finished groups are read back, an unfinished one continues from its checkpoint.
 The best member over all groups is chosen on config.select's validation metric (highest or lowest) and
 reported on test; sweep_results.json holds every group's best and all members, sweep.md a table. The same as
-a function: `run_sweep`. A method without population hyperparameters (the VAEs) trains each group as a
-population of seeds, so a sweep is its grid search with several seeds per point, e.g. HSVAE's prior:
+a function: `run_sweep`. A method without population hyperparameters (most VAEs) trains each group as a
+population of seeds, so a sweep is its grid search with several seeds per point, e.g. HSVAE's code size and
+KL weights (its prior is a population hyperparameter: `config.population_search`):
 
   python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae --config.population=3 \
-      --grid=model.prior_alpha=2,5,8 --grid=model.prior_beta=2,5,8 --workdir=/tmp/hsvae_priors
+      --grid=model.latent_size=32,768 --grid=model.gamma_kl_weight=0.25,0.5 --workdir=/tmp/hsvae_grid
 """
 
 import itertools

@@ -166,6 +166,38 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
 
 
 
+
+def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_path):
+  """HSVAE's Beta prior (alpha, beta) is a population hyperparameter, kept in the parameters: members with
+  different priors train in one program, each as the single run with its prior and seed."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
+  def tiny(seed, prior=None):
+    config = config_utils.load_config_module('sentence_ae').get_config('method=hsvae,tiny')
+    config.num_epochs, config.seed, config.data_seed = 1, seed, 0
+    if prior:
+      config.model.prior_alpha, config.model.prior_beta = prior
+    return config
+  config = tiny(0)
+  config.population = 2
+  config.population_search.update(prior_alpha='choice(2)', prior_beta='choice(8)')
+  results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
+  members = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members']
+  own = (config.model.prior_alpha, config.model.prior_beta)
+  assert [(m['prior_alpha'], m['prior_beta']) for m in members] == [own, (2.0, 8.0)]
+  drawn = members[1]  # the member with the drawn prior, against the single run with that prior and seed
+  single = train.train_and_evaluate(tiny(drawn['seed'], (2.0, 8.0)), str(tmp_path / 'single'))
+  # deterministic codes (mean E[z|x]) agree to float rounding; sampled numbers share the population's noise
+  assert drawn['test/perplexity_mean'] == pytest.approx(single['test/perplexity_mean'], rel=1e-4)
+  assert drawn['test/hoyer_mean'] == pytest.approx(single['test/hoyer_mean'], rel=1e-4)
+  best = members[results['best_member']]
+  report = bits.hoyer_report(str(tmp_path / 'pop'))  # the prior the kept parameters were trained with
+  assert (report['prior_alpha'], report['prior_beta']) == (best['prior_alpha'], best['prior_beta'])
+  config.population_search.prior_alpha = 'uniform(-1,0)'
+  with pytest.raises(ValueError, match=r'drew .*prior_alpha.* which the method refuses'):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+
+
 def test_a_sweep_picks_the_lowest_validation_value_when_select_is_min():
   from dtr import sweep  # pylint: disable=g-import-not-at-top
   def group(index, valid, test):

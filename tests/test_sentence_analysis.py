@@ -117,7 +117,7 @@ def test_gamma_per_class_is_the_class_mean_of_beta_means():
   np.testing.assert_array_equal(counts, [3, 2, 2])
   rows = []
   for i in range(split.num_docs):
-    _, _, a_raw, b_raw = method._heads(params, one_sentence(split, i))
+    _, _, a_raw, b_raw, _ = method._heads(params, one_sentence(split, i))
     shift_a, shift_b = (np.log(np.expm1(v)) for v in (method.config.prior_alpha, method.config.prior_beta))
     a, b = jax.nn.softplus(a_raw + shift_a) + 1e-5, jax.nn.softplus(b_raw + shift_b) + 1e-5  # beta_init 'prior'
     rows.append(np.asarray(a / (a + b))[0])

@@ -240,7 +240,8 @@ def test_scores_codes_and_decoding(name):
 def test_hsvae_mean_representation_uses_the_beta_mean():
   method, _, state, _, _, _ = trained('hsvae')
   params, batch = state['params'], make_batch()
-  mu, _, a_raw, b_raw = method._heads(params, batch)
+  mu, _, a_raw, b_raw, prior = method._heads(params, batch)
+  np.testing.assert_array_equal(prior, (method.config.prior_alpha, method.config.prior_beta))  # params['prior']
   shift_a, shift_b = (np.log(np.expm1(v)) for v in (method.config.prior_alpha, method.config.prior_beta))
   a, b = jax.nn.softplus(a_raw + shift_a) + 1e-5, jax.nn.softplus(b_raw + shift_b) + 1e-5  # beta_init 'prior'
   np.testing.assert_allclose(method.encode(params, batch), (1 - a / (a + b)) * mu, rtol=1e-5, atol=1e-6)
@@ -249,7 +250,7 @@ def test_hsvae_mean_representation_uses_the_beta_mean():
 
 
 def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
-  heads = [None, None, jnp.zeros((3, 5)), jnp.full((3, 5), 0.7)]
+  heads = [None, None, jnp.zeros((3, 5)), jnp.full((3, 5), 0.7), (jnp.float32(10.0), jnp.float32(30.0))]
   at_prior = sparse_vae.HSVAE(tiny('hsvae', prior_alpha=10.0, prior_beta=30.0, beta_init='prior'), 0, INFO)
   a, b = at_prior._beta_params(heads)
   np.testing.assert_allclose(a, 10.0 + 1e-5, rtol=1e-6)

@@ -210,13 +210,20 @@ class SentenceMethod(Method):
     return target_nll(project, states, targets, mask > 0, pack)
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    del hparams  # no population hyperparameters
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     network = self._network()
     z = jnp.zeros((tokens.shape[0], network.code_size), jnp.float32) if network.code_size else None
     params = jax.jit(network.init)(rng, tokens, lengths, z)['params']  # one compile, not op-by-op scans
+    params = self._with_hparams(params, hparams)
     return {'params': params, 'opt_state': self.optimizer().init(params),
             'sentences': jnp.zeros((), jnp.float32)}
+
+  def _with_hparams(self, params, hparams):
+    """The parameters with the population hyperparameters the method keeps in them (`default_hparams`):
+    values that evaluation reads too, never trained. None here."""
+    if hparams:
+      raise ValueError(f'{self.config.name} has no population hyperparameters; got {sorted(hparams)}.')
+    return params
 
   def loss(self, params, batch, rng, kl_weight):
     """Mean over sentences of the summed token NLL plus the code's penalty, and metrics."""

@@ -15,6 +15,8 @@ HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma
            gamma ~ q(gamma|x) (implicit reparameterisation), c ~ Bern(gamma) by the hard binary concrete at
            temperature tau (straight-through), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
            KL_gamma = sum_i KL(Beta(a_q, b_q) || Beta(alpha, beta))                        (analytic)
+           (alpha, beta) are values in params['prior'] (`model.prior_in_params`), never trained: a
+           population's hyperparameters (`dtr.population`), and one compiled program serves every prior
            KL_z = sum_i log SS(z_i; gamma_i, mu_i, sigma_i) - log SS(z_i; gamma_i, 0, 1)   (one sample)
              or, `model.z_kl = 'joint'`, the KL of the pair (c, z) given gamma, analytic in z and c:
            KL_z = sum_i (1 - gamma_i) KL(N(mu_i, sigma_i^2) || N(0, 1))   (>= the mixtures' KL; no sampling noise)
@@ -117,9 +119,11 @@ class _SparseFamily(SentenceMethod):
     return self._mean_code(self._heads(params, batch))
 
 
-def _inverse_softplus(y: float) -> float:
-  """x with softplus(x) = y > 0 (float64 on the host)."""
-  return float(y + math.log(-math.expm1(-y)))
+def _inverse_softplus(y):
+  """x with softplus(x) = y > 0: float64 on the host for a Python float, else in the array's precision."""
+  if isinstance(y, (int, float)):
+    return float(y + math.log(-math.expm1(-y)))
+  return y + jnp.log(-jnp.expm1(-y))
 
 
 def validate_hsvae(mc: ml_collections.ConfigDict) -> None:
@@ -145,10 +149,40 @@ class HSVAE(_SparseFamily):
   validate = staticmethod(validate_hsvae)
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
 
+  @property
+  def _prior_in_params(self) -> bool:
+    return bool(self.config.get('prior_in_params', False))
+
+  def default_hparams(self) -> dict[str, jax.Array]:
+    """The Beta prior (alpha, beta) over gamma, a population's hyperparameters: kept in the parameters
+    (`params['prior']`, never trained), so that one compiled program serves every prior. None for a config
+    saved before `model.prior_in_params` (its prior is a compile-time constant, as it was trained)."""
+    if not self._prior_in_params:
+      return {}
+    return {'prior_alpha': jnp.float32(self.config.prior_alpha), 'prior_beta': jnp.float32(self.config.prior_beta)}
+
+  def _with_hparams(self, params, hparams):
+    if not self._prior_in_params:
+      return super()._with_hparams(params, hparams)
+    hp = self.default_hparams() if hparams is None else hparams
+    return {**params, 'prior': {'alpha': jnp.asarray(hp['prior_alpha'], jnp.float32),
+                                'beta': jnp.asarray(hp['prior_beta'], jnp.float32)}}
+
+  def prior(self, params) -> tuple:
+    """(alpha, beta) of the Beta prior over gamma: the parameters' values (no gradient flows into them, so
+    Adam leaves them unchanged) or, for a config saved before `model.prior_in_params`, the config's floats."""
+    if self._prior_in_params:
+      prior = jax.lax.stop_gradient(params['prior'])
+      return prior['alpha'], prior['beta']
+    return self.config.prior_alpha, self.config.prior_beta
+
+  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+    """The encoder's heads (mu, sigma, a_q, b_q) and, fifth, the prior (alpha, beta) they are read against."""
+    return tuple(super()._heads(params, batch, train, rng)) + (self.prior(params),)
+
   def _beta_params(self, heads):
-    mc = self.config
-    if mc.get('beta_init', 'zero') == 'prior':  # the heads give the change from the prior's parameters
-      shift_a, shift_b = _inverse_softplus(mc.prior_alpha), _inverse_softplus(mc.prior_beta)
+    if self.config.get('beta_init', 'zero') == 'prior':  # the heads give the change from the prior's parameters
+      shift_a, shift_b = (_inverse_softplus(p) for p in heads[4])
     else:
       shift_a = shift_b = 0.0
     return (jax.nn.softplus(heads[2] + shift_a) + SIGMA_FLOOR, jax.nn.softplus(heads[3] + shift_b) + SIGMA_FLOOR)
@@ -177,7 +211,7 @@ class HSVAE(_SparseFamily):
       kl_z = jnp.sum(log_q - log_p, axis=-1)
     else:
       kl_z = jnp.sum(spike_slab.kl_joint(gamma, mu, sigma), axis=-1)
-    kl_gamma = jnp.sum(spike_slab.kl_beta(alpha_q, beta_q, mc.prior_alpha, mc.prior_beta), axis=-1)
+    kl_gamma = jnp.sum(spike_slab.kl_beta(alpha_q, beta_q, *heads[4]), axis=-1)
     return z, {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'gamma': gamma, 'spikes': spikes}
 
   def _kl(self, parts, lengths_B):
@@ -278,7 +312,8 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
   # made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL term into
   # |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
   # HSVAE's beta_init is 'prior' here and 'zero' (the reference's start) where a saved config lacks it: the
-  # configs of runs made before the field existed mean the start they were trained with (`HSVAE._beta_params`).
+  # configs of runs made before the field existed mean the start they were trained with (`HSVAE._beta_params`);
+  # likewise prior_in_params, whose absence means parameters without params['prior'] (`HSVAE.prior`).
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
     config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both
@@ -287,6 +322,8 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
     config.z_kl_weight = 0.5       # psi on KL_z (likewise)
     config.beta_init = 'prior'     # Beta heads softplus(head + s), q(gamma|x) starts at the prior; 'zero':
                                    # the reference's softplus(head), whose code carries no information
+    config.prior_in_params = True  # (alpha, beta) kept in params['prior'] as values: a population's
+                                   # hyperparameters, one compiled program for every prior (absent: constants)
     config.spike_scale = spike_slab.SPIKE_SCALE  # standard deviation of the spike
     config.probe_features = 'mean'  # encode()/features(): 'mean' (1 - E[gamma]) mu, or 'mu'
   elif name == 'mat_vae':

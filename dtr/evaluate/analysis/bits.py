@@ -225,8 +225,9 @@ def hoyer_report(workdir: str, split_name: str = 'test') -> dict:
             for suffix, standardise in (('', True), ('_raw', False))}
   mc = model.config.model
   report.update(method=mc.name, latent_size=int(mc.latent_size), split=split_name)
-  if mc.name == 'hsvae':
-    report.update(prior_alpha=float(mc.prior_alpha), prior_beta=float(mc.prior_beta))
+  if mc.name == 'hsvae':  # the trained prior: the parameters' (a population member's own), else the config's
+    alpha, beta = (float(f'{float(v):.7g}') for v in model.method.prior(model.params))
+    report.update(prior_alpha=alpha, prior_beta=beta)
   with open(path, 'w') as f:
     json.dump(report, f, indent=2)
   return report
