@@ -249,6 +249,33 @@ def test_hsvae_mean_representation_uses_the_beta_mean():
   np.testing.assert_allclose(mu_method.features(params, batch), mu, rtol=1e-6)
 
 
+
+def test_hsvae_prior_lives_in_the_parameters_and_a_config_saved_before_keeps_it_in_the_config():
+  method = sparse_vae.HSVAE(tiny('hsvae', prior_alpha=3.0, prior_beta=1.5), 0, INFO)
+  batch = make_batch()
+  state = method.init(jax.random.key(0), batch)
+  assert {k: float(v) for k, v in state['params']['prior'].items()} == {'alpha': 3.0, 'beta': 1.5}
+  other = method.init(jax.random.key(0), batch, {'prior_alpha': jnp.float32(7.0), 'prior_beta': jnp.float32(2.0)})
+  assert float(other['params']['prior']['alpha']) == 7.0
+  # no gradient reaches the prior, so Adam leaves it exactly where it was
+  new_state, _ = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+  assert float(new_state['params']['prior']['alpha']) == 3.0 and float(new_state['params']['prior']['beta']) == 1.5
+  legacy_config = tiny('hsvae', prior_alpha=3.0, prior_beta=1.5)
+  del legacy_config['prior_in_params']  # a config saved before the field: the parameters it was saved with
+  legacy = sparse_vae.HSVAE(legacy_config, 0, INFO)
+  legacy_params = legacy.init(jax.random.key(0), batch)['params']
+  assert 'prior' not in legacy_params and legacy.default_hparams() == {}
+  assert legacy.prior(legacy_params) == (3.0, 1.5)
+  network = {k: v for k, v in state['params'].items() if k != 'prior'}
+  encoded = jax.jit(method.encode)(state['params'], batch)
+  np.testing.assert_allclose(jax.jit(legacy.encode)(legacy_params, batch), encoded, rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(legacy.encode)(network, batch), encoded, rtol=1e-5)
+  kl = jax.jit(method.score)(state['params'], batch, jax.random.key(2))['kl']
+  np.testing.assert_allclose(jax.jit(legacy.score)(network, batch, jax.random.key(2))['kl'], kl, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='no population hyperparameters'):
+    sparse_vae.GaussVAE(tiny('gauss_vae'), 0, INFO).init(jax.random.key(0), batch, {'kl_weight': jnp.ones(())})
+
+
 def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
   heads = [None, None, jnp.zeros((3, 5)), jnp.full((3, 5), 0.7), (jnp.float32(10.0), jnp.float32(30.0))]
   at_prior = sparse_vae.HSVAE(tiny('hsvae', prior_alpha=10.0, prior_beta=30.0, beta_init='prior'), 0, INFO)
