@@ -14,6 +14,8 @@ Runs (from the repository root; DTR_DATA_DIR=../shared/data for the real corpora
       --workdir=/tmp/hs
   python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,beta_init=prior \
       --workdir=/tmp/hs_prior   # Beta heads start at the prior: the code carries information (results doc)
+  python -m dtr.main --config=configs/sentence_ae.py:method=hsvae,dataset=dbpedia14,population=8,prior_search \
+      --workdir=/tmp/hs_priors   # 8 priors in one program; population_results.json lists them
   python -m dtr.main --config=configs/sentence_ae.py:method=mat_vae,dataset=dbpedia14 --workdir=/tmp/mat
   python -m dtr.main --config=configs/sentence_ae.py:method=gauss_vae,dataset=dbpedia14,l1=0.1 --workdir=/tmp/vl1
   python -m dtr.main --config=configs/sentence_ae.py:method=binary_ae,tiny --workdir=/tmp/bae_tiny  # seconds
@@ -34,7 +36,10 @@ buckets (W > 0: each epoch's sentences sorted by length within windows of W chun
 `dtr.input_pipeline.length_bucketed`, so chunks pad less; off by default), pad_to_multiple_of (M > 0,
 with buckets: such chunks pad to their longest sentence + 1 rounded up to a multiple of M instead of
 widths that step by 1.5 and 4/3; less padding, more programs to compile), extra_train (files of unlabelled
-sentences, one a line, '+' between files, added to the training split: `dtr.data.extra`), runlocal. The
+sentences, one a line, '+' between files, added to the training split: `dtr.data.extra`), population (N:
+N members in one compiled program, `dtr.population`, the best on validation reported; N seeds, or with
+prior_search, HSVAE only, members 1..N-1 drawing the Beta prior's alpha and beta from PRIOR_SEARCH, a
+population's hyperparameters), runlocal. The
 study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of
 these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
@@ -65,11 +70,16 @@ def model_config(method: str) -> ml_collections.ConfigDict:
   raise ValueError(f'Unknown sentence method {method!r}; known: {METHODS}.')
 
 
+# What prior_search draws alpha and beta from (the paper's priors have alpha, beta between 4 and 36); change it
+# with --config.population_search.prior_alpha='uniform(2,30)'.
+PRIOR_SEARCH = 'log_uniform(1,40)'
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=float, latent=int,
                                alpha=float, beta=float, l1=0.0, l2=0.0, kl_weight=float, kl_target=float,
                                z_kl=None, beta_init=None, buckets=0, pad_to_multiple_of=0, extra_train='',
-                               tiny=False, runlocal=False)
+                               population=0, prior_search=False, tiny=False, runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
@@ -117,6 +127,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.model.latent_size = 8 if arg.latent is None else arg.latent
     if 'kl_anneal_sentences' in config.model:
       config.model.kl_anneal_sentences = 1000
+  config.population = arg.population  # N seeds in one program (`dtr.population`); 0: a single run
+  if arg.prior_search:  # members 1..N-1 draw HSVAE's prior; member 0 keeps the config's (alpha, beta)
+    if arg.method != 'hsvae' or arg.population < 2:
+      raise ValueError(f'prior_search draws the Beta prior of method=hsvae for population=N >= 2 members, got '
+                       f'method={arg.method}, population={arg.population}; without it a population trains N '
+                       'seeds.')
+    config.population_search.update(prior_alpha=PRIOR_SEARCH, prior_beta=PRIOR_SEARCH)
   if arg.buckets:  # absent unless asked: configs without it keep their digests (the benches' cells)
     config.data.length_buckets = int(arg.buckets)
   if arg.pad_to_multiple_of:  # absent unless asked, as buckets

@@ -407,6 +407,22 @@ def test_config_alpha_beta_only_for_hsvae():
     config_utils.load_config_module('sentence_ae').get_config('method=gauss_vae,alpha=5')
 
 
+def test_config_population_of_seeds_or_of_priors():
+  from dtr import config_utils, methods, population
+  load = config_utils.load_config_module('sentence_ae').get_config
+  seeds = load('method=gauss_vae,population=3')
+  assert seeds.population == 3 and not seeds.population_search
+  priors = load('method=hsvae,population=4,prior_search,alpha=5,beta=2')
+  assert priors.population == 4 and set(priors.population_search) == {'prior_alpha', 'prior_beta'}
+  settings = population.member_settings(priors, methods.get_method(priors.model, DataInfo(token_vocab_size=V)), 4)
+  assert (settings[0]['prior_alpha'], settings[0]['prior_beta']) == (5.0, 2.0)  # member 0: the config's prior
+  assert all(1 <= m[k] <= 40 for m in settings[1:] for k in ('prior_alpha', 'prior_beta'))
+  assert len({m['prior_alpha'] for m in settings}) == 4
+  for bad in ('method=lm,population=2,prior_search', 'method=hsvae,prior_search'):
+    with pytest.raises(ValueError, match='prior_search draws the Beta prior'):
+      load(bad)
+
+
 def test_config_kl_weight_sets_the_weight_on_z_kl_of_each_sparse_method():
   from dtr import config_utils
   load = config_utils.load_config_module('sentence_ae').get_config
