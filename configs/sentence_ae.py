@@ -127,7 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.model.latent_size = 8 if arg.latent is None else arg.latent
     if 'kl_anneal_sentences' in config.model:
       config.model.kl_anneal_sentences = 1000
-  config.population = arg.population  # N seeds in one program (`dtr.population`); 0: a single run
+  config.population = arg.population  # N members in one program (`dtr.population`); 0: a single run
   if arg.prior_search:  # members 1..N-1 draw HSVAE's prior; member 0 keeps the config's (alpha, beta)
     if arg.method != 'hsvae' or arg.population < 2:
       raise ValueError(f'prior_search draws the Beta prior of method=hsvae for population=N >= 2 members, got '

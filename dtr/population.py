@@ -7,8 +7,8 @@ with views, the view's drop rate), kept in its state (HSVAE's Beta prior: kept i
 evaluation reads too). A method without `default_hparams` (the other sentence, discrete and bag-of-words
 VAEs, the hashing baselines) trains populations of seeds: members differ by seed only, the best on
 validation is reported and population_results.json lists every member (mean and spread over seeds from one
-program). Shape-changing choices (batch size, G, prior layers, code length, and every
-config field of a method without population hyperparameters) form separate populations: `dtr.sweep`.
+program). Shape-changing choices (batch size, G, prior layers, code length) and the config fields that are
+no population hyperparameter of the method form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
 - `Search.members`: member 0 is the config's own setting; members 1..P-1 draw their settings from

@@ -1,10 +1,11 @@
 r"""Random search over shape-changing choices: one population (`dtr.population`) per group.
 
 A population vmaps everything that keeps array shapes (its method's population hyperparameters, such as
-AMMI's learning rates, beta, clip and init range, and the seed); choices that change shapes or are no
-population hyperparameter of the method (batch size, G, prior layers, raw prior, hidden size, encoder
-order, a VAE's prior...) need their own compiled program. A sweep is the cartesian product of `--grid` choices (or `--groups` points drawn from it),
-each group one population of `config.population` members:
+AMMI's learning rates, beta, clip and init range or HSVAE's prior, and the seed); choices that change shapes
+or are no population hyperparameter of the method (batch size, G, prior layers, raw prior, hidden size,
+encoder order, a VAE's KL weight...) need their own compiled program. A sweep is the cartesian product of
+`--grid` choices (or `--groups` points drawn from it), each group one population of `config.population`
+members:
 
   DTR_DATA_DIR=../shared/data python -m dtr.sweep --config=configs/ammi.py:dataset=ng20,bits=64,population=12 \
       --grid=batch_size=64,128,256 --grid=model.prior_steps=1,2,4 --grid=model.prior_layers=0,1 \
@@ -18,7 +19,7 @@ a function: `run_sweep`. A method without population hyperparameters (most VAEs)
 population of seeds, so a sweep is its grid search with several seeds per point, e.g. HSVAE's code size and
 KL weights (its prior is a population hyperparameter: `config.population_search`):
 
-  python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae --config.population=3 \
+  python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae,population=3 \
       --grid=model.latent_size=32,768 --grid=model.gamma_kl_weight=0.25,0.5 --workdir=/tmp/hsvae_grid
 """
 
