@@ -119,6 +119,13 @@ class Method:
     """Raises ValueError naming the field for impossible settings."""
     del mc
 
+  def check_no_hparams(self, hparams) -> None:
+    """For `init` of a method without population hyperparameters (no `default_hparams`: its population
+    members differ by seed only): refuses any given."""
+    if hparams:
+      raise ValueError(f'{self.config.name} has no population hyperparameters (default_hparams); got '
+                       f'{sorted(hparams)}.')
+
   @property
   def num_bits(self) -> int:
     """m, for methods that emit bits."""

@@ -371,9 +371,7 @@ class BowVAE(Method):
 
   # --- training
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    if hparams:
-      raise ValueError('bow_vae has no population hyperparameters (default_hparams); got '
-                       f'{sorted(hparams)}.')
+    self.check_no_hparams(hparams)
     enc_rng, dec_rng = jax.random.split(rng)
     params = {'encoder': self._encoder().init(enc_rng, self.encoder_input(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.config.latent_dim)))['params']}

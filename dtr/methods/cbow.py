@@ -85,8 +85,7 @@ class CBOW(Method):
     return clipped_adam(self.config.learning_rate, self.config.clip)
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    if hparams:
-      raise ValueError(f'CBOW has no population hyperparameters; got {sorted(hparams)}.')
+    self.check_no_hparams(hparams)
     params = self._network().init(rng, jnp.asarray(batch['tokens']), jnp.asarray(batch['lengths']))['params']
     return {'params': params, 'opt_state': self.optimizer().init(params)}
 

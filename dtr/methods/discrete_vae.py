@@ -288,8 +288,7 @@ class DiscreteVAE(Method):
     return encoder, decoder
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    if hparams:
-      raise ValueError(f'{type(self).__name__} has no population hyperparameters; got {sorted(hparams)}.')
+    self.check_no_hparams(hparams)
     mc = self.config
     net_rng, book_rng = jax.random.split(rng)
     layout = token_layout(batch)

@@ -221,8 +221,7 @@ class SentenceMethod(Method):
   def _with_hparams(self, params, hparams):
     """The parameters with the population hyperparameters the method keeps in them (`default_hparams`):
     values that evaluation reads too, never trained. None here."""
-    if hparams:
-      raise ValueError(f'{self.config.name} has no population hyperparameters; got {sorted(hparams)}.')
+    self.check_no_hparams(hparams)
     return params
 
   def loss(self, params, batch, rng, kl_weight):
