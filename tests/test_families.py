@@ -28,7 +28,6 @@ CASES = [
 RESUMED = ('tiny', 'method=hsvae,tiny', 'method=vq_vae,tiny')
 
 
-
 @pytest.mark.parametrize('name,arg,keys', CASES, ids=[f'{n}:{a}' for n, a, _ in CASES])
 def test_tiny_config_writes_its_keys(name, arg, keys, tmp_path, monkeypatch, caplog):
   def config():

@@ -42,22 +42,29 @@ def test_member_settings_are_deterministic_and_in_range():
 
 
 
+def tiny_sentences(method: str, seed: int, num_epochs: int, **model):
+  """The tiny config of a sentence method with this seed, the data order of seed 0 (a population's) and
+  `model` fields set."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config_module('sentence_ae').get_config(f'method={method},tiny')
+  config.num_epochs, config.seed, config.data_seed = num_epochs, seed, 0
+  config.model.update(model)
+  return config
+
+
 def test_a_method_without_hyperparameters_trains_a_population_of_seeds(tmp_path):
   """The binary sentence autoencoder has no population hyperparameters: population=2 trains two seeds in one
   program, each as its single run with that seed (the population's data order), the best one reported."""
-  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
-  def tiny(seed):
-    config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny')
-    config.num_epochs, config.seed, config.data_seed = 2, seed, 0
-    return config
-  config = tiny(0)
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  config = tiny_sentences('binary_ae', 0, 2)
   config.population = 2
   results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
   summary = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())
   assert [m['seed'] for m in summary['members']] == [0, 1] and results['best_hparams'] == {}
   singles = []
   for member in summary['members']:
-    single = train.train_and_evaluate(tiny(member['seed']), str(tmp_path / f'single{member["seed"]}'))
+    single = train.train_and_evaluate(tiny_sentences('binary_ae', member['seed'], 2),
+                                      str(tmp_path / f'single{member["seed"]}'))
     singles.append(single)
     # The same training: the numbers of the deterministic codes (mean and greedy) agree to float rounding (a
     # sharded single run all-reduces its gradient in another order than a member). Sampled-code numbers
@@ -170,15 +177,9 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
 def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_path):
   """HSVAE's Beta prior (alpha, beta) is a population hyperparameter, kept in the parameters: members with
   different priors train in one program, each as the single run with its prior and seed."""
-  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  from dtr import train  # pylint: disable=g-import-not-at-top
   from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
-  def tiny(seed, prior=None):
-    config = config_utils.load_config_module('sentence_ae').get_config('method=hsvae,tiny')
-    config.num_epochs, config.seed, config.data_seed = 1, seed, 0
-    if prior:
-      config.model.prior_alpha, config.model.prior_beta = prior
-    return config
-  config = tiny(0)
+  config = tiny_sentences('hsvae', 0, 1)
   config.population = 2
   config.population_search.update(prior_alpha='choice(2)', prior_beta='choice(8)')
   results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
@@ -186,7 +187,8 @@ def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_
   own = (config.model.prior_alpha, config.model.prior_beta)
   assert [(m['prior_alpha'], m['prior_beta']) for m in members] == [own, (2.0, 8.0)]
   drawn = members[1]  # the member with the drawn prior, against the single run with that prior and seed
-  single = train.train_and_evaluate(tiny(drawn['seed'], (2.0, 8.0)), str(tmp_path / 'single'))
+  single = train.train_and_evaluate(tiny_sentences('hsvae', drawn['seed'], 1, prior_alpha=2.0, prior_beta=8.0),
+                                    str(tmp_path / 'single'))
   # deterministic codes (mean E[z|x]) agree to float rounding; sampled numbers share the population's noise
   assert drawn['test/perplexity_mean'] == pytest.approx(single['test/perplexity_mean'], rel=1e-4)
   assert drawn['test/hoyer_mean'] == pytest.approx(single['test/hoyer_mean'], rel=1e-4)
