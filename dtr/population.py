@@ -2,13 +2,15 @@
 
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes one compiled program
 over a member axis (`dtr.members`) for everything that changes no array shape: each member has its own seed
-(initialisation) and the method's `default_hparams` (learning rates, entropy weight, clip, init range and,
-with views, the view's drop rate), kept in its state (HSVAE's Beta prior: kept in its parameters, which
-evaluation reads too). A method without `default_hparams` (the other sentence, discrete and bag-of-words
-VAEs, the hashing baselines) trains populations of seeds: members differ by seed only, the best on
-validation is reported and population_results.json lists every member (mean and spread over seeds from one
-program). Shape-changing choices (batch size, G, prior layers, code length) and the config fields that are
-no population hyperparameter of the method form separate populations: `dtr.sweep`.
+(initialisation) and the method's `default_hparams`, kept in its state: every method trained by Adam varies
+its learning rate (the discrete VAEs under the Noam schedule: its factor); AMMI also its prior's learning
+rate, entropy weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior (kept in
+its parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
+baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose
+`population_search` is empty: members differ by seed only, the best on validation is reported and
+population_results.json lists every member (mean and spread over seeds from one program). Shape-changing
+choices (batch size, G, prior layers, code length) and the config fields that are no population
+hyperparameter of the method form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
 - `Search.members`: member 0 is the config's own setting; members 1..P-1 draw their settings from
@@ -60,9 +62,9 @@ def sample_value(spec: str, rng: np.random.Generator) -> float:
 
 
 def hparam_defaults(method) -> dict:
-  """The hyperparameters a population can vary for `method` and their config values ({} for a method without
-  `default_hparams`: its members differ by seed only)."""
-  return dict(method.default_hparams()) if hasattr(method, 'default_hparams') else {}
+  """The hyperparameters a population can vary for `method` and their config values ({}: none, its members
+  differ by seed only)."""
+  return dict(method.default_hparams())
 
 
 def member_settings(config, method, size: int) -> list[dict]:
@@ -71,11 +73,12 @@ def member_settings(config, method, size: int) -> list[dict]:
   Members come in `population_replicas` consecutive copies of one setting (the same hyperparameters, seeds
   that differ), so that settings can be ranked by their mean over seeds; setting 0 is the config's own.
   """
-  defaults = {k: float(v) for k, v in hparam_defaults(method).items()}
+  # float32 values written shortest (1e-3, not 0.0010000000474974513): the same float32 in the state
+  defaults = {k: float(str(np.float32(v))) for k, v in hparam_defaults(method).items()}
   unknown = set(config.population_search) - set(defaults)
   if unknown and not defaults:
     raise ValueError(f'population_search names {sorted(unknown)}, but {config.model.name} has no hyperparameters '
-                     'a population can vary (no default_hparams): its members differ by seed only. Leave '
+                     'a population can vary (default_hparams): its members differ by seed only. Leave '
                      'population_search empty, or sweep config fields with dtr.sweep (one population per point).')
   if unknown:
     hint = (' (view_dropout only when model.view_dropout > 0: whether a view exists is fixed per program)'

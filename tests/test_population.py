@@ -52,19 +52,21 @@ def tiny_sentences(method: str, seed: int, num_epochs: int, **model):
   return config
 
 
-def test_a_method_without_hyperparameters_trains_a_population_of_seeds(tmp_path):
-  """The binary sentence autoencoder has no population hyperparameters: population=2 trains two seeds in one
-  program, each as its single run with that seed (the population's data order), the best one reported."""
+def test_a_sentence_population_varies_the_learning_rate_each_member_as_its_single_run(tmp_path):
+  """The binary sentence autoencoder's population hyperparameter is Adam's learning rate: population=2 trains
+  the config's rate and a drawn one (seeds 0 and 1) in one program, each as its single run with that seed and
+  rate (the population's data order), the best one reported."""
   from dtr import train  # pylint: disable=g-import-not-at-top
   config = tiny_sentences('binary_ae', 0, 2)
   config.population = 2
+  config.population_search.learning_rate = 'choice(0.004)'
   results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
   summary = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())
-  assert [m['seed'] for m in summary['members']] == [0, 1] and results['best_hparams'] == {}
+  assert [(m['seed'], m['learning_rate']) for m in summary['members']] == [(0, 1e-3), (1, 0.004)]
   singles = []
   for member in summary['members']:
-    single = train.train_and_evaluate(tiny_sentences('binary_ae', member['seed'], 2),
-                                      str(tmp_path / f'single{member["seed"]}'))
+    single_config = tiny_sentences('binary_ae', member['seed'], 2, learning_rate=member['learning_rate'])
+    single = train.train_and_evaluate(single_config, str(tmp_path / f'single{member["seed"]}'))
     singles.append(single)
     # The same training: the numbers of the deterministic codes (mean and greedy) agree to float rounding (a
     # sharded single run all-reduces its gradient in another order than a member). Sampled-code numbers
@@ -72,12 +74,24 @@ def test_a_method_without_hyperparameters_trains_a_population_of_seeds(tmp_path)
     assert len(member['valid_history']) == len(single['valid_history'])
     for key in ('test/perplexity_mean', 'test/perplexity_greedy'):
       assert member[key] == pytest.approx(single[key], rel=1e-4), key
-  assert abs(singles[0]['test/perplexity_mean'] - singles[1]['test/perplexity_mean']) > 1e-2  # the seeds differ
+  assert abs(singles[0]['test/perplexity_mean'] - singles[1]['test/perplexity_mean']) > 1e-2  # members differ
   best = singles[results['best_member']]
   assert results['test/perplexity_mean'] == pytest.approx(best['test/perplexity_mean'], rel=1e-4)
+  assert results['best_hparams'] == {'learning_rate': summary['members'][results['best_member']]['learning_rate']}
+
+
+def test_a_method_without_hyperparameters_varies_seeds_only():
+  """LSH trains nothing by a step size: a population of it varies seeds, and a search is refused."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config_module('hashing').get_config('method=lsh,tiny')
+  method = methods.get_method(config.model, vocab_size=10)
+  assert method.default_hparams() == {}
+  assert [m['seed'] for m in population.member_settings(config, method, 3)] == [config.seed + i for i in range(3)]
   config.population_search.learning_rate = 'log_uniform(0.001,0.01)'
   with pytest.raises(ValueError, match='members differ by seed only'):
-    train.train_and_evaluate(config, str(tmp_path / 'searched'))
+    population.member_settings(config, method, 2)
+  with pytest.raises(ValueError, match="no population hyperparameters \\['learning_rate'\\]; it has none"):
+    method.check_hparams({'learning_rate': 0.1})
 
 
 _COMPARE = r"""
@@ -325,3 +339,64 @@ def test_a_member_stopped_in_the_middle_of_a_full_bucket_leaves_the_others_uncha
       assert len(b['valid_history']) == 1 and b['valid_history'][0] == pytest.approx(a['valid_history'][0])
     else:
       np.testing.assert_allclose(b['valid_history'], a['valid_history'], atol=1e-6)
+
+
+def _method_and_batch(name: str, arg: str, **model):
+  """The method of a tiny config (with `model` fields set) and its first training batch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dtr import config_utils, input_pipeline as ip, train  # pylint: disable=g-import-not-at-top
+  if name == 'probe':  # a classifier on 4 features of 3 classes
+    from dtr.methods import base, probe  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    batch = {'features': rng.normal(size=(16, 4)).astype(np.float32), 'label': rng.integers(0, 3, 16),
+             'mask': np.ones(16, np.float32)}
+    mc = probe.default_model_config()
+    mc.update(hidden=(8,), **model)
+    return methods.get_method(mc, base.DataInfo(num_labels=3, feature_shape=(4,), train_size=16)), batch
+  config = config_utils.load_config_module(name).get_config(arg)
+  config.model.update(model)
+  data = train.load_data(config)
+  split = data.splits['train']
+  method = methods.get_method(config.model, train.data_info(data, ip.num_examples(split)))
+  order = ip.member_order(None, 0, 0, ip.num_examples(split))
+  _, _, host = next(ip.train_chunks(method.reads, split, [order], per_member=False, batch_size=config.batch_size,
+                                    start_step=0, steps_per_call=1, sharded=True, fields=method.batch_fields))
+  host.pop('valid')
+  return method, jax.tree.map(lambda v: v[0], host)
+
+
+ADAM_METHODS = [('discrete_vae', 'method=hard_em,tiny', {}),
+                ('discrete_vae', 'method=vq_vae,tiny', {'noam': True, 'noam_warmup': 4}),
+                ('bow_vae', 'tiny', {'regime': 'none_finopt', 'switch_epoch': 0}), ('classify', 'method=cbow,tiny', {}),
+                ('hashing', 'method=nash,tiny', {}), ('hashing', 'method=dvq,tiny', {}),
+                ('probe', '', {'dropout': 0.1})]
+
+
+@pytest.mark.parametrize('name,arg,model', ADAM_METHODS, ids=[f'{n}:{a}' for n, a, _ in ADAM_METHODS])
+def test_a_member_steps_with_its_own_learning_rate(name, arg, model):
+  """A member's state holds its step size (`default_hparams`): at the config's value two train steps give
+  what a single run's state (no hyperparameters kept, the config read) gives; at another value they differ.
+  Hard EM passes it through its E-step loop, the Noam VQ-VAE scales its schedule by it, the bag-of-words VAE
+  through the branch between refining and plain steps. (The sentence methods: the population tests above.)"""
+  import jax  # pylint: disable=g-import-not-at-top
+  method, batch = _method_and_batch(name, arg, **model)
+  hparams = method.default_hparams()
+  rate = 'noam_factor' if model.get('noam') else 'learning_rate'
+  assert set(hparams) >= {rate} and float(hparams[rate]) == pytest.approx(method.config[rate])
+
+  def two_steps(state):
+    step = jax.jit(method.train_step)
+    for i in range(2):
+      state, metrics = step(state, batch, jax.random.key(10 + i))
+      assert np.isfinite(float(metrics['loss']))
+    return state['params']
+
+  def distance(a, b):
+    return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))),
+                                            a, b)))
+
+  single = two_steps(method.init(jax.random.key(0), batch))
+  member = two_steps(method.init(jax.random.key(0), batch, hparams))
+  other = two_steps(method.init(jax.random.key(0), batch, {**hparams, rate: hparams[rate] * 10}))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single, member)
+  assert distance(single, other) > 1e-3  # the member's rate is the one used

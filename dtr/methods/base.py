@@ -16,6 +16,8 @@ and provides, where they apply (params in, arrays out; all jittable):
 
   init(rng, batch, hparams=None) -> state         any pytree with 'params' (what is evaluated and kept as
                                                   best); `hparams` are population members' values
+  default_hparams() -> {name: scalar}             the settings a population can vary by value (every
+                                                  Adam-trained method: its learning rate; {}: seeds only)
   train_step(state, batch, rng) -> (state, metrics with a scalar 'loss')
                                                   one update; the method owns its inner loops (AMMI's G prior
                                                   steps, Hard EM's E-steps, SVI refinement)
@@ -45,6 +47,7 @@ import dataclasses
 import json
 from typing import ClassVar
 
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -119,12 +122,37 @@ class Method:
     """Raises ValueError naming the field for impossible settings."""
     del mc
 
-  def check_no_hparams(self, hparams) -> None:
-    """For `init` of a method without population hyperparameters (no `default_hparams`: its population
-    members differ by seed only): refuses any given."""
-    if hparams:
-      raise ValueError(f'{self.config.name} has no population hyperparameters (default_hparams); got '
-                       f'{sorted(hparams)}.')
+  def default_hparams(self) -> dict:
+    """Population hyperparameters: {name: float32 scalar} of settings that change no array shape, which
+    `init(rng, batch, hparams)` keeps per member in the state (or the parameters), so that a population of
+    settings is one compiled program over a member axis (`dtr.population`); a single run (hparams None) reads
+    the same settings from its config. {}: the method has none, and a population's members differ by seed only.
+    """
+    return {}
+
+  def check_hparams(self, hparams) -> None:
+    """For `init`: refuses population hyperparameters the method does not have (`default_hparams`)."""
+    unknown = sorted(set(hparams or {}) - set(self.default_hparams()))
+    if unknown:
+      known = sorted(self.default_hparams())
+      raise ValueError(f'{self.config.name} has no population hyperparameters {unknown}; '
+                       + (f'it has {known}.' if known else 'it has none (default_hparams): a population of it '
+                          'varies seeds only.'))
+
+  def adam_hparams(self) -> dict:
+    """The population hyperparameter of a method trained by one Adam of `model.learning_rate`: its step size."""
+    return {'learning_rate': jnp.float32(self.config.learning_rate)}
+
+  def keep_hparams(self, state: dict, hparams, keys=('learning_rate',)) -> dict:
+    """`state` with a population member's values of `keys` in state['hparams'] (checked first); a single run
+    (hparams None) keeps none: it reads its config (`learning_rate`), and its state holds no 'hparams'."""
+    self.check_hparams(hparams)
+    kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in keys}
+    return {**state, 'hparams': kept} if kept else state
+
+  def learning_rate(self, state: dict):
+    """Adam's step size for `state`: its population member's (state['hparams']), else the config's."""
+    return state.get('hparams', {}).get('learning_rate', self.config.learning_rate)
 
   @property
   def num_bits(self) -> int:

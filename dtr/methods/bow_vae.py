@@ -303,8 +303,12 @@ class BowVAE(Method):
     return SoftmaxDecoder(self.vocab_size, tuple(mc.decoder_hidden), mc.decoder_activation,
                           self._init_scale())
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return optax.adam(self.config.learning_rate)
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return optax.adam(self.config.learning_rate if learning_rate is None else learning_rate)
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def counts_BxV(self, batch) -> jax.Array:
     """Dense term counts [B, V] (the scatter of `bow_decoder.dense_rows` with the counts as values)."""
@@ -371,13 +375,13 @@ class BowVAE(Method):
 
   # --- training
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_no_hparams(hparams)
+    self.check_hparams(hparams)
     enc_rng, dec_rng = jax.random.split(rng)
     params = {'encoder': self._encoder().init(enc_rng, self.encoder_input(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.config.latent_dim)))['params']}
     opt = self.optimizer()
-    return {'params': params, 'opt_state': {part: opt.init(p) for part, p in params.items()},
-            'step': jnp.zeros((), jnp.int32)}
+    return self.keep_hparams({'params': params, 'opt_state': {part: opt.init(p) for part, p in params.items()},
+                              'step': jnp.zeros((), jnp.int32)}, hparams)
 
   def loss(self, params, batch, rng, beta=1.0):
     """Mean over real documents of -log p(x|z) + beta KL at q_phi's posterior; (loss, aux)."""
@@ -403,36 +407,37 @@ class BowVAE(Method):
     nll, kl = bow_decoder.masked_mean(-log_lik_B, batch), bow_decoder.masked_mean(kl_B, batch)
     return nll + beta * kl, {'refined_reconstruction': nll, 'refined_kl': kl}
 
-  def _adam(self, params, opt_state, grads, parts):
-    """One Adam step on the named parts of params (each part keeps its own Adam state)."""
+  def _adam(self, params, opt_state, grads, parts, learning_rate=None):
+    """One Adam step on the named parts of params (each part keeps its own Adam state); `learning_rate`:
+    a population member's (None: the config's)."""
     params, opt_state = dict(params), dict(opt_state)
     for part in parts:
-      updates, opt_state[part] = self.optimizer().update(grads[part], opt_state[part], params[part])
+      updates, opt_state[part] = self.optimizer(learning_rate).update(grads[part], opt_state[part], params[part])
       params[part] = optax.apply_updates(params[part], updates)
     return params, opt_state
 
-  def q_step(self, params, opt_state, batch, rng, beta):
+  def q_step(self, params, opt_state, batch, rng, beta, learning_rate=None):
     """finopt (1): one Adam step on the encoder with the loss; the decoder is left as it is."""
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('encoder',))
+    params, opt_state = self._adam(params, opt_state, grads, ('encoder',), learning_rate)
     return params, opt_state, {'loss': loss, **aux, 'grad_norm_encoder': optax.tree.norm(grads['encoder'])}
 
-  def p_step(self, params, opt_state, batch, rng, beta):
+  def p_step(self, params, opt_state, batch, rng, beta, learning_rate=None):
     """finopt (2) and (3): refine q_phi's posterior, then one Adam step on the decoder at it."""
     (loss, aux), grads = jax.value_and_grad(self.refined_loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('decoder',))
+    params, opt_state = self._adam(params, opt_state, grads, ('decoder',), learning_rate)
     return params, opt_state, {'loss_refined': loss, **aux,
                                'grad_norm_decoder': optax.tree.norm(grads['decoder'])}
 
-  def _finopt_step(self, params, opt_state, batch, rng, beta):
+  def _finopt_step(self, params, opt_state, batch, rng, beta, learning_rate):
     q_rng, p_rng = jax.random.split(rng)
-    params, opt_state, q_metrics = self.q_step(params, opt_state, batch, q_rng, beta)
-    params, opt_state, p_metrics = self.p_step(params, opt_state, batch, p_rng, beta)
+    params, opt_state, q_metrics = self.q_step(params, opt_state, batch, q_rng, beta, learning_rate)
+    params, opt_state, p_metrics = self.p_step(params, opt_state, batch, p_rng, beta, learning_rate)
     return params, opt_state, {**q_metrics, **p_metrics}
 
-  def _none_step(self, params, opt_state, batch, rng, beta):
+  def _none_step(self, params, opt_state, batch, rng, beta, learning_rate):
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('encoder', 'decoder'))
+    params, opt_state = self._adam(params, opt_state, grads, ('encoder', 'decoder'), learning_rate)
     # Same keys as the finopt step (lax.cond needs them): no refinement, so the refined loss is the loss.
     return params, opt_state, {
         'loss': loss, **aux, 'grad_norm_encoder': optax.tree.norm(grads['encoder']), 'loss_refined': loss,
@@ -458,7 +463,7 @@ class BowVAE(Method):
     mc = self.config
     step = state['step']
     beta = kl_weight(step, mc.kl_start, mc.anneal_steps)
-    args = (state['params'], state['opt_state'], batch, rng, beta)
+    args = (state['params'], state['opt_state'], batch, rng, beta, self.learning_rate(state))
     finopt = self.uses_finopt(step, batch)
     if mc.regime == 'none':
       params, opt_state, metrics = self._none_step(*args)
@@ -467,7 +472,7 @@ class BowVAE(Method):
     else:
       params, opt_state, metrics = jax.lax.cond(finopt, self._finopt_step, self._none_step, *args)
     metrics = {**metrics, 'kl_weight': beta, 'finopt': finopt.astype(jnp.float32)}
-    return {'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
+    return {**state, 'params': params, 'opt_state': opt_state, 'step': step + 1}, metrics
 
   # --- evaluation
   def encode(self, params, batch, rng=None) -> jax.Array:

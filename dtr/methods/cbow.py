@@ -81,13 +81,17 @@ class CBOW(Method):
   def _network(self) -> CBOWNetwork:
     return CBOWNetwork(self.token_vocab_size, self.config.embedding_dim, self.data.num_labels)
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return clipped_adam(self.config.learning_rate, self.config.clip)
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_no_hparams(hparams)
+    self.check_hparams(hparams)
     params = self._network().init(rng, jnp.asarray(batch['tokens']), jnp.asarray(batch['lengths']))['params']
-    return {'params': params, 'opt_state': self.optimizer().init(params)}
+    return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 
   def _outputs(self, params, batch):
     tokens_BxL, lengths_B = jnp.asarray(batch['tokens']), jnp.asarray(batch['lengths'])
@@ -114,8 +118,9 @@ class CBOW(Method):
   def train_step(self, state, batch, rng=None):
     del rng  # deterministic: no dropout
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch)
-    updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
-    new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
+    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+                                                                         state['params'])
+    new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
 

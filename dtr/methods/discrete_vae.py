@@ -106,6 +106,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(mc.learning_rate > 0, f'model.learning_rate must be > 0, got {mc.learning_rate}.')
   need(mc.clip >= 0, f'model.clip must be >= 0 (0 = no clipping), got {mc.clip}.')
   need(mc.noam_warmup >= 1, f'model.noam_warmup must be >= 1, got {mc.noam_warmup}.')
+  need(mc.noam_factor > 0, f'model.noam_factor must be > 0, got {mc.noam_factor}.')
   need(0 <= mc.get('pack_targets', 0.0) <= 1,
        f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
   need(0 <= mc.get('word_dropout', 0.0) < 1,
@@ -270,14 +271,29 @@ class DiscreteVAE(Method):
                                   mc.num_encoder_layers, mc.num_decoder_layers, mc.dropout, mc.norm, mc.level,
                                   self._latent_features())
 
-  def optimizer(self) -> optax.GradientTransformation:
+  @property
+  def _rate_name(self) -> str:
+    """The field that sets Adam's step size: 'learning_rate', or under the Noam schedule 'noam_factor'."""
+    return 'noam_factor' if self.config.noam else 'learning_rate'
+
+  def default_hparams(self) -> dict:
+    """The step size's field (`_rate_name`) as a population hyperparameter, kept in the state."""
+    return {self._rate_name: jnp.float32(self.config[self._rate_name])}
+
+  def rate(self, state):
+    """The step size's value for `state`: its population member's (state['hparams']), else the config's."""
+    return state.get('hparams', {}).get(self._rate_name, self.config[self._rate_name])
+
+  def optimizer(self, rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `rate` (`rate(state)`; None: the config's): the learning rate, or under the Noam
+    schedule its factor."""
     mc = self.config
+    rate = mc[self._rate_name] if rate is None else rate
     parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
     if mc.noam:
-      parts.append(optax.adam(noam_schedule(mc.model_dim, mc.noam_warmup, mc.noam_factor), b1=0.9, b2=0.98,
-                              eps=1e-9))
+      parts.append(optax.adam(noam_schedule(mc.model_dim, mc.noam_warmup, rate), b1=0.9, b2=0.98, eps=1e-9))
     else:
-      parts.append(optax.adam(mc.learning_rate))
+      parts.append(optax.adam(rate))
     return optax.chain(*parts)
 
   def _groups(self, params) -> tuple[dict, dict]:
@@ -288,7 +304,7 @@ class DiscreteVAE(Method):
     return encoder, decoder
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_no_hparams(hparams)
+    self.check_hparams(hparams)
     mc = self.config
     net_rng, book_rng = jax.random.split(rng)
     layout = token_layout(batch)
@@ -306,7 +322,7 @@ class DiscreteVAE(Method):
       state['ema'] = vq.ema_init(params['codebook'])
     if self.restarts:
       state['usage'] = jnp.zeros((mc.num_latents, mc.num_values), jnp.float32)
-    return state
+    return self.keep_hparams(state, hparams, keys=(self._rate_name,))
 
   # --- forward
   def _latents(self, params, batch, rng=None, mode='hard', step=0):
@@ -382,42 +398,43 @@ class DiscreteVAE(Method):
     return nll + penalty, (aux, extra)
 
   # --- training
-  def _step(self, opt_state, group, other, batch, rng, mode, step):
-    """One clipped Adam / Noam step on `group` (a dict of parameter subtrees) with `other` held fixed."""
+  def _step(self, opt_state, group, other, batch, rng, mode, step, rate=None):
+    """One clipped Adam / Noam step on `group` (a dict of parameter subtrees) with `other` held fixed; `rate`:
+    a population member's step size (`rate(state)`; None: the config's)."""
     (loss, (aux, extra)), grads = jax.value_and_grad(self.loss, has_aux=True)(group, other, batch, rng, mode,
                                                                               step)
-    updates, opt_state = self.optimizer().update(grads, opt_state, group)
+    updates, opt_state = self.optimizer(rate).update(grads, opt_state, group)
     return optax.apply_updates(group, updates), opt_state, loss, aux, extra, optax.tree.norm(grads)
 
-  def e_step(self, encoder, encoder_opt_state, fixed, batch, rng, step, i):
+  def e_step(self, encoder, encoder_opt_state, fixed, batch, rng, step, i, rate=None):
     """E-step i: one step on the encoder group with the training-mode codes (relaxed for Hard EM) and the rng
     fold_in(rng, i). -> (encoder group, its optimiser state, loss)."""
     encoder, encoder_opt_state, loss, *_ = self._step(encoder_opt_state, encoder, fixed, batch,
-                                                      jax.random.fold_in(rng, i), 'train', step)
+                                                      jax.random.fold_in(rng, i), 'train', step, rate)
     return encoder, encoder_opt_state, loss
 
-  def e_steps(self, params, encoder_opt_state, batch, rng, step):
+  def e_steps(self, params, encoder_opt_state, batch, rng, step, rate=None):
     """`em_iter` E-steps (i = 0, 1, ...), a `lax.fori_loop`. -> (encoder group, its opt state, last loss)."""
     encoder, _ = self._groups(params)
     fixed = {k: v for k, v in params.items() if k not in encoder}
 
     def body(i, carry):
-      return self.e_step(carry[0], carry[1], fixed, batch, rng, step, i)
+      return self.e_step(carry[0], carry[1], fixed, batch, rng, step, i, rate)
 
     carry = (encoder, encoder_opt_state, jnp.zeros((), jnp.float32))
     return jax.lax.fori_loop(0, self.config.em_iter, body, carry)
 
   def train_step(self, state, batch, rng):
-    params, step = state['params'], state['step']
+    params, step, rate = state['params'], state['step'], self.rate(state)
     new_state = dict(state, step=step + 1)
     if self.alternating:
-      encoder, encoder_opt, e_loss = self.e_steps(params, state['opt_state']['encoder'], batch, rng, step)
+      encoder, encoder_opt, e_loss = self.e_steps(params, state['opt_state']['encoder'], batch, rng, step, rate)
       params = {**params, **encoder}
       _, decoder = self._groups(params)
       fixed = {k: v for k, v in params.items() if k not in decoder}
       m_rng = jax.random.fold_in(rng, self.config.em_iter)
       decoder, decoder_opt, loss, aux, extra, grad_norm = self._step(
-          state['opt_state']['decoder'], decoder, fixed, batch, m_rng, self.m_step_mode, step)
+          state['opt_state']['decoder'], decoder, fixed, batch, m_rng, self.m_step_mode, step, rate)
       params = {**params, **decoder}
       new_state['opt_state'] = {'encoder': encoder_opt, 'decoder': decoder_opt}
       aux = {**aux, 'e_loss': e_loss}
@@ -426,7 +443,7 @@ class DiscreteVAE(Method):
       trainable = {**encoder, **decoder}
       fixed = {k: v for k, v in params.items() if k not in trainable}
       trainable, new_state['opt_state'], loss, aux, extra, grad_norm = self._step(
-          state['opt_state'], trainable, fixed, batch, rng, 'train', step)
+          state['opt_state'], trainable, fixed, batch, rng, 'train', step, rate)
       params = {**params, **trainable}
     if self.ema:  # the code books follow the inputs and codes of the (decoder) step's forward pass
       h, codes, weight = extra

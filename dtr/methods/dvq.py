@@ -41,6 +41,8 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.ema_decay must be in [0, 1), got {mc.ema_decay}.')
   if mc.commitment < 0:
     raise ValueError(f'model.commitment (beta) must be >= 0, got {mc.commitment}.')
+  if mc.learning_rate <= 0:
+    raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
@@ -56,8 +58,12 @@ class DVQ(Method):
   def _encoder(self) -> SparseMLP:
     return SparseMLP(self.vocab_size, tuple(self.config.encoder_hidden), self.num_bits * self.config.segment_dim)
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return clipped_adam(self.config.learning_rate, self.config.clip)
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def _trainable(self, params) -> dict:
     """The parameters that gradient steps change (the code book only under `codebook_update='loss'`)."""
@@ -68,7 +74,8 @@ class DVQ(Method):
     h_BxF = self._encoder().apply({'params': params['encoder']}, batch)
     return h_BxF.reshape(h_BxF.shape[0], self.num_bits, self.config.segment_dim)
 
-  def init(self, rng: jax.Array, batch) -> dict[str, Any]:
+  def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
+    self.check_hparams(hparams)
     enc_rng, dec_rng, pick_rng = jax.random.split(rng, 3)
     mc = self.config
     encoder = self._encoder().init(enc_rng, self._source(batch))['params']
@@ -83,7 +90,7 @@ class DVQ(Method):
     state = {'params': params, 'opt_state': self.optimizer().init(self._trainable(params))}
     if self._ema:
       state['ema'] = vq.ema_init(codebook_MxKxD)
-    return state
+    return self.keep_hparams(state, hparams)
 
   def loss(self, trainable, codebook, batch):
     params = {**trainable, 'codebook': trainable.get('codebook', codebook)}
@@ -106,9 +113,9 @@ class DVQ(Method):
     trainable = self._trainable(params)
     (loss, (aux, (h, idx))), grads = jax.value_and_grad(self.loss, has_aux=True)(
         trainable, params['codebook'], batch)
-    updates, opt_state = self.optimizer().update(grads, state['opt_state'], trainable)
+    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'], trainable)
     new_params = {**params, **optax.apply_updates(trainable, updates)}
-    new_state = {'opt_state': opt_state}
+    new_state = {**state, 'opt_state': opt_state}
     if self._ema:
       new_state['ema'], new_params['codebook'] = vq.ema_update(
           state['ema'], h, idx, self._source(batch)['mask'].reshape(-1), self.config.ema_decay,

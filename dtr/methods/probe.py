@@ -103,13 +103,17 @@ class Probe(Method):
     return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, mc.dropout, mc.reembed,
                         self.data.num_values, mc.embed_dim, mc.get('normalize', 'none'))
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return clipped_adam(self.config.learning_rate, self.config.clip)
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def init(self, rng, batch, hparams=None):
-    del hparams
+    self.check_hparams(hparams)
     params = self._network().init(rng, batch['features'])['params']
-    return {'params': params, 'opt_state': self.optimizer().init(params)}
+    return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 
   def loss(self, params, batch, rng):
     logits = self._network().apply({'params': params}, batch['features'], train=True, rngs={'dropout': rng})
@@ -117,8 +121,9 @@ class Probe(Method):
 
   def train_step(self, state, batch, rng):
     (loss, accuracy), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
-    return ({'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state},
+    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+                                                                         state['params'])
+    return ({**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state},
             {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads)})
 
   def predict(self, params, batch):

@@ -181,8 +181,12 @@ class SentenceMethod(Method):
         raise ValueError(f'{name} split: the padding id {PAD_ID} occurs inside a sentence; unknown words must '
                          f'map to the unknown-word id {UNK_ID} (dtr.data.tokenize does this).')
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return clipped_adam(self.config.learning_rate, self.config.clip)
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def _apply(self, params, *args, method, rng=None, **kwargs):
     rngs = {'dropout': rng} if rng is not None else {}
@@ -215,13 +219,13 @@ class SentenceMethod(Method):
     z = jnp.zeros((tokens.shape[0], network.code_size), jnp.float32) if network.code_size else None
     params = jax.jit(network.init)(rng, tokens, lengths, z)['params']  # one compile, not op-by-op scans
     params = self._with_hparams(params, hparams)
-    return {'params': params, 'opt_state': self.optimizer().init(params),
-            'sentences': jnp.zeros((), jnp.float32)}
+    state = {'params': params, 'opt_state': self.optimizer().init(params), 'sentences': jnp.zeros((), jnp.float32)}
+    return self.keep_hparams(state, hparams)
 
   def _with_hparams(self, params, hparams):
-    """The parameters with the population hyperparameters the method keeps in them (`default_hparams`):
-    values that evaluation reads too, never trained. None here."""
-    self.check_no_hparams(hparams)
+    """The parameters with the population hyperparameters the method keeps in them (values that evaluation
+    reads too, never trained); the learning rate is kept in the state (`keep_hparams`). None here."""
+    del hparams
     return params
 
   def loss(self, params, batch, rng, kl_weight):
@@ -238,8 +242,9 @@ class SentenceMethod(Method):
     produced it (not one step later, when the NaN parameters first give a NaN loss)."""
     kl_weight = self._kl_weight(state['sentences'])
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight)
-    updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
-    new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
+    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+                                                                         state['params'])
+    new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
                  'sentences': state['sentences'] + jnp.sum(jnp.asarray(batch['mask'], jnp.float32))}
     grad_norm = optax.tree.norm(grads)
     loss = jnp.where(jnp.isfinite(grad_norm), loss, jnp.nan)

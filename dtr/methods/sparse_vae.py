@@ -154,17 +154,19 @@ class HSVAE(_SparseFamily):
     return bool(self.config.get('prior_in_params', False))
 
   def default_hparams(self) -> dict[str, jax.Array]:
-    """The Beta prior (alpha, beta) over gamma, a population's hyperparameters: kept in the parameters
-    (`params['prior']`, never trained), so that one compiled program serves every prior. None for a config
-    saved before `model.prior_in_params` (its prior is a compile-time constant, as it was trained)."""
+    """The learning rate (kept in the state) and the Beta prior (alpha, beta) over gamma, kept in the
+    parameters (`params['prior']`, never trained), so that one compiled program serves every prior. No prior
+    for a config saved before `model.prior_in_params` (its prior is a compile-time constant, as it was
+    trained)."""
     if not self._prior_in_params:
-      return {}
-    return {'prior_alpha': jnp.float32(self.config.prior_alpha), 'prior_beta': jnp.float32(self.config.prior_beta)}
+      return super().default_hparams()
+    return {**super().default_hparams(), 'prior_alpha': jnp.float32(self.config.prior_alpha),
+            'prior_beta': jnp.float32(self.config.prior_beta)}
 
   def _with_hparams(self, params, hparams):
     if not self._prior_in_params:
       return super()._with_hparams(params, hparams)
-    hp = self.default_hparams() if hparams is None else hparams
+    hp = {**self.default_hparams(), **(hparams or {})}
     return {**params, 'prior': {'alpha': jnp.asarray(hp['prior_alpha'], jnp.float32),
                                 'beta': jnp.asarray(hp['prior_beta'], jnp.float32)}}
 

@@ -85,20 +85,26 @@ class NASH(Method):
   def _decoder(self) -> nn.Dense:
     return nn.Dense(self.vocab_size)
 
-  def optimizer(self) -> optax.GradientTransformation:
-    return clipped_adam(self.config.learning_rate, self.config.get('clip', 0))
+  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
+    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
+    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate,
+                        self.config.get('clip', 0))
+
+  def default_hparams(self) -> dict:
+    return self.adam_hparams()
 
   def encoder_outputs(self, params, batch) -> tuple[jax.Array, jax.Array]:
     """(bit logits [B, m], extra heads [B, E])."""
     out_BxF = self._encoder().apply({'params': params['encoder']}, batch)
     return out_BxF[:, :self.num_bits], out_BxF[:, self.num_bits:]
 
-  def init(self, rng: jax.Array, batch) -> dict[str, Any]:
+  def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
+    self.check_hparams(hparams)
     enc_rng, dec_rng, extra_rng = jax.random.split(rng, 3)
     params = {'encoder': self._encoder().init(enc_rng, self._source(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.num_bits)))['params'],
               **self._init_extra(extra_rng)}
-    return {'params': params, 'opt_state': self.optimizer().init(params)}
+    return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 
   def loss(self, params, batch, rng):
     """Mean over documents of reconstruction + kl_weight * KL, one straight-through sample each."""
@@ -115,8 +121,9 @@ class NASH(Method):
 
   def train_step(self, state, batch, rng):
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer().update(grads, state['opt_state'], state['params'])
-    new_state = {'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
+    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+                                                                         state['params'])
+    new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
   def encode(self, params, batch, rng=None) -> jax.Array:
