@@ -93,6 +93,8 @@ def print_help(program: str) -> None:
         '  --verbose         show tracebacks of user errors (default: one message, exit status 2)\n'
         '  --helpfull        absl\'s full flag listing\n'
         '\nAny field can be overridden: --config.model.learning_rate=0.01 --config.data.data_dir=/data ...\n'
+        'A population (--config.population=P) draws what population_search names, declared or not:\n'
+        '  "--config.population_search.learning_rate=log_uniform(1e-4,1e-2)"\n'
         'Data: $DTR_DATA_DIR (or --config.data.data_dir); without any data folder the hashing configs train on\n'
         'the built-in synthetic corpus and say so. Compilation cache: $DTR_COMPILATION_CACHE (~/.cache/dtr/jax;\n'
         '0 = off); prepared corpora: $DTR_TFDS_DIR (~/.cache/dtr/tfds).')
@@ -103,6 +105,36 @@ def print_help(program: str) -> None:
 # digests, the benches' cell names): the argument that adds each.
 ASKED_BY_ARGUMENT = {'data.length_buckets': 'buckets=W', 'data.pad_to_multiple_of': 'pad_to_multiple_of=M',
                      'data.feature_standardize': 'normalize=feature'}
+
+
+SEARCH_PREFIX = '--config.population_search.'
+
+
+def take_search_specs(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+  """(argv without its `--config.population_search.NAME=SPEC` items, {NAME: SPEC}).
+
+  population_search maps a method's population hyperparameters to what members 1..P-1 draw; a config declares
+  only some (or none), so a command line may name any of them: `apply_search_specs` adds them to the config,
+  and the population refuses a name its method cannot vary, listing those it can."""
+  rest, specs = [], {}
+  for item in argv:
+    whole = item.startswith(SEARCH_PREFIX[:-1] + '=')
+    if not item.startswith(SEARCH_PREFIX) and not whole:
+      rest.append(item)
+      continue
+    name, sep, spec = item[len(SEARCH_PREFIX):].partition('=')
+    if whole or not sep or not name or '.' in name:
+      fail(f'{item}: write {SEARCH_PREFIX}NAME=SPEC, e.g. "{SEARCH_PREFIX}learning_rate=log_uniform(1e-4,1e-2)" '
+           '(quoted: the shell reads parentheses).')
+    specs[name] = spec
+  return rest, specs
+
+
+def apply_search_specs(config, specs: dict[str, str]) -> None:
+  """Sets config.population_search[NAME] = SPEC for each (`take_search_specs`), declared or not."""
+  if specs:
+    with config.unlocked():
+      config.population_search.update(specs)
 
 
 def check_config(argv: list[str]) -> None:

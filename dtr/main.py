@@ -15,6 +15,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml_collections config
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, TensorBoard logs, codes and results. '
                                'A run resumes from the latest checkpoint found there.')
 _SHOW = flags.DEFINE_bool('show_config', False, 'Print the config (arguments and overrides applied) and exit.')
+_SEARCH: dict[str, str] = {}  # --config.population_search.NAME=SPEC items (`cli.take_search_specs`)
 
 
 def main(argv):
@@ -22,6 +23,7 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}; flags are written --name=value (python -m dtr.main --help).')
   if _CONFIG.value is None:
     cli.fail('--config is required, e.g. --config=configs/ammi.py:tiny (python -m dtr.main --help lists them).')
+  cli.apply_search_specs(_CONFIG.value, _SEARCH)
   if _SHOW.value:
     print(_CONFIG.value)
     return
@@ -38,6 +40,9 @@ def run():
   if any(a in ('--help', '-h', '-?') for a in argv[1:]):
     cli.print_help('dtr.main')
     sys.exit(0)
+  argv, specs = cli.take_search_specs(argv)
+  _SEARCH.update(specs)
+  sys.argv = cli.take_search_specs(sys.argv)[0]  # config_flags reads its overrides from sys.argv too
   cli.check_config(argv)
   cli.run(main, argv)
 

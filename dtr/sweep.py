@@ -1,9 +1,9 @@
 r"""Random search over shape-changing choices: one population (`dtr.population`) per group.
 
-A population vmaps everything that keeps array shapes (its method's population hyperparameters, such as
-AMMI's learning rates, beta, clip and init range or HSVAE's prior, and the seed); choices that change shapes
-or are no population hyperparameter of the method (batch size, G, prior layers, raw prior, hidden size,
-encoder order, a VAE's KL weight...) need their own compiled program. A sweep is the cartesian product of
+A population vmaps everything that keeps array shapes (its method's population hyperparameters: every
+Adam-trained method's learning rate, AMMI's beta, clip and init range, HSVAE's prior; and the seed); choices
+that change shapes or are no population hyperparameter of the method (batch size, G, prior layers, raw
+prior, hidden size, encoder order, a VAE's KL weight...) need their own compiled program. A sweep is the cartesian product of
 `--grid` choices (or `--groups` points drawn from it), each group one population of `config.population`
 members:
 
@@ -15,9 +15,9 @@ Group g runs in WORKDIR/group{g:03d} with seed config.seed + g * population (no 
 an interrupted sweep resumes: finished groups are read back, an unfinished one continues from its checkpoint.
 The best member over all groups is chosen on config.select's validation metric (highest or lowest) and
 reported on test; sweep_results.json holds every group's best and all members, sweep.md a table. The same as
-a function: `run_sweep`. A method without population hyperparameters (most VAEs) trains each group as a
-population of seeds, so a sweep is its grid search with several seeds per point, e.g. HSVAE's code size and
-KL weights (its prior is a population hyperparameter: `config.population_search`):
+a function: `run_sweep`. With an empty `config.population_search` each group is a population of seeds, so a
+sweep is a grid search with several seeds per point, e.g. HSVAE's code size and KL weights (its prior and
+learning rate are population hyperparameters: `config.population_search`):
 
   python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae,population=3 \
       --grid=model.latent_size=32,768 --grid=model.gamma_kl_weight=0.25,0.5 --workdir=/tmp/hsvae_grid
@@ -26,18 +26,20 @@ KL weights (its prior is a population hyperparameter: `config.population_search`
 import itertools
 import json
 import os
+import sys
 import time
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dtr import config_utils
+from dtr import cli, config_utils
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'ml_collections config file (path[:arguments]).',
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep; one sub-folder per group.')
 _GRID = flags.DEFINE_multi_string('grid', [], 'A shape-changing choice: dotted.field=v1,v2,... (repeatable).')
+_SEARCH: dict[str, str] = {}  # --config.population_search.NAME=SPEC items (`cli.take_search_specs`)
 _GROUPS = flags.DEFINE_integer('groups', 0, 'Draw this many distinct grid points at random (0: all of them).')
 
 
@@ -150,6 +152,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  cli.apply_search_specs(config, _SEARCH)
   summary = run_sweep(config, _WORKDIR.value, parse_grid(_GRID.value, config), _GROUPS.value)
   m = summary['metric']
   print(table(summary))
@@ -160,5 +163,6 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  from dtr import cli  # pylint: disable=g-import-not-at-top
+  sys.argv, _specs = cli.take_search_specs(sys.argv)  # before absl: config_flags reads sys.argv
+  _SEARCH.update(_specs)
   cli.run(main)  # user errors (a bad config field, missing data) as one message, exit 2

@@ -32,6 +32,15 @@ def test_show_config_prints_the_fields():
   assert out.returncode == 0 and 'entropy_weight' in out.stdout and 'population_search' in out.stdout
 
 
+def test_a_command_line_may_name_any_population_search_field():
+  """population_search maps hyperparameters to what members draw: a name the config does not declare is
+  added (the sentence configs declare none), beside overrides of declared fields."""
+  out = _run('-m', 'dtr.main', '--config=configs/sentence_ae.py:tiny,population=4', '--show_config',
+             '--config.population_search.learning_rate=log_uniform(1e-4,1e-2)', '--config.num_epochs=3')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'learning_rate: log_uniform(1e-4,1e-2)' in out.stdout and 'num_epochs: 3' in out.stdout
+
+
 @pytest.mark.parametrize('args,expected', [
     (['--config=configs/ammi.py:tiny', '--config.model.entropy_wieght=3'],
      ["config.model has no field 'entropy_wieght'", 'Did you mean config.model.entropy_weight?', 'bmmi']),
@@ -44,6 +53,10 @@ def test_show_config_prints_the_fields():
      ["config.data has no field 'feature_standardize'",
       '--config=configs/classify.py:features=/nonexistent,labels=200,normalize=feature']),
     (['--config=configs/nope.py'], ['no config file configs/nope.py', 'configs/ammi.py']),
+    (['--config=configs/sentence_ae.py:tiny,population=2', '--config.population_search.kl_wieght=uniform(0,1)'],
+     ["population_search names ['kl_wieght']", "can vary ['learning_rate']"]),
+    (['--config=configs/sentence_ae.py:tiny', '--config.population_search=uniform(0,1)'],
+     ['--config.population_search.NAME=SPEC']),
 ])
 def test_config_mistakes_give_one_message_and_exit_2(args, expected, tmp_path):
   out = _run('-m', 'dtr.main', *args, f'--workdir={tmp_path}')
