@@ -1,11 +1,11 @@
 r"""Random search over shape-changing choices: one population (`dtr.population`) per group.
 
 A population vmaps everything that keeps array shapes (its method's population hyperparameters: every
-Adam-trained method's learning rate, AMMI's beta, clip and init range, HSVAE's prior; and the seed); choices
-that change shapes or are no population hyperparameter of the method (batch size, G, prior layers, raw
-prior, hidden size, encoder order, a VAE's KL weight...) need their own compiled program. A sweep is the cartesian product of
-`--grid` choices (or `--groups` points drawn from it), each group one population of `config.population`
-members:
+Adam-trained method's learning rate; AMMI's entropy weight, clip and init range; the sparse sentence VAEs' loss
+weights and HSVAE's prior; and the seed); choices that change shapes or are no population hyperparameter of
+the method (batch size, G, prior layers, raw prior, hidden size, code size, encoder order...) need their own
+compiled program. A sweep is the cartesian product of `--grid` choices (or `--groups` points drawn from it),
+each group one population of `config.population` members:
 
   DTR_DATA_DIR=../shared/data python -m dtr.sweep --config=configs/ammi.py:dataset=ng20,bits=64,population=12 \
       --grid=batch_size=64,128,256 --grid=model.prior_steps=1,2,4 --grid=model.prior_layers=0,1 \
@@ -16,11 +16,12 @@ an interrupted sweep resumes: finished groups are read back, an unfinished one c
 The best member over all groups is chosen on config.select's validation metric (highest or lowest) and
 reported on test; sweep_results.json holds every group's best and all members, sweep.md a table. The same as
 a function: `run_sweep`. With an empty `config.population_search` each group is a population of seeds, so a
-sweep is a grid search with several seeds per point, e.g. HSVAE's code size and KL weights (its prior and
-learning rate are population hyperparameters: `config.population_search`):
+sweep is a grid search with several seeds per point; with one, each point searches the values too, e.g.
+HSVAE's code size by grid and its KL weight psi within each population:
 
-  python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae,population=3 \
-      --grid=model.latent_size=32,768 --grid=model.gamma_kl_weight=0.25,0.5 --workdir=/tmp/hsvae_grid
+  python -m dtr.sweep --config=configs/sentence_ae.py:method=hsvae,population=6 \
+      --grid=model.latent_size=32,768 "--config.population_search.z_kl_weight=uniform(0.1,1)" \
+      --workdir=/tmp/hsvae_grid
 """
 
 import itertools

@@ -215,6 +215,33 @@ def test_loss_finite_and_decreasing(name):
     assert float(metrics['nan_gamma']) == 0.0
 
 
+WEIGHTS = [('hsvae', {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}), ('mat_vae', {'kl_weight': 0.3, 'mmd_weight': 3.0}),
+           ('gauss_vae', {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3})]
+
+
+@pytest.mark.parametrize('name,weights', WEIGHTS, ids=[n for n, _ in WEIGHTS])
+def test_loss_weights_are_population_values(name, weights):
+  """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state: a member given other
+  weights steps as a single run configured with them, and differently from a member with the config's."""
+  batch = make_batch()
+  configured = CLASSES[name](tiny(name, **weights), 0, INFO)  # a single run with these weights
+  method = CLASSES[name](tiny(name), 0, INFO)  # a population's, whose config has the default weights
+  defaults = method.default_hparams()
+  assert set(weights) <= set(defaults) and set(defaults) - set(weights) >= {'learning_rate'}
+  single_step, member_step = jax.jit(configured.train_step), jax.jit(method.train_step)
+  single = configured.init(jax.random.key(0), batch)
+  member = method.init(jax.random.key(0), batch, {**defaults, **weights})
+  default = method.init(jax.random.key(0), batch, defaults)
+  for i in range(2):
+    single, single_metrics = single_step(single, batch, jax.random.key(i))
+    member, member_metrics = member_step(member, batch, jax.random.key(i))
+    default, default_metrics = member_step(default, batch, jax.random.key(i))
+    assert float(member_metrics['loss']) == pytest.approx(float(single_metrics['loss']), rel=1e-5)
+    assert abs(float(default_metrics['loss']) - float(member_metrics['loss'])) > 1e-3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
+               member['params'])
+
+
 @pytest.mark.parametrize('name', ['hsvae', 'mat_vae'])
 def test_scores_codes_and_decoding(name):
   method, _, state, _, _, _ = trained(name)
@@ -264,7 +291,8 @@ def test_hsvae_prior_lives_in_the_parameters_and_a_config_saved_before_keeps_it_
   del legacy_config['prior_in_params']  # a config saved before the field: the parameters it was saved with
   legacy = sparse_vae.HSVAE(legacy_config, 0, INFO)
   legacy_params = legacy.init(jax.random.key(0), batch)['params']
-  assert 'prior' not in legacy_params and set(legacy.default_hparams()) == {'learning_rate'}
+  assert 'prior' not in legacy_params
+  assert set(legacy.default_hparams()) == {'learning_rate', 'gamma_kl_weight', 'z_kl_weight'}
   assert legacy.prior(legacy_params) == (3.0, 1.5)
   network = {k: v for k, v in state['params'].items() if k != 'prior'}
   encoded = jax.jit(method.encode)(state['params'], batch)
@@ -273,7 +301,7 @@ def test_hsvae_prior_lives_in_the_parameters_and_a_config_saved_before_keeps_it_
   kl = jax.jit(method.score)(state['params'], batch, jax.random.key(2))['kl']
   np.testing.assert_allclose(jax.jit(legacy.score)(network, batch, jax.random.key(2))['kl'], kl, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match='no population hyperparameters'):
-    sparse_vae.GaussVAE(tiny('gauss_vae'), 0, INFO).init(jax.random.key(0), batch, {'kl_weight': jnp.ones(())})
+    sparse_vae.GaussVAE(tiny('gauss_vae'), 0, INFO).init(jax.random.key(0), batch, {'prior_alpha': jnp.ones(())})
 
 
 def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
@@ -310,7 +338,7 @@ def test_kl_target_makes_the_weighted_kl_its_distance_to_c(name):
   z = jax.random.normal(rng, (B, 5))
   parts = ({'kl_gamma': np.zeros(B, np.float32), 'kl_z': kl_B, 'gamma': np.full((B, 5), 0.5, np.float32),
             'spikes': np.zeros((B, 5), np.float32)} if name == 'hsvae'
-           else {'kl': kl_B, 'penalty': np.zeros(B, np.float32)})
+           else {'kl': kl_B, 'norms': {'l1_mu': np.zeros(B, np.float32)}})
   values = {}
   for target in (0.0, 2.0, 10.0):
     method = CLASSES[name](tiny(name, kl_target=target, **{weight_field: 0.5}), 0, INFO)
@@ -380,7 +408,7 @@ def test_nan_gamma_reaches_the_loss_even_on_masked_rows():
 
 def test_a_non_finite_gradient_makes_the_step_loss_nan():
   class InfiniteGradient(sparse_vae.GaussVAE):
-    def loss(self, params, batch, rng, kl_weight):
+    def loss(self, params, batch, rng, kl_weight, weights=None):
       leaf = jax.tree.leaves(params)[0]
       return jnp.sqrt(jnp.sum(leaf * 0.0)), {}  # value 0, gradient inf * 0 = NaN
 

@@ -110,12 +110,15 @@ class SentenceMethod(Method):
 
   Subclasses give the network (`_network`), the code (`_latent`), its training penalty (`_regulariser`),
   `encode` / `features`, and how `decode` reads codes (`_codes_to_z`). State: {'params', 'opt_state',
-  'sentences' (real sentences seen, for KL annealing)}.
+  'sentences' (real sentences seen, for KL annealing)} and, for a population's member, 'hparams' (its learning
+  rate and `loss_weights`).
   """
 
   reads: ClassVar[str] = 'tokens'
   validate = staticmethod(check_common)
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
+  # model fields weighting terms of the training loss, read through `_weight`: population hyperparameters
+  loss_weights: ClassVar[tuple[str, ...]] = ()
 
   def __post_init__(self):
     super().__post_init__()
@@ -131,10 +134,21 @@ class SentenceMethod(Method):
     """(z [B, C] or None, parts) for mode 'sample' (as in training), 'mean' or 'greedy'."""
     raise NotImplementedError
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng) -> tuple[jax.Array, dict]:
-    """The scalar training penalty on the code, and its metrics."""
-    del parts, z_BxC, batch, kl_weight, rng
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None) -> tuple[jax.Array, dict]:
+    """The scalar training penalty on the code, and its metrics; `weights`: the values of `loss_weights` for
+    this step (`_loss_weights`; None: the config's)."""
+    del parts, z_BxC, batch, kl_weight, rng, weights
     return jnp.zeros(()), {}
+
+  def _weight(self, name: str, weights=None):
+    """The value of loss weight `name`: from `weights` (a population member's) or the config."""
+    return (weights or {}).get(name, self.config[name])
+
+  def _loss_weights(self, state) -> dict:
+    """{field: value} of `loss_weights` for `state`: its population member's (state['hparams']), else the
+    config's."""
+    kept = state.get('hparams', {})
+    return {name: kept.get(name, self.config[name]) for name in self.loss_weights}
 
   def _kl(self, parts, lengths_B) -> jax.Array:
     """Per-sentence KL of the sampled code [B] (0 where the model has none)."""
@@ -186,7 +200,8 @@ class SentenceMethod(Method):
     return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
 
   def default_hparams(self) -> dict:
-    return self.adam_hparams()
+    """The learning rate and the weights of the loss's terms (`loss_weights`), kept in the state."""
+    return {**self.adam_hparams(), **{name: jnp.float32(self.config[name]) for name in self.loss_weights}}
 
   def _apply(self, params, *args, method, rng=None, **kwargs):
     rngs = {'dropout': rng} if rng is not None else {}
@@ -220,7 +235,7 @@ class SentenceMethod(Method):
     params = jax.jit(network.init)(rng, tokens, lengths, z)['params']  # one compile, not op-by-op scans
     params = self._with_hparams(params, hparams)
     state = {'params': params, 'opt_state': self.optimizer().init(params), 'sentences': jnp.zeros((), jnp.float32)}
-    return self.keep_hparams(state, hparams)
+    return self.keep_hparams(state, hparams, keys=('learning_rate',) + self.loss_weights)
 
   def _with_hparams(self, params, hparams):
     """The parameters with the population hyperparameters the method keeps in them (values that evaluation
@@ -228,20 +243,22 @@ class SentenceMethod(Method):
     del hparams
     return params
 
-  def loss(self, params, batch, rng, kl_weight):
-    """Mean over sentences of the summed token NLL plus the code's penalty, and metrics."""
+  def loss(self, params, batch, rng, kl_weight, weights=None):
+    """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `weights`: the loss
+    weights' values (`_loss_weights`; None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
     reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True)
-    penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng)
+    penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, weights)
     return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
 
   def train_step(self, state, batch, rng):
     """One Adam step. A non-finite gradient makes the reported loss NaN, so the loop stops at the step that
     produced it (not one step later, when the NaN parameters first give a NaN loss)."""
     kl_weight = self._kl_weight(state['sentences'])
-    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight)
+    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight,
+                                                                      self._loss_weights(state))
     updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
                                                                          state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
@@ -365,8 +382,8 @@ class SentenceAE(SentenceMethod):
       return jnp.ones(())
     return jnp.minimum(mc.kl_start + sentences_seen / mc.kl_anneal_sentences, 1.0)
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
-    del z_BxC, rng
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
+    del z_BxC, rng, weights
     metrics = {k: v for k, v in parts.items() if k == 'bit_rate'}
     if 'kl' not in parts:
       return jnp.zeros(()), metrics

@@ -148,14 +148,15 @@ class HSVAE(_SparseFamily):
 
   validate = staticmethod(validate_hsvae)
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
+  loss_weights: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight')  # lambda, psi
 
   @property
   def _prior_in_params(self) -> bool:
     return bool(self.config.get('prior_in_params', False))
 
   def default_hparams(self) -> dict[str, jax.Array]:
-    """The learning rate (kept in the state) and the Beta prior (alpha, beta) over gamma, kept in the
-    parameters (`params['prior']`, never trained), so that one compiled program serves every prior. No prior
+    """The learning rate and the KL weights lambda, psi (kept in the state) and the Beta prior (alpha, beta)
+    over gamma, kept in the parameters (`params['prior']`, never trained), so that one compiled program serves every prior. No prior
     for a config saved before `model.prior_in_params` (its prior is a compile-time constant, as it was
     trained)."""
     if not self._prior_in_params:
@@ -219,9 +220,8 @@ class HSVAE(_SparseFamily):
   def _kl(self, parts, lengths_B):
     return parts['kl_gamma'] + parts['kl_z']
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
     del z_BxC, kl_weight, rng
-    mc = self.config
     kl_gamma, kl_z = masked_mean(parts['kl_gamma'], batch), masked_mean(parts['kl_z'], batch)
     gamma = parts['gamma']
     # A non-finite Beta sample anywhere in the batch makes the loss NaN even where a mask or a zero weight
@@ -229,7 +229,8 @@ class HSVAE(_SparseFamily):
     guard = jnp.where(jnp.all(jnp.isfinite(gamma)), 0.0, jnp.nan)
     metrics = {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'nan_gamma': jnp.mean(~jnp.isfinite(gamma)),
                'gamma_mean': jnp.mean(gamma), 'spike_rate': jnp.mean(parts['spikes'])}
-    return mc.gamma_kl_weight * kl_gamma + mc.z_kl_weight * self._rate(kl_z) + guard, metrics
+    return (self._weight('gamma_kl_weight', weights) * kl_gamma
+            + self._weight('z_kl_weight', weights) * self._rate(kl_z) + guard), metrics
 
 
 def validate_mat_vae(mc: ml_collections.ConfigDict) -> None:
@@ -246,6 +247,7 @@ class MATVAE(_SparseFamily):
   """Gaussian posterior, fixed spike-and-slab prior, Monte Carlo KL plus an IMQ-MMD term."""
 
   validate = staticmethod(validate_mat_vae)
+  loss_weights: ClassVar[tuple[str, ...]] = ('kl_weight', 'mmd_weight')  # beta, alpha
 
   def _log_prior(self, z):
     mc = self.config
@@ -260,13 +262,14 @@ class MATVAE(_SparseFamily):
     z = gaussian.sample(mu, logvar, rng)
     return z, {'kl': gaussian.log_density(z, mu, logvar) - self._log_prior(z)}
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
     del kl_weight
     mc = self.config
     prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, mc.prior_gamma, mc.spike_scale, z_BxC.dtype)
     kl = masked_mean(parts['kl'], batch)
     discrepancy = mmd.mmd_imq(z_BxC, prior_BxC, jnp.asarray(batch['mask']), scales=tuple(mc.mmd_scales))
-    return mc.kl_weight * self._rate(kl) + mc.mmd_weight * discrepancy, {'kl': kl, 'mmd': discrepancy}
+    return (self._weight('kl_weight', weights) * self._rate(kl) + self._weight('mmd_weight', weights) * discrepancy,
+            {'kl': kl, 'mmd': discrepancy})
 
 
 def validate_gauss_vae(mc: ml_collections.ConfigDict) -> None:
@@ -279,21 +282,24 @@ class GaussVAE(_SparseFamily):
   """Gaussian VAE with optional L1 / L2 penalties on mu and sigma (the sparsity baselines)."""
 
   validate = staticmethod(validate_gauss_vae)
+  loss_weights: ClassVar[tuple[str, ...]] = ('kl_weight', 'l1_mu', 'l2_mu', 'l1_sigma', 'l2_sigma')
 
   def _latent(self, heads, rng, mode):
     if mode != 'sample':
       return heads[0], {}
     mu, sigma = self._gaussian(heads)
     logvar = 2.0 * jnp.log(sigma)
-    mc = self.config
-    penalty = (mc.l1_mu * jnp.sum(jnp.abs(mu), -1) + mc.l2_mu * jnp.sum(jnp.square(mu), -1)
-               + mc.l1_sigma * jnp.sum(sigma, -1) + mc.l2_sigma * jnp.sum(jnp.square(sigma), -1))
-    return gaussian.sample(mu, logvar, rng), {'kl': gaussian.kl_standard_normal(mu, logvar), 'penalty': penalty}
+    norms = {'l1_mu': jnp.sum(jnp.abs(mu), -1), 'l2_mu': jnp.sum(jnp.square(mu), -1),
+             'l1_sigma': jnp.sum(sigma, -1), 'l2_sigma': jnp.sum(jnp.square(sigma), -1)}
+    return gaussian.sample(mu, logvar, rng), {'kl': gaussian.kl_standard_normal(mu, logvar), 'norms': norms}
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
+    """kl_weight * KL plus the L1 / L2 penalties on mu and sigma (weights l1_mu, l2_mu, l1_sigma, l2_sigma)."""
     del z_BxC, kl_weight, rng
-    kl, penalty = masked_mean(parts['kl'], batch), masked_mean(parts['penalty'], batch)
-    return self.config.kl_weight * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
+    kl = masked_mean(parts['kl'], batch)
+    penalty = sum(self._weight(name, weights) * masked_mean(norm_B, batch)
+                  for name, norm_B in parts['norms'].items())
+    return self._weight('kl_weight', weights) * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
 
 
 def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
