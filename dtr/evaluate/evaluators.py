@@ -49,8 +49,15 @@ def _single_fn(method, name: str, mesh, with_rng: bool):
 
 @functools.lru_cache(maxsize=None)
 def _members_fn(method, name: str, with_rng: bool):
+  """One program for all members' outputs on a batch: vmapped on accelerators; on the CPU one member after
+  another (`lax.map`), since XLA:CPU runs vmap's batched products (a member dimension on every dot) several
+  times slower than the same products member by member (docs/results/foundation.md, populations)."""
   fn = getattr(method, name)
-  return jax.jit(jax.vmap(fn, in_axes=(0, None, None) if with_rng else (0, None)))
+  if jax.default_backend() != 'cpu':
+    return jax.jit(jax.vmap(fn, in_axes=(0, None, None) if with_rng else (0, None)))
+  if with_rng:
+    return jax.jit(lambda params, batch, rng: jax.lax.map(lambda p: fn(p, batch, rng), params))
+  return jax.jit(lambda params, batch: jax.lax.map(lambda p: fn(p, batch), params))
 
 
 @functools.lru_cache(maxsize=None)
