@@ -156,9 +156,9 @@ class HSVAE(_SparseFamily):
 
   def default_hparams(self) -> dict[str, jax.Array]:
     """The learning rate and the KL weights lambda, psi (kept in the state) and the Beta prior (alpha, beta)
-    over gamma, kept in the parameters (`params['prior']`, never trained), so that one compiled program serves every prior. No prior
-    for a config saved before `model.prior_in_params` (its prior is a compile-time constant, as it was
-    trained)."""
+    over gamma, kept in the parameters (`params['prior']`, never trained), so that one compiled program
+    serves every prior. No prior for a config saved before `model.prior_in_params` (its prior is a
+    compile-time constant, as it was trained)."""
     if not self._prior_in_params:
       return super().default_hparams()
     return {**super().default_hparams(), 'prior_alpha': jnp.float32(self.config.prior_alpha),
