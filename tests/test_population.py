@@ -52,34 +52,6 @@ def tiny_sentences(method: str, seed: int, num_epochs: int, **model):
   return config
 
 
-def test_a_sentence_population_varies_the_learning_rate_each_member_as_its_single_run(tmp_path):
-  """The binary sentence autoencoder's population hyperparameter is Adam's learning rate: population=2 trains
-  the config's rate and a drawn one (seeds 0 and 1) in one program, each as its single run with that seed and
-  rate (the population's data order), the best one reported."""
-  from dtr import train  # pylint: disable=g-import-not-at-top
-  config = tiny_sentences('binary_ae', 0, 2)
-  config.population = 2
-  config.population_search.learning_rate = 'choice(0.004)'
-  results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
-  summary = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())
-  assert [(m['seed'], m['learning_rate']) for m in summary['members']] == [(0, 1e-3), (1, 0.004)]
-  singles = []
-  for member in summary['members']:
-    single_config = tiny_sentences('binary_ae', member['seed'], 2, learning_rate=member['learning_rate'])
-    single = train.train_and_evaluate(single_config, str(tmp_path / f'single{member["seed"]}'))
-    singles.append(single)
-    # The same training: the numbers of the deterministic codes (mean and greedy) agree to float rounding (a
-    # sharded single run all-reduces its gradient in another order than a member). Sampled-code numbers
-    # differ by sampling noise: members share the population's evaluation noise (`dtr.population`).
-    assert len(member['valid_history']) == len(single['valid_history'])
-    for key in ('test/perplexity_mean', 'test/perplexity_greedy'):
-      assert member[key] == pytest.approx(single[key], rel=1e-4), key
-  assert abs(singles[0]['test/perplexity_mean'] - singles[1]['test/perplexity_mean']) > 1e-2  # members differ
-  best = singles[results['best_member']]
-  assert results['test/perplexity_mean'] == pytest.approx(best['test/perplexity_mean'], rel=1e-4)
-  assert results['best_hparams'] == {'learning_rate': summary['members'][results['best_member']]['learning_rate']}
-
-
 def test_a_method_without_hyperparameters_varies_seeds_only():
   """LSH trains nothing by a step size: a population of it varies seeds, and a search is refused."""
   from dtr import config_utils  # pylint: disable=g-import-not-at-top
@@ -189,24 +161,27 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
 
 
 def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_path):
-  """HSVAE's Beta prior (alpha, beta) is a population hyperparameter, kept in the parameters: members with
-  different priors train in one program, each as the single run with its prior and seed."""
+  """HSVAE's Beta prior (alpha, beta) is a population hyperparameter, kept in the parameters, and so are its
+  learning rate and KL weights, kept in the state: members with different settings train in one program,
+  each as the single run with its settings and seed."""
   from dtr import train  # pylint: disable=g-import-not-at-top
   from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
   config = tiny_sentences('hsvae', 0, 1)
   config.population = 2
-  config.population_search.update(prior_alpha='choice(2)', prior_beta='choice(8)')
+  drawn_settings = dict(prior_alpha=2.0, prior_beta=8.0, learning_rate=0.004, z_kl_weight=0.25)
+  config.population_search.update({k: f'choice({v})' for k, v in drawn_settings.items()})
   results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
   members = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members']
-  own = (config.model.prior_alpha, config.model.prior_beta)
-  assert [(m['prior_alpha'], m['prior_beta']) for m in members] == [own, (2.0, 8.0)]
-  drawn = members[1]  # the member with the drawn prior, against the single run with that prior and seed
-  single = train.train_and_evaluate(tiny_sentences('hsvae', drawn['seed'], 1, prior_alpha=2.0, prior_beta=8.0),
+  assert {k: members[0][k] for k in drawn_settings} == {k: config.model[k] for k in drawn_settings}
+  assert {k: members[1][k] for k in drawn_settings} == drawn_settings
+  drawn = members[1]  # the member with the drawn settings, against the single run with them and its seed
+  single = train.train_and_evaluate(tiny_sentences('hsvae', drawn['seed'], 1, **drawn_settings),
                                     str(tmp_path / 'single'))
   # deterministic codes (mean E[z|x]) agree to float rounding; sampled numbers share the population's noise
   assert drawn['test/perplexity_mean'] == pytest.approx(single['test/perplexity_mean'], rel=1e-4)
   assert drawn['test/hoyer_mean'] == pytest.approx(single['test/hoyer_mean'], rel=1e-4)
   best = members[results['best_member']]
+  assert results['best_hparams'] == {k: best[k] for k in results['best_hparams']} and len(results['best_hparams']) == 5
   report = bits.hoyer_report(str(tmp_path / 'pop'))  # the prior the kept parameters were trained with
   assert (report['prior_alpha'], report['prior_beta']) == (best['prior_alpha'], best['prior_beta'])
   config.population_search.prior_alpha = 'uniform(-1,0)'
