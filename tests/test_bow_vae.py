@@ -369,6 +369,36 @@ def test_every_regime_trains_and_switches_at_its_epoch(regime):
   assert {'loss', 'loss_refined', 'reconstruction', 'kl', 'kl_weight'} <= set(metrics)
 
 
+def test_svi_step_size_and_kl_start_are_population_values():
+  """Beside the learning rate, the training SVI step size (when training refines) and the KL annealing's
+  start (when annealed) are population hyperparameters kept in the state: a member given other values steps
+  as a single run configured with them, and differently from a member with the config's."""
+  assert set(_method().default_hparams()) == {'learning_rate', 'svi_lr'}  # finopt, no annealing
+  assert set(_method(regime='none').default_hparams()) == {'learning_rate'}
+  values = {'svi_lr': 0.2, 'kl_start': 0.3}
+  configured = _method(regime='finopt', anneal_steps=10, **values)  # a single run with these values
+  method = _method(regime='finopt', anneal_steps=10)
+  defaults = method.default_hparams()
+  assert set(defaults) == {'learning_rate', *values}
+  batch = _bow_batch(_counts(6, 12), np.arange(6)[None])
+  single_step, step = jax.jit(configured.train_step), jax.jit(method.train_step)
+  single = _tiny_state()
+  member = jax.jit(method.init)(jax.random.key(0), batch, {**defaults, **values})
+  default = jax.jit(method.init)(jax.random.key(0), batch, defaults)
+  jax.tree.map(np.testing.assert_array_equal, single['params'], member['params'])
+  for i in range(2):
+    rng = jax.random.key(i)
+    single, single_metrics = single_step(single, batch, rng)
+    member, member_metrics = step(member, batch, rng)
+    default, default_metrics = step(default, batch, rng)
+    for key in ('loss', 'loss_refined', 'kl_weight'):
+      assert float(member_metrics[key]) == pytest.approx(float(single_metrics[key]), rel=1e-5)
+    for key in ('loss_refined', 'kl_weight'):  # the refined loss reads svi_lr, the KL weight kl_start
+      assert abs(float(default_metrics[key]) - float(member_metrics[key])) > 1e-3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
+               member['params'])
+
+
 @pytest.mark.parametrize('overrides', [
     {'input': 'tfidf', 'svi_return': 'best'},
     # NVDM-shaped: tanh encoder, linear softmax decoder

@@ -399,6 +399,38 @@ def test_e_step_loop_equals_unrolled_steps():
   assert min(jax.tree.leaves(moved)) > 0  # every encoder parameter took the steps
 
 
+STEP_HPARAMS = [('vq_vae', {}, {'commitment': 0.5}),
+                ('cat_vae', {'alternating': True, 'em_iter': 2},
+                 {'kl_weight': 0.5, 'free_bits_ratio': 0.05, 'tau': 1.5})]
+
+
+@pytest.mark.parametrize('name,overrides,values', STEP_HPARAMS, ids=[n for n, _, _ in STEP_HPARAMS])
+def test_step_hyperparameters_are_population_values(name, overrides, values):
+  """VQ's commitment and CatVAE's KL weight, free-bits ratio and temperature are population hyperparameters
+  kept in the state (the alternating CatVAE reads them in its E-step loop too): a member given other values
+  steps as a single run configured with them, and differently from a member with the config's."""
+  batch = token_batch([3, 5, 2, 4], 7)
+  configured = tiny(name, 'global', **overrides, **values)  # a single run with these values
+  method = tiny(name, 'global', **overrides)  # a population's, whose config has the defaults
+  defaults = method.default_hparams()
+  assert set(defaults) == {'learning_rate', *values}
+  step = jax.jit(method.train_step)
+  single = configured.init(jax.random.key(0), batch)
+  member = method.init(jax.random.key(0), batch, {**defaults, **values})
+  default = method.init(jax.random.key(0), batch, defaults)
+  assert set(member['hparams']) == set(defaults)
+  for i in range(2):
+    single, single_metrics = jax.jit(configured.train_step)(single, batch, jax.random.key(i))
+    member, member_metrics = step(member, batch, jax.random.key(i))
+    default, default_metrics = step(default, batch, jax.random.key(i))
+    for key in ('loss', 'e_loss') if 'e_loss' in single_metrics else ('loss',):
+      assert float(member_metrics[key]) == pytest.approx(float(single_metrics[key]), rel=1e-5)
+    trained_with = 'e_loss' if 'e_loss' in single_metrics else 'loss'  # the alternating M-step's codes are hard
+    assert abs(float(default_metrics[trained_with]) - float(member_metrics[trained_with])) > 1e-3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
+               member['params'])
+
+
 @pytest.mark.parametrize('name,level', [('vq_vae', 'local'), ('cat_vae', 'local'), ('hard_em', 'global')])
 def test_padding_never_changes_codes_scores_or_features(name, level):
   method = tiny(name, level)

@@ -170,6 +170,19 @@ def test_kl_annealing_is_linear_from_kl_start():
   weights = [float(method._kl_weight(jnp.float32(n))) for n in (0, 490, 5000)]
   np.testing.assert_allclose(weights, [0.01, 0.5, 1.0], rtol=1e-6)
   assert float(build(variant='gaussian_vae', kl_anneal_sentences=0)._kl_weight(jnp.float32(0))) == 1.0
+  # kl_start is a population hyperparameter where a KL is annealed: a member steps as its single run.
+  assert set(build(variant='binary').default_hparams()) == {'learning_rate'}  # no KL
+  assert set(build(variant='gaussian_vae', kl_anneal_sentences=0).default_hparams()) == {'learning_rate'}
+  assert set(method.default_hparams()) == {'learning_rate', 'kl_start'}
+  batch, values = make_batch(), {**method.default_hparams(), 'kl_start': 0.3}
+  single = build(variant='gaussian_vae', kl_anneal_sentences=1000, kl_start=0.3)
+  states = [single.init(jax.random.key(0), batch), method.init(jax.random.key(0), batch, values),
+            method.init(jax.random.key(0), batch, method.default_hparams())]
+  steps = [jax.jit(single.train_step)] + [jax.jit(method.train_step)] * 2
+  for i in range(2):
+    out = [step(state, batch, jax.random.key(i)) for step, state in zip(steps, states)]
+    states, (single_loss, member_loss, default_loss) = [o[0] for o in out], [float(o[1]['loss']) for o in out]
+    assert member_loss == pytest.approx(single_loss, rel=1e-5) and abs(member_loss - default_loss) > 1e-3
 
 
 def test_variants_set_code_kl_and_word_dropout():

@@ -83,12 +83,6 @@ def check_bits(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
 
 
-def clipped_adam(learning_rate, clip) -> optax.GradientTransformation:
-  """Adam after global-norm clipping of the gradient (clip <= 0: no clipping)."""
-  parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-  return optax.chain(*parts, optax.adam(learning_rate))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Method:
   """Base of every method: validated at construction; `vocab_size` is the bag-of-words vocabulary."""
@@ -139,21 +133,6 @@ class Method:
                        + (f'it has {known}.' if known else 'it has none (default_hparams): a population of it '
                           'varies seeds only.'))
 
-  def adam_hparams(self) -> dict:
-    """The population hyperparameter of a method trained by one Adam of `model.learning_rate`: its step size."""
-    return {'learning_rate': jnp.float32(self.config.learning_rate)}
-
-  def keep_hparams(self, state: dict, hparams, keys=('learning_rate',)) -> dict:
-    """`state` with a population member's values of `keys` in state['hparams'] (checked first); a single run
-    (hparams None) keeps none: it reads its config (`learning_rate`), and its state holds no 'hparams'."""
-    self.check_hparams(hparams)
-    kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in keys}
-    return {**state, 'hparams': kept} if kept else state
-
-  def learning_rate(self, state: dict):
-    """Adam's step size for `state`: its population member's (state['hparams']), else the config's."""
-    return state.get('hparams', {}).get('learning_rate', self.config.learning_rate)
-
   @property
   def num_bits(self) -> int:
     """m, for methods that emit bits."""
@@ -180,3 +159,58 @@ class Method:
   def _target(self, batch):
     """The documents the decoder reconstructs (the source itself; conditional variants: the other side)."""
     return batch
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AdamMethod(Method):
+  """A method trained by one Adam, after global-norm clipping of the gradient at `model.clip` (<= 0 or absent:
+  none), whose step size (the field `rate_name`) and the fields `step_hparams` that its train step reads are
+  population hyperparameters. `init` keeps a member's values in state['hparams'] (`keep_hparams`) and the train
+  step reads them back (`rate(state)`, `step_values(state)`); a single run keeps none and reads its config, so
+  its state and its checkpoints hold no 'hparams'."""
+
+  # model fields that the train step reads through `step_value` (loss weights, temperatures, ...): population
+  # hyperparameters beside the step size, kept in the state
+  step_hparams: ClassVar[tuple[str, ...]] = ()
+
+  @property
+  def rate_name(self) -> str:
+    """The field that sets Adam's step size."""
+    return 'learning_rate'
+
+  def default_hparams(self) -> dict:
+    return {name: jnp.float32(self.config[name]) for name in (self.rate_name, *self.step_hparams)}
+
+  def keep_hparams(self, state: dict, hparams, keys=None) -> dict:
+    """`state` with a population member's values of `keys` (None: the step size and `step_hparams`) in
+    state['hparams'], after `check_hparams`; a single run (hparams None) keeps none."""
+    self.check_hparams(hparams)
+    keys = (self.rate_name, *self.step_hparams) if keys is None else keys
+    kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in keys}
+    return {**state, 'hparams': kept} if kept else state
+
+  def hparam(self, state: dict, name: str):
+    """The value of population hyperparameter `name` for `state`: its member's, else the config's."""
+    return state.get('hparams', {}).get(name, self.config[name])
+
+  def rate(self, state: dict):
+    """Adam's step size for `state` (`hparam(state, rate_name)`)."""
+    return self.hparam(state, self.rate_name)
+
+  def step_values(self, state: dict) -> dict:
+    """{field: value} of the step size and `step_hparams` for `state` (`hparam`), for the train step."""
+    return {name: self.hparam(state, name) for name in (self.rate_name, *self.step_hparams)}
+
+  def step_value(self, name: str, values=None):
+    """The value of field `name` in `values` (`step_values(state)`, a member's), else the config's."""
+    return (values or {}).get(name, self.config[name])
+
+  def adam(self, rate) -> optax.GradientTransformation:
+    """Adam at step size `rate`."""
+    return optax.adam(rate)
+
+  def optimizer(self, rate=None) -> optax.GradientTransformation:
+    """`adam` at `rate` (a member's, `rate(state)`; None: the config's) after the gradient clip."""
+    rate = self.config[self.rate_name] if rate is None else rate
+    clip = self.config.get('clip', 0)
+    return optax.chain(*([optax.clip_by_global_norm(clip)] if clip > 0 else []), self.adam(rate))

@@ -63,7 +63,7 @@ import optax
 import scipy.sparse as sp
 
 from dtr.latent import gaussian
-from dtr.methods.base import Method
+from dtr.methods.base import AdamMethod
 from dtr.nn import bow_decoder
 from dtr.nn.bow_vae_nets import ACTIVATIONS, GaussianEncoder, SoftmaxDecoder
 from dtr.nn.feedforward import num_docs
@@ -232,13 +232,21 @@ def adam_svi(neg_elbo_fn: Callable, mu0_BxD: jax.Array, logvar0_BxD: jax.Array, 
 
 # ------------------------------------------------------------------------------------------------ method
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class BowVAE(Method):
+class BowVAE(AdamMethod):
   """Gaussian bag-of-words VAE (Krishnan et al. 2018; NVDM as a configuration): dense codes mu [B, d]."""
 
   reads: ClassVar[str] = 'bow'
   emits: ClassVar[str | None] = 'dense'
   batch_fields: ClassVar[tuple] = ('counts',)
   validate = staticmethod(validate_config)
+
+  @property
+  def step_hparams(self) -> tuple[str, ...]:
+    """Population hyperparameters beside the learning rate: the training SVI step size `svi_lr` when the
+    regime refines in training (not 'none'), the annealing's start `kl_start` when the KL weight is annealed
+    (anneal_steps > 0); the others would change nothing."""
+    mc = self.config
+    return (('svi_lr',) if mc.regime != 'none' else ()) + (('kl_start',) if mc.anneal_steps > 0 else ())
 
   def __post_init__(self):
     super().__post_init__()
@@ -303,12 +311,10 @@ class BowVAE(Method):
     return SoftmaxDecoder(self.vocab_size, tuple(mc.decoder_hidden), mc.decoder_activation,
                           self._init_scale())
 
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return optax.adam(self.config.learning_rate if learning_rate is None else learning_rate)
-
-  def default_hparams(self) -> dict:
-    return self.adam_hparams()
+  def optimizer(self, rate=None) -> optax.GradientTransformation:
+    """Adam at `rate` (a member's, `rate(state)`; None: the config's), with no gradient clip (the model has
+    no `clip` field)."""
+    return self.adam(self.config.learning_rate if rate is None else rate)
 
   def counts_BxV(self, batch) -> jax.Array:
     """Dense term counts [B, V] (the scatter of `bow_decoder.dense_rows` with the counts as values)."""
@@ -391,8 +397,9 @@ class BowVAE(Method):
     nll, kl = bow_decoder.masked_mean(-log_lik_B, batch), bow_decoder.masked_mean(kl_B, batch)
     return nll + beta * kl, {'reconstruction': nll, 'kl': kl}
 
-  def refined_loss(self, params, batch, rng, beta=1.0):
-    """The finopt p-step objective: the loss at psi_K = stop_gradient(refine(q_phi(x))); (loss, aux).
+  def refined_loss(self, params, batch, rng, beta=1.0, values=None):
+    """The finopt p-step objective: the loss at psi_K = stop_gradient(refine(q_phi(x))); (loss, aux), the
+    refinement at `svi_lr` from `values` (a member's `step_values`; None: the config's).
 
     Its gradient with respect to params['encoder'] is exactly zero, and the one with respect to
     params['decoder'] is that of the loss at the constants psi_K (no path through the SVI iterates).
@@ -402,42 +409,45 @@ class BowVAE(Method):
     x_BxV = self.counts_BxV(batch)
     mu0_BxD, logvar0_BxD = self.posterior(frozen, batch)
     mu_BxD, logvar_BxD = jax.lax.stop_gradient(self.refine(frozen, x_BxV, mu0_BxD, logvar0_BxD, svi_rng,
-                                                           self.config.svi_steps, self.config.svi_lr))
+                                                           self.config.svi_steps,
+                                                           self.step_value('svi_lr', values)))
     log_lik_B, kl_B = self.elbo_terms(params, x_BxV, mu_BxD, logvar_BxD, sample_rng)
     nll, kl = bow_decoder.masked_mean(-log_lik_B, batch), bow_decoder.masked_mean(kl_B, batch)
     return nll + beta * kl, {'refined_reconstruction': nll, 'refined_kl': kl}
 
-  def _adam(self, params, opt_state, grads, parts, learning_rate=None):
-    """One Adam step on the named parts of params (each part keeps its own Adam state); `learning_rate`:
-    a population member's (None: the config's)."""
+  def _adam(self, params, opt_state, grads, parts, values=None):
+    """One Adam step on the named parts of params (each part keeps its own Adam state) at the learning rate
+    in `values` (a population member's `step_values`; None: the config's)."""
     params, opt_state = dict(params), dict(opt_state)
+    optimizer = self.optimizer(self.step_value('learning_rate', values))
     for part in parts:
-      updates, opt_state[part] = self.optimizer(learning_rate).update(grads[part], opt_state[part], params[part])
+      updates, opt_state[part] = optimizer.update(grads[part], opt_state[part], params[part])
       params[part] = optax.apply_updates(params[part], updates)
     return params, opt_state
 
-  def q_step(self, params, opt_state, batch, rng, beta, learning_rate=None):
-    """finopt (1): one Adam step on the encoder with the loss; the decoder is left as it is."""
+  def q_step(self, params, opt_state, batch, rng, beta, values=None):
+    """finopt (1): one Adam step on the encoder with the loss; the decoder is left as it is. `values`: a
+    population member's `step_values` (None: the config's)."""
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('encoder',), learning_rate)
+    params, opt_state = self._adam(params, opt_state, grads, ('encoder',), values)
     return params, opt_state, {'loss': loss, **aux, 'grad_norm_encoder': optax.tree.norm(grads['encoder'])}
 
-  def p_step(self, params, opt_state, batch, rng, beta, learning_rate=None):
+  def p_step(self, params, opt_state, batch, rng, beta, values=None):
     """finopt (2) and (3): refine q_phi's posterior, then one Adam step on the decoder at it."""
-    (loss, aux), grads = jax.value_and_grad(self.refined_loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('decoder',), learning_rate)
+    (loss, aux), grads = jax.value_and_grad(self.refined_loss, has_aux=True)(params, batch, rng, beta, values)
+    params, opt_state = self._adam(params, opt_state, grads, ('decoder',), values)
     return params, opt_state, {'loss_refined': loss, **aux,
                                'grad_norm_decoder': optax.tree.norm(grads['decoder'])}
 
-  def _finopt_step(self, params, opt_state, batch, rng, beta, learning_rate):
+  def _finopt_step(self, params, opt_state, batch, rng, beta, values):
     q_rng, p_rng = jax.random.split(rng)
-    params, opt_state, q_metrics = self.q_step(params, opt_state, batch, q_rng, beta, learning_rate)
-    params, opt_state, p_metrics = self.p_step(params, opt_state, batch, p_rng, beta, learning_rate)
+    params, opt_state, q_metrics = self.q_step(params, opt_state, batch, q_rng, beta, values)
+    params, opt_state, p_metrics = self.p_step(params, opt_state, batch, p_rng, beta, values)
     return params, opt_state, {**q_metrics, **p_metrics}
 
-  def _none_step(self, params, opt_state, batch, rng, beta, learning_rate):
+  def _none_step(self, params, opt_state, batch, rng, beta, values):
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(params, batch, rng, beta)
-    params, opt_state = self._adam(params, opt_state, grads, ('encoder', 'decoder'), learning_rate)
+    params, opt_state = self._adam(params, opt_state, grads, ('encoder', 'decoder'), values)
     # Same keys as the finopt step (lax.cond needs them): no refinement, so the refined loss is the loss.
     return params, opt_state, {
         'loss': loss, **aux, 'grad_norm_encoder': optax.tree.norm(grads['encoder']), 'loss_refined': loss,
@@ -461,9 +471,9 @@ class BowVAE(Method):
     kl, loss_refined (the p-step's loss at psi_K; = loss in a 'none' step), refined_reconstruction,
     refined_kl, grad norms, kl_weight and finopt (1.0 when the step refined)."""
     mc = self.config
-    step = state['step']
-    beta = kl_weight(step, mc.kl_start, mc.anneal_steps)
-    args = (state['params'], state['opt_state'], batch, rng, beta, self.learning_rate(state))
+    step, values = state['step'], self.step_values(state)
+    beta = kl_weight(step, self.step_value('kl_start', values), mc.anneal_steps)
+    args = (state['params'], state['opt_state'], batch, rng, beta, values)
     finopt = self.uses_finopt(step, batch)
     if mc.regime == 'none':
       params, opt_state, metrics = self._none_step(*args)

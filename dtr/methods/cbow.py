@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method, clipped_adam
+from dtr.methods.base import AdamMethod
 
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
@@ -52,7 +52,7 @@ class CBOWNetwork(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class CBOW(Method):
+class CBOW(AdamMethod):
   """Mean-embedding classifier: `init`, `train_step`, `predict`, `features`."""
 
   reads: ClassVar[str] = 'tokens'
@@ -80,13 +80,6 @@ class CBOW(Method):
 
   def _network(self) -> CBOWNetwork:
     return CBOWNetwork(self.token_vocab_size, self.config.embedding_dim, self.data.num_labels)
-
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
-
-  def default_hparams(self) -> dict:
-    return self.adam_hparams()
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
     self.check_hparams(hparams)
@@ -118,7 +111,7 @@ class CBOW(Method):
   def train_step(self, state, batch, rng=None):
     del rng  # deterministic: no dropout
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch)
-    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
                                                                          state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}

@@ -76,7 +76,7 @@ import numpy as np
 import optax
 
 from dtr.latent import gumbel, vq
-from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method
+from dtr.methods.base import AdamMethod, BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from dtr.nn import transformer
 from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
@@ -188,7 +188,7 @@ def noam_schedule(model_dim: int, warmup: int, factor: float = 1.0):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class DiscreteVAE(Method):
+class DiscreteVAE(AdamMethod):
   """Shared machinery; subclasses define the latent layer (`_latent_features`, `_latent`)."""
 
   reads: ClassVar[str] = 'tokens'
@@ -239,10 +239,11 @@ class DiscreteVAE(Method):
   def _latent_features(self) -> int:
     raise NotImplementedError
 
-  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step):
+  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step, values=None):
     """-> (code vectors [B, L, M, D], codes int32 [B, L, M], penalty (scalar per document), metrics, extra).
 
-    L is 1 for global latents; `mode` is 'train' (the training codes) or 'hard' (deterministic codes).
+    L is 1 for global latents; `mode` is 'train' (the training codes) or 'hard' (deterministic codes);
+    `values`: a member's `step_values` for the fields in `step_hparams` (None: the config's).
     """
     raise NotImplementedError
 
@@ -272,29 +273,16 @@ class DiscreteVAE(Method):
                                   self._latent_features())
 
   @property
-  def _rate_name(self) -> str:
+  def rate_name(self) -> str:
     """The field that sets Adam's step size: 'learning_rate', or under the Noam schedule 'noam_factor'."""
     return 'noam_factor' if self.config.noam else 'learning_rate'
 
-  def default_hparams(self) -> dict:
-    """The step size's field (`_rate_name`) as a population hyperparameter, kept in the state."""
-    return {self._rate_name: jnp.float32(self.config[self._rate_name])}
-
-  def rate(self, state):
-    """The step size's value for `state`: its population member's (state['hparams']), else the config's."""
-    return state.get('hparams', {}).get(self._rate_name, self.config[self._rate_name])
-
-  def optimizer(self, rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `rate` (`rate(state)`; None: the config's): the learning rate, or under the Noam
-    schedule its factor."""
+  def adam(self, rate) -> optax.GradientTransformation:
+    """Adam at `rate`: the learning rate, or under the Noam schedule its factor."""
     mc = self.config
-    rate = mc[self._rate_name] if rate is None else rate
-    parts = [optax.clip_by_global_norm(mc.clip)] if mc.clip > 0 else []
     if mc.noam:
-      parts.append(optax.adam(noam_schedule(mc.model_dim, mc.noam_warmup, rate), b1=0.9, b2=0.98, eps=1e-9))
-    else:
-      parts.append(optax.adam(rate))
-    return optax.chain(*parts)
+      return optax.adam(noam_schedule(mc.model_dim, mc.noam_warmup, rate), b1=0.9, b2=0.98, eps=1e-9)
+    return optax.adam(rate)
 
   def _groups(self, params) -> tuple[dict, dict]:
     """(encoder group, decoder group) of the trainable parameters (no code book under EMA)."""
@@ -322,12 +310,12 @@ class DiscreteVAE(Method):
       state['ema'] = vq.ema_init(params['codebook'])
     if self.restarts:
       state['usage'] = jnp.zeros((mc.num_latents, mc.num_values), jnp.float32)
-    return self.keep_hparams(state, hparams, keys=(self._rate_name,))
+    return self.keep_hparams(state, hparams)
 
   # --- forward
-  def _latents(self, params, batch, rng=None, mode='hard', step=0):
+  def _latents(self, params, batch, rng=None, mode='hard', step=0, values=None):
     """(layout, latent outputs, network variables, decoder rng) of the encoder and latent layer; rng None = no
-    dropout."""
+    dropout; `values`: a member's `step_values` (None: the config's)."""
     mc, net = self.config, self._network()
     layout = token_layout(batch)
     enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
@@ -337,17 +325,18 @@ class DiscreteVAE(Method):
                              rngs=None if rng is None else {'dropout': enc_rng})
     inputs_BxLxF = net.apply(variables, states_BxLxD, method=TransformerAutoencoder.latent_inputs)
     inputs_BxLxMxF = inputs_BxLxF.reshape(*inputs_BxLxF.shape[:2], mc.num_latents, -1)
-    latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step)
+    latent = self._latent(params['codebook'], inputs_BxLxMxF, layout, latent_rng, mode, step, values)
     if isinstance(latent[4], dict):  # logits latents: the projection's inputs, for `restart`
       latent = (*latent[:4], {**latent[4], 'states': states_BxLxD})
     return layout, latent, variables, dec_rng
 
-  def forward(self, params, batch, rng=None, mode='hard', step=0, weighted=False):
+  def forward(self, params, batch, rng=None, mode='hard', step=0, weighted=False, values=None):
     """(summed token NLL [B], layout, latent outputs); rng None = no dropout (evaluation). With `weighted`
     the first output is (the NLL's mean over the batch's documents, the loss term to differentiate; the NLL
-    [B] without gradient), from `weighted_target_nll`, which computes its gradient in the forward pass."""
+    [B] without gradient), from `weighted_target_nll`, which computes its gradient in the forward pass.
+    `values`: a member's `step_values` (None: the config's)."""
     mc, net = self.config, self._network()
-    layout, latent, variables, dec_rng = self._latents(params, batch, rng, mode, step)
+    layout, latent, variables, dec_rng = self._latents(params, batch, rng, mode, step, values)
     deterministic = rng is None
     vectors_BxLxMxD = latent[0]
     if mc.level == 'global':
@@ -384,10 +373,10 @@ class DiscreteVAE(Method):
       return codes_BxLxM[:, 0]
     return jnp.where(layout['valid'][..., None], codes_BxLxM, -1)
 
-  def loss(self, trainable, frozen, batch, rng, mode, step):
+  def loss(self, trainable, frozen, batch, rng, mode, step, values=None):
     params = {**frozen, **trainable}
     (nll, nll_B), layout, (_, codes, penalty, metrics, extra) = self.forward(params, batch, rng, mode, step,
-                                                                             weighted=True)
+                                                                             weighted=True, values=values)
     weight_B = layout['doc_weight']
     tokens = jnp.sum((layout['lengths'] + 1) * weight_B)
     counts_MxK = vq.code_counts(codes, self.position_weight(layout), self.num_values)
@@ -398,43 +387,44 @@ class DiscreteVAE(Method):
     return nll + penalty, (aux, extra)
 
   # --- training
-  def _step(self, opt_state, group, other, batch, rng, mode, step, rate=None):
-    """One clipped Adam / Noam step on `group` (a dict of parameter subtrees) with `other` held fixed; `rate`:
-    a population member's step size (`rate(state)`; None: the config's)."""
+  def _step(self, opt_state, group, other, batch, rng, mode, step, values=None):
+    """One clipped Adam / Noam step on `group` (a dict of parameter subtrees) with `other` held fixed;
+    `values`: a population member's step size and `step_hparams` (`step_values(state)`; None: the config's)."""
     (loss, (aux, extra)), grads = jax.value_and_grad(self.loss, has_aux=True)(group, other, batch, rng, mode,
-                                                                              step)
-    updates, opt_state = self.optimizer(rate).update(grads, opt_state, group)
+                                                                              step, values)
+    updates, opt_state = self.optimizer(self.step_value(self.rate_name, values)).update(grads, opt_state, group)
     return optax.apply_updates(group, updates), opt_state, loss, aux, extra, optax.tree.norm(grads)
 
-  def e_step(self, encoder, encoder_opt_state, fixed, batch, rng, step, i, rate=None):
+  def e_step(self, encoder, encoder_opt_state, fixed, batch, rng, step, i, values=None):
     """E-step i: one step on the encoder group with the training-mode codes (relaxed for Hard EM) and the rng
     fold_in(rng, i). -> (encoder group, its optimiser state, loss)."""
     encoder, encoder_opt_state, loss, *_ = self._step(encoder_opt_state, encoder, fixed, batch,
-                                                      jax.random.fold_in(rng, i), 'train', step, rate)
+                                                      jax.random.fold_in(rng, i), 'train', step, values)
     return encoder, encoder_opt_state, loss
 
-  def e_steps(self, params, encoder_opt_state, batch, rng, step, rate=None):
+  def e_steps(self, params, encoder_opt_state, batch, rng, step, values=None):
     """`em_iter` E-steps (i = 0, 1, ...), a `lax.fori_loop`. -> (encoder group, its opt state, last loss)."""
     encoder, _ = self._groups(params)
     fixed = {k: v for k, v in params.items() if k not in encoder}
 
     def body(i, carry):
-      return self.e_step(carry[0], carry[1], fixed, batch, rng, step, i, rate)
+      return self.e_step(carry[0], carry[1], fixed, batch, rng, step, i, values)
 
     carry = (encoder, encoder_opt_state, jnp.zeros((), jnp.float32))
     return jax.lax.fori_loop(0, self.config.em_iter, body, carry)
 
   def train_step(self, state, batch, rng):
-    params, step, rate = state['params'], state['step'], self.rate(state)
+    params, step, values = state['params'], state['step'], self.step_values(state)
     new_state = dict(state, step=step + 1)
     if self.alternating:
-      encoder, encoder_opt, e_loss = self.e_steps(params, state['opt_state']['encoder'], batch, rng, step, rate)
+      encoder, encoder_opt, e_loss = self.e_steps(params, state['opt_state']['encoder'], batch, rng, step,
+                                                   values)
       params = {**params, **encoder}
       _, decoder = self._groups(params)
       fixed = {k: v for k, v in params.items() if k not in decoder}
       m_rng = jax.random.fold_in(rng, self.config.em_iter)
       decoder, decoder_opt, loss, aux, extra, grad_norm = self._step(
-          state['opt_state']['decoder'], decoder, fixed, batch, m_rng, self.m_step_mode, step, rate)
+          state['opt_state']['decoder'], decoder, fixed, batch, m_rng, self.m_step_mode, step, values)
       params = {**params, **decoder}
       new_state['opt_state'] = {'encoder': encoder_opt, 'decoder': decoder_opt}
       aux = {**aux, 'e_loss': e_loss}
@@ -443,7 +433,7 @@ class DiscreteVAE(Method):
       trainable = {**encoder, **decoder}
       fixed = {k: v for k, v in params.items() if k not in trainable}
       trainable, new_state['opt_state'], loss, aux, extra, grad_norm = self._step(
-          state['opt_state'], trainable, fixed, batch, rng, 'train', step, rate)
+          state['opt_state'], trainable, fixed, batch, rng, 'train', step, values)
       params = {**params, **trainable}
     if self.ema:  # the code books follow the inputs and codes of the (decoder) step's forward pass
       h, codes, weight = extra
@@ -496,13 +486,14 @@ class DiscreteVAE(Method):
 class VQVAE(DiscreteVAE):
   """Nearest code-book entries, straight-through; code books by loss or by moving averages."""
 
+  step_hparams: ClassVar[tuple[str, ...]] = ('commitment',)  # beta
+
   def _latent_features(self) -> int:
     mc = self.config
     return mc.num_latents * mc.model_dim if mc.level == 'global' else 0  # local: slices of the states
 
-  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step):
+  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step, values=None):
     del rng, mode, step
-    mc = self.config
     codes, quantised = vq.quantise(inputs_BxLxMxF, codebook)
     weight_BxL = self.position_weight(layout)
     valid_BxL = weight_BxL > 0
@@ -513,7 +504,7 @@ class VQVAE(DiscreteVAE):
     num_docs = jnp.maximum(jnp.sum(layout['doc_weight']), 1.0)
     commit = jnp.sum(per_doc(jnp.square(inputs_BxLxMxF - jax.lax.stop_gradient(quantised)))
                      * layout['doc_weight']) / num_docs
-    penalty = mc.commitment * commit
+    penalty = self.step_value('commitment', values) * commit
     if not self.ema:
       penalty += jnp.sum(per_doc(jnp.square(jax.lax.stop_gradient(inputs_BxLxMxF) - quantised))
                          * layout['doc_weight']) / num_docs
@@ -535,27 +526,32 @@ class VQVAE(DiscreteVAE):
 class CatVAE(DiscreteVAE):
   """Straight-through Gumbel-softmax codes, KL to the uniform prior with free bits."""
 
+  step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'free_bits_ratio', 'tau')  # KL weight, gamma, tau
+
   def _latent_features(self) -> int:
     return self.config.num_latents * self.config.num_values
 
-  def temperature(self, step) -> jax.Array:
-    """tau at training step `step` (batches; alternating steps use the batch's tau for all their passes)."""
+  def temperature(self, step, values=None) -> jax.Array:
+    """tau at training step `step` (batches; alternating steps use the batch's tau for all their passes);
+    `values`: a member's `step_values` (its tau), None: the config's."""
     mc = self.config
+    tau = jnp.asarray(self.step_value('tau', values), jnp.float32)
     if not mc.tau_anneal:
-      return jnp.asarray(mc.tau, jnp.float32)
-    return gumbel.annealed_temperature(step, mc.tau, mc.tau_min, mc.tau_anneal_rate, mc.tau_anneal_interval)
+      return tau
+    return gumbel.annealed_temperature(step, tau, mc.tau_min, mc.tau_anneal_rate, mc.tau_anneal_interval)
 
-  def free_bits_kl(self, kl_BxLxM, layout) -> jax.Array:
+  def free_bits_kl(self, kl_BxLxM, layout, values=None) -> jax.Array:
     """The KL term of the loss (per document) under `free_bits_mode` (`dtr.latent.gumbel`).
 
     'per_latent': every latent's batch-mean KL is clamped at gamma log K. 'reference': the whole KL is kept
     only once the batch's KL reaches B * ceil(gamma M L log K) per document, as the reference code, which
     rounds up and takes L from a per-dataset mean length (AG News 34, DBpedia 49, Yelp 140): here
-    `free_bits_length`, or the batch's mean length when 0; L = 1 for global latents.
+    `free_bits_length`, or the batch's mean length when 0; L = 1 for global latents. `values`: a member's
+    `step_values` (its gamma), None: the config's.
     """
     mc = self.config
     weight_BxL = self.position_weight(layout)
-    floor = mc.free_bits_ratio * math.log(mc.num_values)
+    floor = self.step_value('free_bits_ratio', values) * math.log(mc.num_values)
     if mc.free_bits_mode == 'per_latent':
       return gumbel.free_bits_per_latent(kl_BxLxM, weight_BxL, layout['doc_weight'], floor)
     if mc.level == 'global':
@@ -567,8 +563,7 @@ class CatVAE(DiscreteVAE):
     kl_B = jnp.sum(kl_BxLxM * (weight_BxL > 0)[..., None], axis=(1, 2))
     return gumbel.free_bits_reference(kl_B, layout['doc_weight'], jnp.ceil(floor * mc.num_latents * length))
 
-  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step):
-    mc = self.config
+  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step, values=None):
     logits = inputs_BxLxMxF
     kl_BxLxM = gumbel.kl_to_uniform(logits)
     valid_BxL = self.position_weight(layout) > 0
@@ -576,9 +571,9 @@ class CatVAE(DiscreteVAE):
     num_docs = jnp.maximum(jnp.sum(layout['doc_weight']), 1.0)
     metrics = {'kl': jnp.sum(kl_B * layout['doc_weight']) / num_docs}
     if mode == 'train':
-      tau = self.temperature(step)
+      tau = self.temperature(step, values)
       z = gumbel.gumbel_straight_through(logits, rng, tau)
-      penalty = mc.kl_weight * self.free_bits_kl(kl_BxLxM, layout)
+      penalty = self.step_value('kl_weight', values) * self.free_bits_kl(kl_BxLxM, layout, values)
       metrics.update(tau=tau, kl_penalty=penalty)
     else:
       z, penalty = gumbel.one_hot_argmax(logits), 0.0
@@ -609,8 +604,8 @@ class HardEM(DiscreteVAE):
   def _latent_features(self) -> int:
     return self.config.num_latents * self.config.num_values
 
-  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step):
-    del rng, step
+  def _latent(self, codebook, inputs_BxLxMxF, layout, rng, mode, step, values=None):
+    del rng, step, values
     probs = jax.nn.softmax(inputs_BxLxMxF, axis=-1)
     if mode == 'train':  # an E-step
       z = probs if self.config.em_relax else gumbel.argmax_straight_through(probs)

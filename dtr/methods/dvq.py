@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method, check_bits, clipped_adam
+from dtr.methods.base import AdamMethod, check_bits
 from dtr.latent import vq
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -46,7 +46,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class DVQ(Method):
+class DVQ(AdamMethod):
   """Pure functions for DVQ hashing: `init`, `train_step`, `encode`."""
 
   validate = staticmethod(validate_config)
@@ -57,13 +57,6 @@ class DVQ(Method):
 
   def _encoder(self) -> SparseMLP:
     return SparseMLP(self.vocab_size, tuple(self.config.encoder_hidden), self.num_bits * self.config.segment_dim)
-
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
-
-  def default_hparams(self) -> dict:
-    return self.adam_hparams()
 
   def _trainable(self, params) -> dict:
     """The parameters that gradient steps change (the code book only under `codebook_update='loss'`)."""
@@ -113,7 +106,7 @@ class DVQ(Method):
     trainable = self._trainable(params)
     (loss, (aux, (h, idx))), grads = jax.value_and_grad(self.loss, has_aux=True)(
         trainable, params['codebook'], batch)
-    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'], trainable)
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], trainable)
     new_params = {**params, **optax.apply_updates(trainable, updates)}
     new_state = {**state, 'opt_state': opt_state}
     if self._ema:

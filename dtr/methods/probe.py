@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method, clipped_adam
+from dtr.methods.base import AdamMethod
 from dtr.nn.dropout import Dropout
 
 NORMALIZE = ('none', 'example')
@@ -85,7 +85,7 @@ class ProbeNetwork(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class Probe(Method):
+class Probe(AdamMethod):
   """A classifier on precomputed features or codes: `init`, `train_step`, `predict`."""
 
   reads: ClassVar[str] = 'features'
@@ -103,13 +103,6 @@ class Probe(Method):
     return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, mc.dropout, mc.reembed,
                         self.data.num_values, mc.embed_dim, mc.get('normalize', 'none'))
 
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
-
-  def default_hparams(self) -> dict:
-    return self.adam_hparams()
-
   def init(self, rng, batch, hparams=None):
     self.check_hparams(hparams)
     params = self._network().init(rng, batch['features'])['params']
@@ -121,7 +114,7 @@ class Probe(Method):
 
   def train_step(self, state, batch, rng):
     (loss, accuracy), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
                                                                          state['params'])
     return ({**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state},
             {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads)})

@@ -58,7 +58,7 @@ import numpy as np
 import optax
 
 from dtr.latent import bernoulli, gaussian
-from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Method, clipped_adam
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, AdamMethod
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
 from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
@@ -105,20 +105,18 @@ def check_common(mc: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class SentenceMethod(Method):
+class SentenceMethod(AdamMethod):
   """What sentence methods share: token batches, a `TextAutoencoder`, training, scores and decoding.
 
   Subclasses give the network (`_network`), the code (`_latent`), its training penalty (`_regulariser`),
   `encode` / `features`, and how `decode` reads codes (`_codes_to_z`). State: {'params', 'opt_state',
   'sentences' (real sentences seen, for KL annealing)} and, for a population's member, 'hparams' (its learning
-  rate and `loss_weights`).
+  rate and `step_hparams`).
   """
 
   reads: ClassVar[str] = 'tokens'
   validate = staticmethod(check_common)
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
-  # model fields weighting terms of the training loss, read through `_weight`: population hyperparameters
-  loss_weights: ClassVar[tuple[str, ...]] = ()
 
   def __post_init__(self):
     super().__post_init__()
@@ -135,27 +133,18 @@ class SentenceMethod(Method):
     raise NotImplementedError
 
   def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None) -> tuple[jax.Array, dict]:
-    """The scalar training penalty on the code, and its metrics; `weights`: the values of `loss_weights` for
-    this step (`_loss_weights`; None: the config's)."""
+    """The scalar training penalty on the code, and its metrics; `weights`: the values of `step_hparams` for
+    this step (`step_values(state)`; None: the config's), read with `step_value`."""
     del parts, z_BxC, batch, kl_weight, rng, weights
     return jnp.zeros(()), {}
-
-  def _weight(self, name: str, weights=None):
-    """The value of loss weight `name`: from `weights` (a population member's) or the config."""
-    return (weights or {}).get(name, self.config[name])
-
-  def _loss_weights(self, state) -> dict:
-    """{field: value} of `loss_weights` for `state`: its population member's (state['hparams']), else the
-    config's."""
-    kept = state.get('hparams', {})
-    return {name: kept.get(name, self.config[name]) for name in self.loss_weights}
 
   def _kl(self, parts, lengths_B) -> jax.Array:
     """Per-sentence KL of the sampled code [B] (0 where the model has none)."""
     return parts.get('kl', jnp.zeros(lengths_B.shape, jnp.float32))
 
-  def _kl_weight(self, sentences_seen) -> jax.Array:
-    del sentences_seen
+  def _kl_weight(self, sentences_seen, values=None) -> jax.Array:
+    """The KL's weight after `sentences_seen` training sentences (`values`: a member's `step_values`)."""
+    del sentences_seen, values
     return jnp.ones(())
 
   # --- shared
@@ -195,14 +184,6 @@ class SentenceMethod(Method):
         raise ValueError(f'{name} split: the padding id {PAD_ID} occurs inside a sentence; unknown words must '
                          f'map to the unknown-word id {UNK_ID} (dtr.data.tokenize does this).')
 
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate, self.config.clip)
-
-  def default_hparams(self) -> dict:
-    """The learning rate and the weights of the loss's terms (`loss_weights`), kept in the state."""
-    return {**self.adam_hparams(), **{name: jnp.float32(self.config[name]) for name in self.loss_weights}}
-
   def _apply(self, params, *args, method, rng=None, **kwargs):
     rngs = {'dropout': rng} if rng is not None else {}
     return self._network().apply({'params': params}, *args, method=method, rngs=rngs, **kwargs)
@@ -235,7 +216,7 @@ class SentenceMethod(Method):
     params = jax.jit(network.init)(rng, tokens, lengths, z)['params']  # one compile, not op-by-op scans
     params = self._with_hparams(params, hparams)
     state = {'params': params, 'opt_state': self.optimizer().init(params), 'sentences': jnp.zeros((), jnp.float32)}
-    return self.keep_hparams(state, hparams, keys=('learning_rate',) + self.loss_weights)
+    return self.keep_hparams(state, hparams)
 
   def _with_hparams(self, params, hparams):
     """The parameters with the population hyperparameters the method keeps in them (values that evaluation
@@ -245,7 +226,7 @@ class SentenceMethod(Method):
 
   def loss(self, params, batch, rng, kl_weight, weights=None):
     """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `weights`: the loss
-    weights' values (`_loss_weights`; None: the config's)."""
+    weights' values (`step_values(state)`; None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
@@ -256,10 +237,11 @@ class SentenceMethod(Method):
   def train_step(self, state, batch, rng):
     """One Adam step. A non-finite gradient makes the reported loss NaN, so the loop stops at the step that
     produced it (not one step later, when the NaN parameters first give a NaN loss)."""
-    kl_weight = self._kl_weight(state['sentences'])
+    values = self.step_values(state)
+    kl_weight = self._kl_weight(state['sentences'], values)
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight,
-                                                                      self._loss_weights(state))
-    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+                                                                      values)
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
                                                                          state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
                  'sentences': state['sentences'] + jnp.sum(jnp.asarray(batch['mask'], jnp.float32))}
@@ -376,11 +358,18 @@ class SentenceAE(SentenceMethod):
       parts['kl'] = bernoulli.kl_to_uniform(logits)
     return z, parts
 
-  def _kl_weight(self, sentences_seen):
+  @property
+  def step_hparams(self) -> tuple[str, ...]:
+    """`kl_start`, the KL annealing's start, when a KL is annealed (a Gaussian or binary VAE with
+    kl_anneal_sentences > 0): a population hyperparameter beside the learning rate."""
+    mc = self.config
+    return ('kl_start',) if mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0 else ()
+
+  def _kl_weight(self, sentences_seen, values=None):
     mc = self.config
     if mc.kl_anneal_sentences <= 0:
       return jnp.ones(())
-    return jnp.minimum(mc.kl_start + sentences_seen / mc.kl_anneal_sentences, 1.0)
+    return jnp.minimum(self.step_value('kl_start', values) + sentences_seen / mc.kl_anneal_sentences, 1.0)
 
   def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
     del z_BxC, rng, weights

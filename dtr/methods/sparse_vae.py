@@ -148,7 +148,7 @@ class HSVAE(_SparseFamily):
 
   validate = staticmethod(validate_hsvae)
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
-  loss_weights: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight')  # lambda, psi
+  step_hparams: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight')  # lambda, psi
 
   @property
   def _prior_in_params(self) -> bool:
@@ -229,8 +229,8 @@ class HSVAE(_SparseFamily):
     guard = jnp.where(jnp.all(jnp.isfinite(gamma)), 0.0, jnp.nan)
     metrics = {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'nan_gamma': jnp.mean(~jnp.isfinite(gamma)),
                'gamma_mean': jnp.mean(gamma), 'spike_rate': jnp.mean(parts['spikes'])}
-    return (self._weight('gamma_kl_weight', weights) * kl_gamma
-            + self._weight('z_kl_weight', weights) * self._rate(kl_z) + guard), metrics
+    return (self.step_value('gamma_kl_weight', weights) * kl_gamma
+            + self.step_value('z_kl_weight', weights) * self._rate(kl_z) + guard), metrics
 
 
 def validate_mat_vae(mc: ml_collections.ConfigDict) -> None:
@@ -247,7 +247,7 @@ class MATVAE(_SparseFamily):
   """Gaussian posterior, fixed spike-and-slab prior, Monte Carlo KL plus an IMQ-MMD term."""
 
   validate = staticmethod(validate_mat_vae)
-  loss_weights: ClassVar[tuple[str, ...]] = ('kl_weight', 'mmd_weight')  # beta, alpha
+  step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'mmd_weight')  # beta, alpha
 
   def _log_prior(self, z):
     mc = self.config
@@ -268,7 +268,8 @@ class MATVAE(_SparseFamily):
     prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, mc.prior_gamma, mc.spike_scale, z_BxC.dtype)
     kl = masked_mean(parts['kl'], batch)
     discrepancy = mmd.mmd_imq(z_BxC, prior_BxC, jnp.asarray(batch['mask']), scales=tuple(mc.mmd_scales))
-    return (self._weight('kl_weight', weights) * self._rate(kl) + self._weight('mmd_weight', weights) * discrepancy,
+    return (self.step_value('kl_weight', weights) * self._rate(kl)
+            + self.step_value('mmd_weight', weights) * discrepancy,
             {'kl': kl, 'mmd': discrepancy})
 
 
@@ -282,7 +283,7 @@ class GaussVAE(_SparseFamily):
   """Gaussian VAE with optional L1 / L2 penalties on mu and sigma (the sparsity baselines)."""
 
   validate = staticmethod(validate_gauss_vae)
-  loss_weights: ClassVar[tuple[str, ...]] = ('kl_weight', 'l1_mu', 'l2_mu', 'l1_sigma', 'l2_sigma')
+  step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'l1_mu', 'l2_mu', 'l1_sigma', 'l2_sigma')
 
   def _latent(self, heads, rng, mode):
     if mode != 'sample':
@@ -297,9 +298,9 @@ class GaussVAE(_SparseFamily):
     """kl_weight * KL plus the L1 / L2 penalties on mu and sigma (weights l1_mu, l2_mu, l1_sigma, l2_sigma)."""
     del z_BxC, kl_weight, rng
     kl = masked_mean(parts['kl'], batch)
-    penalty = sum(self._weight(name, weights) * masked_mean(norm_B, batch)
+    penalty = sum(self.step_value(name, weights) * masked_mean(norm_B, batch)
                   for name, norm_B in parts['norms'].items())
-    return self._weight('kl_weight', weights) * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
+    return self.step_value('kl_weight', weights) * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
 
 
 def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:

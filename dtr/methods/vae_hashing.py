@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method, check_bits, clipped_adam
+from dtr.methods.base import AdamMethod, check_bits
 from dtr.latent import bernoulli
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
@@ -53,7 +53,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
-class NASH(Method):
+class NASH(AdamMethod):
   """Bernoulli VAE with a uniform prior and straight-through bits: `init`, `train_step`, `encode`."""
 
   validate = staticmethod(validate_config)
@@ -85,14 +85,6 @@ class NASH(Method):
   def _decoder(self) -> nn.Dense:
     return nn.Dense(self.vocab_size)
 
-  def optimizer(self, learning_rate=None) -> optax.GradientTransformation:
-    """Clipped Adam at `learning_rate` (a population member's, `learning_rate(state)`), else the config's."""
-    return clipped_adam(self.config.learning_rate if learning_rate is None else learning_rate,
-                        self.config.get('clip', 0))
-
-  def default_hparams(self) -> dict:
-    return self.adam_hparams()
-
   def encoder_outputs(self, params, batch) -> tuple[jax.Array, jax.Array]:
     """(bit logits [B, m], extra heads [B, E])."""
     out_BxF = self._encoder().apply({'params': params['encoder']}, batch)
@@ -121,7 +113,7 @@ class NASH(Method):
 
   def train_step(self, state, batch, rng):
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer(self.learning_rate(state)).update(grads, state['opt_state'],
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
                                                                          state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
