@@ -3,7 +3,10 @@
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes one compiled program
 over a member axis (`dtr.members`) for everything that changes no array shape: each member has its own seed
 (initialisation) and the method's `default_hparams`, kept in its state: every method trained by Adam varies
-its learning rate (the discrete VAEs under the Noam schedule: its factor); AMMI also its prior's learning
+its learning rate (the discrete VAEs under the Noam schedule: its factor) and the fields its train step
+reads (`step_hparams`: VQ's commitment; CatVAE's KL weight, free-bits ratio and temperature; the sparse
+sentence VAEs' loss weights; the KL annealing's start of the bag-of-words VAE and the sentence VAEs when
+annealed; the bag-of-words VAE's training SVI step size when it refines); AMMI also its prior's learning
 rate, entropy weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior (kept in
 its parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
 baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose
@@ -14,7 +17,8 @@ hyperparameter of the method form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
 - `Search.members`: member 0 is the config's own setting; members 1..P-1 draw their settings from
-  `config.population_search` (specs such as 'log_uniform(0.001,0.03)', 'uniform(1.5,4)', 'choice(0,1,5,10)'),
+  `config.population_search` (specs such as 'log_uniform(0.001,0.03)', 'uniform(1.5,4)', 'choice(0,1,5,10)';
+  'cycle(0.01,0.1)' takes its values in turn, setting j the ((j - 1) mod n)-th: a grid beside setting 0),
   deterministically from `config.seed`, in `population_replicas` consecutive copies (seeds that differ), so
   that settings are ranked by their mean over seeds. Members share one data order by default
   (`population_data='shared'`, the order of `config.seed`: one host batch feeds all of them);
@@ -47,14 +51,19 @@ from dtr import input_pipeline as ip
 from dtr import members as members_lib
 from dtr.evaluate import evaluators as evaluators_lib
 
-_SPEC = re.compile(r'^\s*(log_uniform|uniform|choice)\((.*)\)\s*$')
+_SPEC = re.compile(r'^\s*(log_uniform|uniform|choice|cycle)\((.*)\)\s*$')
 
 
-def sample_value(spec: str, rng: np.random.Generator) -> float:
+def sample_value(spec: str, rng: np.random.Generator, setting: int = 1) -> float:
+  """The value of `spec` for setting `setting` (>= 1): drawn from `rng`, or for cycle(...) the
+  ((setting - 1) mod n)-th of its n values (no draw)."""
   match = _SPEC.match(spec)
   if not match:
-    raise ValueError(f'Bad population_search spec {spec!r}: use log_uniform(a,b), uniform(a,b) or choice(x,y,...).')
+    raise ValueError(f'Bad population_search spec {spec!r}: use log_uniform(a,b), uniform(a,b), choice(x,y,...) '
+                     'or cycle(x,y,...).')
   kind, args = match.group(1), [float(a) for a in match.group(2).split(',')]
+  if kind == 'cycle':
+    return args[(setting - 1) % len(args)]
   if kind == 'choice':
     return float(rng.choice(args))
   lo, hi = args
@@ -95,7 +104,7 @@ def member_settings(config, method, size: int) -> list[dict]:
     hp = dict(defaults)
     if j > 0:
       for name, spec in sorted(config.population_search.items()):
-        hp[name] = sample_value(spec, rng)
+        hp[name] = sample_value(spec, rng, j)
       if 'prior_learning_rate' in hp and 'prior_learning_rate' not in config.population_search:
         hp['prior_learning_rate'] = hp['learning_rate']
       _check_drawn(config, method, j, hp)

@@ -252,6 +252,25 @@ def test_search_argument_sets_halving_and_rejects_unknown_values():
     load_config('population=4,search=fastest')
 
 
+def test_cycle_spec_gives_a_grid_beside_the_config_s_setting():
+  """cycle(...) takes its values in turn (the paper's VQ commitment grid as one population); a drawn value the
+  method refuses is refused before training, naming the spec."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config_module('discrete_vae').get_config('method=vq_vae,tiny')
+  config.population = 5
+  config.population_search.commitment = 'cycle(0.01,0.1)'
+  config.population_search.learning_rate = 'log_uniform(1e-4,1e-2)'
+  method = methods.get_method(config.model, vocab_size=10)
+  settings = population.member_settings(config, method, 5)
+  assert [m['commitment'] for m in settings] == pytest.approx([1e-3, 0.01, 0.1, 0.01, 0.1])
+  assert len({m['learning_rate'] for m in settings}) == 5  # still drawn
+  config.population_search.commitment = 'cycle(0.01,-1)'
+  with pytest.raises(ValueError, match=r'commitment.*Narrow those specs'):
+    population.member_settings(config, method, 3)
+  with pytest.raises(ValueError, match=r'cycle\(x,y,...\)'):
+    population.sample_value('grid(1,2)', np.random.default_rng(0))
+
+
 def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
   assert members.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
   rows = members.bucket_rows([3, 50, 97], 100)
