@@ -25,6 +25,11 @@ with buckets: such chunks pad to their longest sentence + 1 rounded up to a mult
 widths that step by 1.5 and 4/3; less padding, more programs to compile), extra_train (files of
 unlabelled documents, one a line, '+' between files, added to the training split: `dtr.data.extra`; e.g.
 dataset=yahoo10,extra_train=lm/yahoo/val.txt+lm/yahoo/test.txt), tiny, runlocal.
+Populations (`--config.population=P`, one compiled program) vary the learning rate (`noam_factor` under
+Noam) and VQ's commitment or CatVAE's kl_weight, free_bits_ratio and tau, e.g. the paper's commitment grid:
+  python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,level=global,M=4,K=256 --config.population=3 \
+    "--config.population_search.commitment=cycle(0.01,0.1)" --workdir=/tmp/vq_commit
+(member 0 has the config's commitment, 0.001; cycle(...) gives the others its values in turn).
 results.json: `test/perplexity` (corpus level, the deterministic codes), code-book use (`test/codes_used`
 per slot, `test/code_perplexity`) and, for global latents on labelled corpora, `test/precision@100` of
 symbol-Hamming retrieval (database train, queries test).
