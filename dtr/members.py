@@ -117,12 +117,25 @@ def init_states(method, members: list[Member], sample_batch: dict) -> dict:
 @functools.lru_cache(maxsize=None)
 def _init_fn(method, kind: str):
   """The jitted initialiser of one member ('one': its state with a member axis of 1), of members that differ
-  by seed ('seeds') or by seed and hyperparameters ('hparams')."""
+  by seed ('seeds') or by seed and hyperparameters ('hparams').
+
+  Several members are initialised by `jax.vmap` on accelerators and one after another (`lax.map`) on the
+  CPU: there, two independent batched LAPACK calls in one program (the member-batched QRs of two orthogonal
+  initialisers, e.g. a GRU's recurrent kernels at 512 units) can deadlock XLA:CPU's thread pool (jaxlib
+  0.10.2: each call waits, on a pool thread, for batch work queued on the same pool), and initialisation
+  costs little either way.
+  """
   if kind == 'one':
     return jax.jit(lambda seed, batch: jax.tree.map(lambda x: x[None], init_state(method, seed, batch)))
   if kind == 'seeds':
-    return jax.jit(jax.vmap(lambda seed, batch: init_state(method, seed, batch), in_axes=(0, None)))
-  return jax.jit(jax.vmap(lambda seed, batch, hp: init_state(method, seed, batch, hp), in_axes=(0, None, 0)))
+    one = lambda seed, batch: init_state(method, seed, batch)
+    if jax.default_backend() != 'cpu':
+      return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return jax.jit(lambda seeds, batch: jax.lax.map(lambda seed: one(seed, batch), seeds))
+  one = lambda seed, batch, hp: init_state(method, seed, batch, hp)
+  if jax.default_backend() != 'cpu':
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+  return jax.jit(lambda seeds, batch, hps: jax.lax.map(lambda x: one(x[0], batch, x[1]), (seeds, hps)))
 
 
 def member_sharding(mesh, size: int) -> NamedSharding:

@@ -92,12 +92,42 @@ print('RESULT' + json.dumps(out))
 VIEWS = ('', ',views=0.7')
 
 
-def _run_on_one_device(script: str, tmp_path, *args: str, env=None):
+def _run_on_one_device(script: str, tmp_path, *args: str, env=None, timeout=None):
   """Runs `script` in a fresh process with one CPU device; returns the JSON it prints after 'RESULT'."""
   env = dict(os.environ if env is None else env, JAX_NUM_CPU_DEVICES='1')
   proc = subprocess.run([sys.executable, '-c', script, str(REPO), str(tmp_path), *args], env=env, cwd=REPO,
-                        capture_output=True, text=True, check=True)
+                        capture_output=True, text=True, check=True, timeout=timeout)
   return json.loads(proc.stdout.split('RESULT', 1)[1])
+
+
+_INIT_512 = r"""
+import json, sys
+import jax, numpy as np
+from dtr import members
+from dtr.methods import sentence_ae
+from dtr.methods.base import DataInfo
+mc = sentence_ae.default_model_config('sentence_ae', 'binary')
+mc.update(embed_size=8, hidden_size=512, latent_size=8)
+method = sentence_ae.SentenceAE(mc, 0, DataInfo(token_vocab_size=16, max_len=6))
+batch = {'tokens': np.full((2, 6), 5, np.int32), 'lengths': np.array([3, 5], np.int32),
+         'mask': np.ones(2, np.float32)}
+stack = members.init_states(method, [members.Member(seed=i, order_seed=0) for i in range(4)], batch)
+one = members.init_states(method, [members.Member(seed=2, order_seed=0)], batch)
+gaps = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a)[2] - np.asarray(b)[0]))), stack, one)
+print('RESULT' + json.dumps({'max_gap': max(jax.tree.leaves(gaps)), 'members': int(stack['step'].shape[0])}))
+"""
+
+
+def test_members_of_a_512_unit_gru_initialise_on_the_cpu_each_as_its_single_run(tmp_path):
+  """Four members of a model with 512-unit GRUs (six orthogonal recurrent kernels, member-batched QRs)
+  initialise in one program, each member exactly as its single run. A vmapped initialiser deadlocked
+  XLA:CPU's thread pool here on 2 cores (two batched LAPACK calls each waiting on the pool's other thread:
+  `members._init_fn`); the child process's timeout turns such a hang into a failure."""
+  try:
+    res = _run_on_one_device(_INIT_512, tmp_path, timeout=120)
+  except subprocess.TimeoutExpired:
+    pytest.fail('initialising 4 members of a 512-unit GRU hung (XLA:CPU thread-pool deadlock)')
+  assert res['members'] == 4 and res['max_gap'] == 0.0
 
 
 @pytest.fixture(scope='module')
