@@ -111,8 +111,7 @@ class CBOW(AdamMethod):
   def train_step(self, state, batch, rng=None):
     del rng  # deterministic: no dropout
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch)
-    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
-                                                                         state['params'])
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 

@@ -114,8 +114,7 @@ class Probe(AdamMethod):
 
   def train_step(self, state, batch, rng):
     (loss, accuracy), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
-                                                                         state['params'])
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], state['params'])
     return ({**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state},
             {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads)})
 

@@ -241,8 +241,7 @@ class SentenceMethod(AdamMethod):
     kl_weight = self._kl_weight(state['sentences'], values)
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng, kl_weight,
                                                                       values)
-    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
-                                                                         state['params'])
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state,
                  'sentences': state['sentences'] + jnp.sum(jnp.asarray(batch['mask'], jnp.float32))}
     grad_norm = optax.tree.norm(grads)

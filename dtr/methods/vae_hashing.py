@@ -113,8 +113,7 @@ class NASH(AdamMethod):
 
   def train_step(self, state, batch, rng):
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
-    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'],
-                                                                         state['params'])
+    updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], state['params'])
     new_state = {**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state}
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **aux}
 
