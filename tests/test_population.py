@@ -301,6 +301,18 @@ def test_cycle_spec_gives_a_grid_beside_the_config_s_setting():
     population.sample_value('grid(1,2)', np.random.default_rng(0))
 
 
+def test_a_hyperparameter_the_config_leaves_out_is_refused_saying_when_it_is_one():
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config_module('bow_vae').get_config('tiny')
+  config.model.regime = 'none'
+  config.population_search.svi_lr = 'cycle(0.1)'
+  method = methods.get_method(config.model, vocab_size=10)
+  with pytest.raises(ValueError, match=r"can vary \['learning_rate'\] \(svi_lr only when training refines"):
+    population.member_settings(config, method, 2)
+  config.model.regime = 'finopt'
+  assert population.member_settings(config, methods.get_method(config.model, vocab_size=10), 2)[1]['svi_lr'] == 0.1
+
+
 def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
   assert members.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
   rows = members.bucket_rows([3, 50, 97], 100)

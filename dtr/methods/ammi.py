@@ -29,7 +29,7 @@ Choices where the reference code is ambiguous (documented in the README):
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -125,6 +125,8 @@ class AMMI(Method):
   """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
 
   validate = staticmethod(validate_config)
+  conditional_hparams: ClassVar[dict[str, str]] = {
+      'view_dropout': 'when model.view_dropout > 0: whether a view exists is fixed per program'}
 
   def default_hparams(self) -> dict[str, jax.Array]:
     """Hyperparameters that change no array shape, as float32 scalars kept in the state, so a population of

@@ -95,6 +95,9 @@ class Method:
   emits: ClassVar[str | None] = 'bits'
   fitted: ClassVar[bool] = False
   batch_fields: ClassVar[tuple] = ()  # optional batch extras it reads: 'counts' (bow), 'label'
+  # {field: when it is a population hyperparameter} for those `default_hparams` has under some settings only
+  # (named when a population_search asks for one the config leaves out)
+  conditional_hparams: ClassVar[dict[str, str]] = {}
 
   def __post_init__(self):
     if self.data is None:

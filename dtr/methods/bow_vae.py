@@ -239,6 +239,8 @@ class BowVAE(AdamMethod):
   emits: ClassVar[str | None] = 'dense'
   batch_fields: ClassVar[tuple] = ('counts',)
   validate = staticmethod(validate_config)
+  conditional_hparams: ClassVar[dict[str, str]] = {
+      'svi_lr': "when training refines (model.regime not 'none')", 'kl_start': 'when model.anneal_steps > 0'}
 
   @property
   def step_hparams(self) -> tuple[str, ...]:

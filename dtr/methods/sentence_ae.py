@@ -357,6 +357,9 @@ class SentenceAE(SentenceMethod):
       parts['kl'] = bernoulli.kl_to_uniform(logits)
     return z, parts
 
+  conditional_hparams: ClassVar[dict[str, str]] = {
+      'kl_start': "when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)"}
+
   @property
   def step_hparams(self) -> tuple[str, ...]:
     """`kl_start`, the KL annealing's start, when a KL is annealed (a Gaussian or binary VAE with
