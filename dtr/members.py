@@ -117,25 +117,35 @@ def init_states(method, members: list[Member], sample_batch: dict) -> dict:
 @functools.lru_cache(maxsize=None)
 def _init_fn(method, kind: str):
   """The jitted initialiser of one member ('one': its state with a member axis of 1), of members that differ
-  by seed ('seeds') or by seed and hyperparameters ('hparams').
-
-  Several members are initialised by `jax.vmap` on accelerators and one after another (`lax.map`) on the
-  CPU: there, two independent batched LAPACK calls in one program (the member-batched QRs of two orthogonal
-  initialisers, e.g. a GRU's recurrent kernels at 512 units) can deadlock XLA:CPU's thread pool (jaxlib
-  0.10.2: each call waits, on a pool thread, for batch work queued on the same pool), and initialisation
-  costs little either way.
-  """
+  by seed ('seeds') or by seed and hyperparameters ('hparams'), over the members by `over_members`."""
   if kind == 'one':
     return jax.jit(lambda seed, batch: jax.tree.map(lambda x: x[None], init_state(method, seed, batch)))
   if kind == 'seeds':
-    one = lambda seed, batch: init_state(method, seed, batch)
-    if jax.default_backend() != 'cpu':
-      return jax.jit(jax.vmap(one, in_axes=(0, None)))
-    return jax.jit(lambda seeds, batch: jax.lax.map(lambda seed: one(seed, batch), seeds))
-  one = lambda seed, batch, hp: init_state(method, seed, batch, hp)
+    return jax.jit(over_members(lambda seed, batch: init_state(method, seed, batch), (0, None)))
+  return jax.jit(over_members(lambda seed, batch, hp: init_state(method, seed, batch, hp), (0, None, 0)))
+
+
+def over_members(fn, in_axes: tuple):
+  """`fn` over the leading member axis of the arguments whose `in_axes` entry is 0 (None: shared by all):
+  `jax.vmap` on accelerators; on the CPU one member after another (`lax.map`). XLA:CPU runs vmap's batched
+  products (a member dimension on every dot) several times slower than the same products member by member
+  (docs/results/foundation.md, populations), and two independent batched LAPACK calls in one program (the
+  member-batched QRs of two orthogonal initialisers, e.g. a GRU's recurrent kernels at 512 units) can deadlock
+  its thread pool (jaxlib 0.10.2: each call waits, on a pool thread, for batch work queued on the same pool).
+  """
   if jax.default_backend() != 'cpu':
-    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
-  return jax.jit(lambda seeds, batch, hps: jax.lax.map(lambda x: one(x[0], batch, x[1]), (seeds, hps)))
+    return jax.vmap(fn, in_axes=in_axes)
+  mapped = [i for i, axis in enumerate(in_axes) if axis == 0]
+
+  def one_by_one(*args):
+    def one(xs):
+      full = list(args)
+      for i, x in zip(mapped, xs):
+        full[i] = x
+      return fn(*full)
+    return jax.lax.map(one, tuple(args[i] for i in mapped))
+
+  return one_by_one
 
 
 def member_sharding(mesh, size: int) -> NamedSharding:

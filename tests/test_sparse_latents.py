@@ -408,7 +408,7 @@ def test_nan_gamma_reaches_the_loss_even_on_masked_rows():
 
 def test_a_non_finite_gradient_makes_the_step_loss_nan():
   class InfiniteGradient(sparse_vae.GaussVAE):
-    def loss(self, params, batch, rng, kl_weight, weights=None):
+    def loss(self, params, batch, rng, kl_weight, values=None):
       leaf = jax.tree.leaves(params)[0]
       return jnp.sqrt(jnp.sum(leaf * 0.0)), {}  # value 0, gradient inf * 0 = NaN
 

@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from dtr import input_pipeline as ip
+from dtr import members as members_lib
 from dtr.evaluate import retrieval
 
 _NAME = re.compile(r'^(precision|matching)@(\d+)$')
@@ -49,15 +50,9 @@ def _single_fn(method, name: str, mesh, with_rng: bool):
 
 @functools.lru_cache(maxsize=None)
 def _members_fn(method, name: str, with_rng: bool):
-  """One program for all members' outputs on a batch: vmapped on accelerators; on the CPU one member after
-  another (`lax.map`), since XLA:CPU runs vmap's batched products (a member dimension on every dot) several
-  times slower than the same products member by member (docs/results/foundation.md, populations)."""
-  fn = getattr(method, name)
-  if jax.default_backend() != 'cpu':
-    return jax.jit(jax.vmap(fn, in_axes=(0, None, None) if with_rng else (0, None)))
-  if with_rng:
-    return jax.jit(lambda params, batch, rng: jax.lax.map(lambda p: fn(p, batch, rng), params))
-  return jax.jit(lambda params, batch: jax.lax.map(lambda p: fn(p, batch), params))
+  """One program for all members' outputs on a batch (`members.over_members`: one member after another on
+  the CPU)."""
+  return jax.jit(members_lib.over_members(getattr(method, name), (0, None, None) if with_rng else (0, None)))
 
 
 @functools.lru_cache(maxsize=None)

@@ -184,11 +184,12 @@ class AdamMethod(Method):
   def default_hparams(self) -> dict:
     return {name: jnp.float32(self.config[name]) for name in (self.rate_name, *self.step_hparams)}
 
-  def keep_hparams(self, state: dict, hparams, keys=None) -> dict:
-    """`state` with a population member's values of `keys` (None: the step size and `step_hparams`) in
-    state['hparams'], after `check_hparams`; a single run (hparams None) keeps none."""
+  def keep_hparams(self, state: dict, hparams) -> dict:
+    """`state` with a population member's step size and `step_hparams` in state['hparams'], after
+    `check_hparams` (values the method keeps elsewhere, HSVAE's prior, are not kept here); a single run
+    (hparams None) keeps none."""
     self.check_hparams(hparams)
-    keys = (self.rate_name, *self.step_hparams) if keys is None else keys
+    keys = (self.rate_name, *self.step_hparams)
     kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in keys}
     return {**state, 'hparams': kept} if kept else state
 

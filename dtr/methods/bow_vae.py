@@ -383,7 +383,6 @@ class BowVAE(AdamMethod):
 
   # --- training
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_hparams(hparams)
     enc_rng, dec_rng = jax.random.split(rng)
     params = {'encoder': self._encoder().init(enc_rng, self.encoder_input(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.config.latent_dim)))['params']}

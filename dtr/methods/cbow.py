@@ -82,7 +82,6 @@ class CBOW(AdamMethod):
     return CBOWNetwork(self.token_vocab_size, self.config.embedding_dim, self.data.num_labels)
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_hparams(hparams)
     params = self._network().init(rng, jnp.asarray(batch['tokens']), jnp.asarray(batch['lengths']))['params']
     return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 

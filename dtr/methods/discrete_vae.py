@@ -292,7 +292,6 @@ class DiscreteVAE(AdamMethod):
     return encoder, decoder
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_hparams(hparams)
     mc = self.config
     net_rng, book_rng = jax.random.split(rng)
     layout = token_layout(batch)

@@ -68,7 +68,6 @@ class DVQ(AdamMethod):
     return h_BxF.reshape(h_BxF.shape[0], self.num_bits, self.config.segment_dim)
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_hparams(hparams)
     enc_rng, dec_rng, pick_rng = jax.random.split(rng, 3)
     mc = self.config
     encoder = self._encoder().init(enc_rng, self._source(batch))['params']

@@ -104,7 +104,6 @@ class Probe(AdamMethod):
                         self.data.num_values, mc.embed_dim, mc.get('normalize', 'none'))
 
   def init(self, rng, batch, hparams=None):
-    self.check_hparams(hparams)
     params = self._network().init(rng, batch['features'])['params']
     return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 

@@ -132,10 +132,10 @@ class SentenceMethod(AdamMethod):
     """(z [B, C] or None, parts) for mode 'sample' (as in training), 'mean' or 'greedy'."""
     raise NotImplementedError
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None) -> tuple[jax.Array, dict]:
-    """The scalar training penalty on the code, and its metrics; `weights`: the values of `step_hparams` for
-    this step (`step_values(state)`; None: the config's), read with `step_value`."""
-    del parts, z_BxC, batch, kl_weight, rng, weights
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None) -> tuple[jax.Array, dict]:
+    """The scalar training penalty on the code, and its metrics; `values`: a member's `step_values` for this
+    step (None: the config's), read with `step_value`."""
+    del parts, z_BxC, batch, kl_weight, rng, values
     return jnp.zeros(()), {}
 
   def _kl(self, parts, lengths_B) -> jax.Array:
@@ -224,14 +224,14 @@ class SentenceMethod(AdamMethod):
     del hparams
     return params
 
-  def loss(self, params, batch, rng, kl_weight, weights=None):
-    """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `weights`: the loss
-    weights' values (`step_values(state)`; None: the config's)."""
+  def loss(self, params, batch, rng, kl_weight, values=None):
+    """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `values`: a member's
+    `step_values` (None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
     reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True)
-    penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, weights)
+    penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, values)
     return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
 
   def train_step(self, state, batch, rng):
@@ -373,8 +373,8 @@ class SentenceAE(SentenceMethod):
       return jnp.ones(())
     return jnp.minimum(self.step_value('kl_start', values) + sentences_seen / mc.kl_anneal_sentences, 1.0)
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
-    del z_BxC, rng, weights
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
+    del z_BxC, rng, values
     metrics = {k: v for k, v in parts.items() if k == 'bit_rate'}
     if 'kl' not in parts:
       return jnp.zeros(()), metrics

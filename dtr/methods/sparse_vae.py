@@ -220,7 +220,7 @@ class HSVAE(_SparseFamily):
   def _kl(self, parts, lengths_B):
     return parts['kl_gamma'] + parts['kl_z']
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
     del z_BxC, kl_weight, rng
     kl_gamma, kl_z = masked_mean(parts['kl_gamma'], batch), masked_mean(parts['kl_z'], batch)
     gamma = parts['gamma']
@@ -229,8 +229,8 @@ class HSVAE(_SparseFamily):
     guard = jnp.where(jnp.all(jnp.isfinite(gamma)), 0.0, jnp.nan)
     metrics = {'kl_gamma': kl_gamma, 'kl_z': kl_z, 'nan_gamma': jnp.mean(~jnp.isfinite(gamma)),
                'gamma_mean': jnp.mean(gamma), 'spike_rate': jnp.mean(parts['spikes'])}
-    return (self.step_value('gamma_kl_weight', weights) * kl_gamma
-            + self.step_value('z_kl_weight', weights) * self._rate(kl_z) + guard), metrics
+    return (self.step_value('gamma_kl_weight', values) * kl_gamma
+            + self.step_value('z_kl_weight', values) * self._rate(kl_z) + guard), metrics
 
 
 def validate_mat_vae(mc: ml_collections.ConfigDict) -> None:
@@ -262,14 +262,14 @@ class MATVAE(_SparseFamily):
     z = gaussian.sample(mu, logvar, rng)
     return z, {'kl': gaussian.log_density(z, mu, logvar) - self._log_prior(z)}
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
     del kl_weight
     mc = self.config
     prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, mc.prior_gamma, mc.spike_scale, z_BxC.dtype)
     kl = masked_mean(parts['kl'], batch)
     discrepancy = mmd.mmd_imq(z_BxC, prior_BxC, jnp.asarray(batch['mask']), scales=tuple(mc.mmd_scales))
-    return (self.step_value('kl_weight', weights) * self._rate(kl)
-            + self.step_value('mmd_weight', weights) * discrepancy,
+    return (self.step_value('kl_weight', values) * self._rate(kl)
+            + self.step_value('mmd_weight', values) * discrepancy,
             {'kl': kl, 'mmd': discrepancy})
 
 
@@ -294,13 +294,13 @@ class GaussVAE(_SparseFamily):
              'l1_sigma': jnp.sum(sigma, -1), 'l2_sigma': jnp.sum(jnp.square(sigma), -1)}
     return gaussian.sample(mu, logvar, rng), {'kl': gaussian.kl_standard_normal(mu, logvar), 'norms': norms}
 
-  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, weights=None):
+  def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
     """kl_weight * KL plus the L1 / L2 penalties on mu and sigma (weights l1_mu, l2_mu, l1_sigma, l2_sigma)."""
     del z_BxC, kl_weight, rng
     kl = masked_mean(parts['kl'], batch)
-    penalty = sum(self.step_value(name, weights) * masked_mean(norm_B, batch)
+    penalty = sum(self.step_value(name, values) * masked_mean(norm_B, batch)
                   for name, norm_B in parts['norms'].items())
-    return self.step_value('kl_weight', weights) * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
+    return self.step_value('kl_weight', values) * self._rate(kl) + penalty, {'kl': kl, 'penalty': penalty}
 
 
 def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:

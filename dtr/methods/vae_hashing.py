@@ -91,7 +91,6 @@ class NASH(AdamMethod):
     return out_BxF[:, :self.num_bits], out_BxF[:, self.num_bits:]
 
   def init(self, rng: jax.Array, batch, hparams=None) -> dict[str, Any]:
-    self.check_hparams(hparams)
     enc_rng, dec_rng, extra_rng = jax.random.split(rng, 3)
     params = {'encoder': self._encoder().init(enc_rng, self._source(batch))['params'],
               'decoder': self._decoder().init(dec_rng, jnp.zeros((1, self.num_bits)))['params'],
