@@ -313,6 +313,8 @@ class SentenceAE(SentenceMethod):
   """The binary autoencoder and its variants (model.code, model.kl): bits or dense codes of sentences."""
 
   validate = staticmethod(validate_sentence_ae)
+  conditional_hparams: ClassVar[dict[str, str]] = {
+      'kl_start': "when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)"}
 
   @property
   def emits(self) -> str:
@@ -356,9 +358,6 @@ class SentenceAE(SentenceMethod):
     if mc.kl:
       parts['kl'] = bernoulli.kl_to_uniform(logits)
     return z, parts
-
-  conditional_hparams: ClassVar[dict[str, str]] = {
-      'kl_start': "when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)"}
 
   @property
   def step_hparams(self) -> tuple[str, ...]:
