@@ -90,7 +90,7 @@ def member_settings(config, method, size: int) -> list[dict]:
                      'a population can vary (default_hparams): its members differ by seed only. Leave '
                      'population_search empty, or sweep config fields with dtr.sweep (one population per point).')
   if unknown:
-    conditional = {k: v for k, v in method.conditional_hparams.items() if k in unknown}
+    conditional = {k: when for k, (when, _) in method.conditional_hparams.items() if k in unknown}
     hint = (' (' + '; '.join(f'{k} only {v}' for k, v in sorted(conditional.items())) + ')') if conditional else ''
     raise ValueError(f'population_search names {sorted(unknown)}; {config.model.name} can vary '
                      f'{sorted(defaults)}{hint}.')

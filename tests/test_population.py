@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from dtr import members, methods, population
+from dtr.methods import base
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -313,6 +315,43 @@ def test_a_hyperparameter_the_config_leaves_out_is_refused_saying_when_it_is_one
   assert population.member_settings(config, methods.get_method(config.model, vocab_size=10), 2)[1]['svi_lr'] == 0.1
 
 
+# (config, argument, model fields that turn it off, ... that turn it on, the conditional hyperparameter)
+CONDITIONAL = [
+    ('ammi', 'tiny', dict(view_dropout=0.0), dict(view_dropout=0.5), 'view_dropout'),
+    ('bow_vae', 'tiny', dict(regime='none'), dict(regime='finopt'), 'svi_lr'),
+    ('bow_vae', 'tiny', dict(anneal_steps=0), dict(anneal_steps=100), 'kl_start'),
+    ('sentence_ae', 'method=binary_ae,tiny', dict(kl_anneal_sentences=1000),
+     dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
+    ('sentence_ae', 'method=binary_ae,tiny', dict(code='gaussian', kl=True, kl_anneal_sentences=0),
+     dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
+]
+
+
+def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
+  """Every method's `conditional_hparams` entry is a population hyperparameter under the settings its words
+  name and not otherwise, and the refusal of a population_search naming it quotes those words."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  covered = set()
+  for name, arg, off, on, field in CONDITIONAL:
+    config = config_utils.load_config_module(name).get_config(arg)
+    config.population_search = {field: 'cycle(0.25)'}
+    for fields, expected in ((off, False), (on, True)):
+      config.model.update(fields)
+      method = methods.get_method(config.model, base.DataInfo(vocab_size=10, token_vocab_size=16, max_len=6,
+                                                              train_size=16))
+      covered.add((type(method).__name__, field))
+      assert (field in method.default_hparams()) is expected, (name, fields, field)
+      if expected:
+        assert population.member_settings(config, method, 2)[1][field] == 0.25
+      else:
+        when = method.conditional_hparams[field][0]
+        with pytest.raises(ValueError, match=re.escape(f'{field} only {when}')):
+          population.member_settings(config, method, 2)
+  declared = {(cls.__name__, field) for cls in map(methods.method_class, methods.names())
+              for field in cls.conditional_hparams}
+  assert declared == covered
+
+
 def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
   assert members.bucket_rows(list(range(100)), 100).tolist() == list(range(100))
   rows = members.bucket_rows([3, 50, 97], 100)
@@ -382,7 +421,7 @@ def _method_and_batch(name: str, arg: str, **model):
   import jax  # pylint: disable=g-import-not-at-top
   from dtr import config_utils, input_pipeline as ip, train  # pylint: disable=g-import-not-at-top
   if name == 'probe':  # a classifier on 4 features of 3 classes
-    from dtr.methods import base, probe  # pylint: disable=g-import-not-at-top
+    from dtr.methods import probe  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     batch = {'features': rng.normal(size=(16, 4)).astype(np.float32), 'label': rng.integers(0, 3, 16),
              'mask': np.ones(16, np.float32)}

@@ -125,8 +125,9 @@ class AMMI(Method):
   """Pure functions for AMMI: `init`, `train_step`, `encode` (params in, arrays out)."""
 
   validate = staticmethod(validate_config)
-  conditional_hparams: ClassVar[dict[str, str]] = {
-      'view_dropout': 'when model.view_dropout > 0: whether a view exists is fixed per program'}
+  conditional_hparams: ClassVar[dict] = {
+      'view_dropout': ('when model.view_dropout > 0: whether a view exists is fixed per program',
+                       lambda mc: mc.get('view_dropout', 0.0) > 0)}
 
   def default_hparams(self) -> dict[str, jax.Array]:
     """Hyperparameters that change no array shape, as float32 scalars kept in the state, so a population of
@@ -136,8 +137,7 @@ class AMMI(Method):
     mc = self.config
     values = dict(learning_rate=mc.learning_rate, prior_learning_rate=mc.prior_learning_rate or mc.learning_rate,
                   entropy_weight=mc.entropy_weight, clip=mc.clip, init_scale=mc.init_scale)
-    if mc.get('view_dropout', 0.0) > 0:
-      values['view_dropout'] = mc.view_dropout
+    values.update({name: mc[name] for name in self.conditional_hparams_on()})
     return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
   def _encoder(self, init_scale=1.0) -> SparseMLP:

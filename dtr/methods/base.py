@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import jax.numpy as jnp
 import ml_collections
@@ -95,9 +95,10 @@ class Method:
   emits: ClassVar[str | None] = 'bits'
   fitted: ClassVar[bool] = False
   batch_fields: ClassVar[tuple] = ()  # optional batch extras it reads: 'counts' (bow), 'label'
-  # {field: when it is a population hyperparameter} for those `default_hparams` has under some settings only
-  # (named when a population_search asks for one the config leaves out)
-  conditional_hparams: ClassVar[dict[str, str]] = {}
+  # {field: (when, applies)} for the population hyperparameters a method has under some settings only:
+  # `applies(model config)` decides it (`conditional_hparams_on`, which `default_hparams` reads) and `when`
+  # says it in words (named when a population_search asks for one the config leaves out), side by side
+  conditional_hparams: ClassVar[dict[str, tuple[str, Callable[[ml_collections.ConfigDict], bool]]]] = {}
 
   def __post_init__(self):
     if self.data is None:
@@ -126,6 +127,10 @@ class Method:
     the same settings from its config. {}: the method has none, and a population's members differ by seed only.
     """
     return {}
+
+  def conditional_hparams_on(self) -> tuple[str, ...]:
+    """The fields of `conditional_hparams` that this config's settings make population hyperparameters."""
+    return tuple(name for name, (_, applies) in self.conditional_hparams.items() if applies(self.config))
 
   def check_hparams(self, hparams) -> None:
     """For `init`: refuses population hyperparameters the method does not have (`default_hparams`)."""

@@ -239,16 +239,16 @@ class BowVAE(AdamMethod):
   emits: ClassVar[str | None] = 'dense'
   batch_fields: ClassVar[tuple] = ('counts',)
   validate = staticmethod(validate_config)
-  conditional_hparams: ClassVar[dict[str, str]] = {
-      'svi_lr': "when training refines (model.regime not 'none')", 'kl_start': 'when model.anneal_steps > 0'}
+  conditional_hparams: ClassVar[dict] = {
+      'svi_lr': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
+      'kl_start': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0)}
 
   @property
   def step_hparams(self) -> tuple[str, ...]:
     """Population hyperparameters beside the learning rate: the training SVI step size `svi_lr` when the
     regime refines in training (not 'none'), the annealing's start `kl_start` when the KL weight is annealed
     (anneal_steps > 0); the others would change nothing."""
-    mc = self.config
-    return (('svi_lr',) if mc.regime != 'none' else ()) + (('kl_start',) if mc.anneal_steps > 0 else ())
+    return self.conditional_hparams_on()
 
   def __post_init__(self):
     super().__post_init__()

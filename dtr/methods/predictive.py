@@ -32,7 +32,7 @@ model would be evaluated with.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +90,7 @@ class PredictiveAMMI(_Sides, ammi.AMMI):
   """AMMI's encoder p_psi(z|Y) and prior q_theta, plus q_phi(z|X); trained by one Adam on (psi, phi)."""
 
   validate = staticmethod(validate_config)
+  conditional_hparams: ClassVar[dict] = {}  # AMMI's view_dropout: refused here (validate_config)
 
   def _x_encoder(self, init_scale=1.0) -> SparseMLP:
     mc = self.config

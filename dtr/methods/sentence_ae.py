@@ -313,8 +313,9 @@ class SentenceAE(SentenceMethod):
   """The binary autoencoder and its variants (model.code, model.kl): bits or dense codes of sentences."""
 
   validate = staticmethod(validate_sentence_ae)
-  conditional_hparams: ClassVar[dict[str, str]] = {
-      'kl_start': "when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)"}
+  conditional_hparams: ClassVar[dict] = {
+      'kl_start': ("when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)",
+                   lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0)}
 
   @property
   def emits(self) -> str:
@@ -363,8 +364,7 @@ class SentenceAE(SentenceMethod):
   def step_hparams(self) -> tuple[str, ...]:
     """`kl_start`, the KL annealing's start, when a KL is annealed (a Gaussian or binary VAE with
     kl_anneal_sentences > 0): a population hyperparameter beside the learning rate."""
-    mc = self.config
-    return ('kl_start',) if mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0 else ()
+    return self.conditional_hparams_on()
 
   def _kl_weight(self, sentences_seen, values=None):
     mc = self.config
