@@ -6,7 +6,8 @@ over a member axis (`dtr.members`) for everything that changes no array shape: e
 its learning rate (the discrete VAEs under the Noam schedule: its factor) and the fields its train step
 reads (`step_hparams`: VQ's commitment; CatVAE's KL weight, free-bits ratio and temperature; the sparse
 sentence VAEs' loss weights; the KL annealing's start of the bag-of-words VAE and the sentence VAEs when
-annealed; the bag-of-words VAE's training SVI step size when it refines); AMMI also its prior's learning
+annealed; the bag-of-words VAE's training SVI step size when it refines; the word dropout of the sentence and
+discrete VAEs when the config has some: `conditional_hparams`); AMMI also its prior's learning
 rate, entropy weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior (kept in
 its parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
 baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose

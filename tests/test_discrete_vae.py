@@ -399,7 +399,7 @@ def test_e_step_loop_equals_unrolled_steps():
   assert min(jax.tree.leaves(moved)) > 0  # every encoder parameter took the steps
 
 
-STEP_HPARAMS = [('vq_vae', {}, {'commitment': 0.5}),
+STEP_HPARAMS = [('vq_vae', {'word_dropout': 0.2}, {'commitment': 0.5, 'word_dropout': 0.6}),
                 ('cat_vae', {'alternating': True, 'em_iter': 2},
                  {'kl_weight': 0.5, 'free_bits_ratio': 0.05, 'tau': 1.5})]
 
@@ -407,10 +407,11 @@ STEP_HPARAMS = [('vq_vae', {}, {'commitment': 0.5}),
 @pytest.mark.parametrize('name,overrides,values', STEP_HPARAMS, ids=[n for n, _, _ in STEP_HPARAMS])
 def test_step_hyperparameters_are_population_values(name, overrides, values):
   """VQ's commitment and CatVAE's KL weight, free-bits ratio and temperature are population hyperparameters
-  kept in the state (the alternating CatVAE reads them in its E-step loop too): a member given other values
-  steps as a single run configured with them, and differently from a member with the config's."""
+  kept in the state (the alternating CatVAE reads them in its E-step loop too), and so is word dropout where
+  the config has some: a member given other values steps as a single run configured with them, and
+  differently from a member with the config's."""
   batch = token_batch([3, 5, 2, 4], 7)
-  configured = tiny(name, 'global', **overrides, **values)  # a single run with these values
+  configured = tiny(name, 'global', **{**overrides, **values})  # a single run with these values
   method = tiny(name, 'global', **overrides)  # a population's, whose config has the defaults
   defaults = method.default_hparams()
   assert set(defaults) == {'learning_rate', *values}

@@ -324,7 +324,10 @@ CONDITIONAL = [
      dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
     ('sentence_ae', 'method=binary_ae,tiny', dict(code='gaussian', kl=True, kl_anneal_sentences=0),
      dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
-]
+] + [(name, f'method={method},tiny', dict(word_dropout=0.0), dict(word_dropout=0.3), 'word_dropout')
+     for name, methods_ in (('sentence_ae', ('binary_ae', 'lm', 'hsvae', 'mat_vae', 'gauss_vae')),
+                            ('discrete_vae', ('vq_vae', 'cat_vae', 'hard_em')))
+     for method in methods_]
 
 
 def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
@@ -334,7 +337,7 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   covered = set()
   for name, arg, off, on, field in CONDITIONAL:
     config = config_utils.load_config_module(name).get_config(arg)
-    config.population_search = {field: 'cycle(0.25)'}
+    config.population_search = {field: 'cycle(0.25)'}  # a value every one of them takes
     for fields, expected in ((off, False), (on, True)):
       config.model.update(fields)
       method = methods.get_method(config.model, base.DataInfo(vocab_size=10, token_vocab_size=16, max_len=6,

@@ -215,17 +215,21 @@ def test_loss_finite_and_decreasing(name):
     assert float(metrics['nan_gamma']) == 0.0
 
 
-WEIGHTS = [('hsvae', {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}), ('mat_vae', {'kl_weight': 0.3, 'mmd_weight': 3.0}),
-           ('gauss_vae', {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3})]
+# (method, the population's config fields, a member's values)
+WEIGHTS = [('hsvae', {}, {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}),
+           ('mat_vae', {}, {'kl_weight': 0.3, 'mmd_weight': 3.0}),
+           ('gauss_vae', {'word_dropout': 0.2},
+            {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3, 'word_dropout': 0.6})]
 
 
-@pytest.mark.parametrize('name,weights', WEIGHTS, ids=[n for n, _ in WEIGHTS])
-def test_loss_weights_are_population_values(name, weights):
-  """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state: a member given other
-  weights steps as a single run configured with them, and differently from a member with the config's."""
+@pytest.mark.parametrize('name,fields,weights', WEIGHTS, ids=[n for n, _, _ in WEIGHTS])
+def test_loss_weights_are_population_values(name, fields, weights):
+  """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state, and so is word
+  dropout where the config has some: a member given other values steps as a single run configured with
+  them, and differently from a member with the config's."""
   batch = make_batch()
-  configured = CLASSES[name](tiny(name, **weights), 0, INFO)  # a single run with these weights
-  method = CLASSES[name](tiny(name), 0, INFO)  # a population's, whose config has the default weights
+  configured = CLASSES[name](tiny(name, **{**fields, **weights}), 0, INFO)  # a single run with these values
+  method = CLASSES[name](tiny(name, **fields), 0, INFO)  # a population's, whose config has the defaults
   defaults = method.default_hparams()
   assert set(weights) <= set(defaults) and set(defaults) - set(weights) >= {'learning_rate'}
   single_step, member_step = jax.jit(configured.train_step), jax.jit(method.train_step)

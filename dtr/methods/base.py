@@ -173,13 +173,20 @@ class Method:
 class AdamMethod(Method):
   """A method trained by one Adam, after global-norm clipping of the gradient at `model.clip` (<= 0 or absent:
   none), whose step size (the field `rate_name`) and the fields `step_hparams` that its train step reads are
-  population hyperparameters. `init` keeps a member's values in state['hparams'] (`keep_hparams`) and the train
-  step reads them back (`rate(state)`, `step_values(state)`); a single run keeps none and reads its config, so
-  its state and its checkpoints hold no 'hparams'."""
+  population hyperparameters, with the `conditional_hparams` that the config turns on. `init` keeps a member's
+  values in state['hparams'] (`keep_hparams`) and the train step reads them back (`rate(state)`,
+  `step_values(state)`); a single run keeps none and reads its config, so its state and its checkpoints hold
+  no 'hparams'."""
 
   # model fields that the train step reads through `step_value` (loss weights, temperatures, ...): population
   # hyperparameters beside the step size, kept in the state
   step_hparams: ClassVar[tuple[str, ...]] = ()
+
+  @property
+  def member_fields(self) -> tuple[str, ...]:
+    """The fields a population member keeps in state['hparams']: the step size, `step_hparams` and the
+    conditional hyperparameters this config turns on (`conditional_hparams_on`)."""
+    return (self.rate_name, *self.step_hparams, *self.conditional_hparams_on())
 
   @property
   def rate_name(self) -> str:
@@ -187,15 +194,13 @@ class AdamMethod(Method):
     return 'learning_rate'
 
   def default_hparams(self) -> dict:
-    return {name: jnp.float32(self.config[name]) for name in (self.rate_name, *self.step_hparams)}
+    return {name: jnp.float32(self.config[name]) for name in self.member_fields}
 
   def keep_hparams(self, state: dict, hparams) -> dict:
-    """`state` with a population member's step size and `step_hparams` in state['hparams'], after
-    `check_hparams` (values the method keeps elsewhere, HSVAE's prior, are not kept here); a single run
-    (hparams None) keeps none."""
+    """`state` with a population member's `member_fields` in state['hparams'], after `check_hparams` (values
+    the method keeps elsewhere, HSVAE's prior, are not kept here); a single run (hparams None) keeps none."""
     self.check_hparams(hparams)
-    keys = (self.rate_name, *self.step_hparams)
-    kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in keys}
+    kept = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items() if k in self.member_fields}
     return {**state, 'hparams': kept} if kept else state
 
   def hparam(self, state: dict, name: str):
@@ -207,8 +212,8 @@ class AdamMethod(Method):
     return self.hparam(state, self.rate_name)
 
   def step_values(self, state: dict) -> dict:
-    """{field: value} of the step size and `step_hparams` for `state` (`hparam`), for the train step."""
-    return {name: self.hparam(state, name) for name in (self.rate_name, *self.step_hparams)}
+    """{field: value} of the `member_fields` for `state` (`hparam`), for the train step."""
+    return {name: self.hparam(state, name) for name in self.member_fields}
 
   def step_value(self, name: str, values=None):
     """The value of field `name` in `values` (`step_values(state)`, a member's), else the config's."""

@@ -242,13 +242,8 @@ class BowVAE(AdamMethod):
   conditional_hparams: ClassVar[dict] = {
       'svi_lr': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
       'kl_start': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0)}
-
-  @property
-  def step_hparams(self) -> tuple[str, ...]:
-    """Population hyperparameters beside the learning rate: the training SVI step size `svi_lr` when the
-    regime refines in training (not 'none'), the annealing's start `kl_start` when the KL weight is annealed
-    (anneal_steps > 0); the others would change nothing."""
-    return self.conditional_hparams_on()
+  # (population hyperparameters beside the learning rate, in `member_fields` when the config turns them on:
+  # the training SVI step size, the KL annealing's start; otherwise they would change nothing)
 
   def __post_init__(self):
     super().__post_init__()

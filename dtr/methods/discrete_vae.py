@@ -194,6 +194,9 @@ class DiscreteVAE(AdamMethod):
   reads: ClassVar[str] = 'tokens'
   emits: ClassVar[str] = 'symbols'
   validate = staticmethod(validate_config)
+  conditional_hparams: ClassVar[dict] = {
+      'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
+                       lambda mc: mc.get('word_dropout', 0.0) > 0)}
   always_alternating: ClassVar[bool] = False
   m_step_mode: ClassVar[str] = 'train'  # the codes of the decoder step: sampled ('train') or argmax ('hard')
 
@@ -343,10 +346,10 @@ class DiscreteVAE(AdamMethod):
     else:
       memory, memory_valid = vectors_BxLxMxD.reshape(*vectors_BxLxMxD.shape[:2], -1), layout['valid']
     decoder_inputs = layout['decoder_inputs']
-    word_dropout = mc.get('word_dropout', 0.0)
-    if word_dropout > 0 and not deterministic:  # training only: the decoder must lean on the codes
+    if mc.get('word_dropout', 0.0) > 0 and not deterministic:  # training only: the decoder must lean on the codes
       position_BxT = jnp.arange(decoder_inputs.shape[1])[None, :]
-      drop_BxT = jax.random.bernoulli(jax.random.fold_in(rng, 3), word_dropout, decoder_inputs.shape)
+      rate = jnp.asarray(self.step_value('word_dropout', values), jnp.float32)  # a member's, else the config's
+      drop_BxT = jax.random.bernoulli(jax.random.fold_in(rng, 3), rate, decoder_inputs.shape)
       decoder_inputs = jnp.where(drop_BxT & (position_BxT > 0) & layout['target_valid'], UNK_ID, decoder_inputs)
     states_BxTxD = net.apply(variables, memory, memory_valid, decoder_inputs, layout['target_valid'],
                              deterministic, method=TransformerAutoencoder.decode_states,

@@ -110,12 +110,16 @@ class SentenceMethod(AdamMethod):
 
   Subclasses give the network (`_network`), the code (`_latent`), its training penalty (`_regulariser`),
   `encode` / `features`, and how `decode` reads codes (`_codes_to_z`). State: {'params', 'opt_state',
-  'sentences' (real sentences seen, for KL annealing)} and, for a population's member, 'hparams' (its learning
-  rate and `step_hparams`).
+  'sentences' (real sentences seen, for KL annealing)} and, for a population's member, 'hparams' (its
+  `member_fields`: the learning rate, `step_hparams` and, when the config turns them on, word dropout and the
+  KL annealing's start).
   """
 
   reads: ClassVar[str] = 'tokens'
   validate = staticmethod(check_common)
+  conditional_hparams: ClassVar[dict] = {
+      'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
+                       lambda mc: mc.word_dropout > 0)}
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
 
   def __post_init__(self):
@@ -194,11 +198,12 @@ class SentenceMethod(AdamMethod):
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     return self._apply(params, tokens, lengths, train, method=TextAutoencoder.encode, rng=rng)
 
-  def _nll(self, params, z_BxC, batch, train=False, rng=None, weighted=False):
+  def _nll(self, params, z_BxC, batch, train=False, rng=None, weighted=False, values=None):
     """Summed token NLL per sentence [B]; with `weighted`, (its mean over the real sentences, the loss term
-    to differentiate; the NLL [B] without gradient), from `weighted_target_nll`."""
+    to differentiate; the NLL [B] without gradient), from `weighted_target_nll`. `values`: a member's
+    `step_values` (its word dropout; None: the config's)."""
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
-    word_dropout = self.config.word_dropout if train else 0.0
+    word_dropout = self.step_value('word_dropout', values) if train else 0.0
     states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
                                         method=TextAutoencoder.decoder_states, rng=rng)
     project = Affine(**params['decoder']['output'])  # TextAutoencoder.project, as its parameters
@@ -230,7 +235,8 @@ class SentenceMethod(AdamMethod):
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
-    reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True)
+    reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True,
+                                  values=values)
     penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, values)
     return reconstruction + penalty, {'reconstruction': reconstruction, **metrics}
 
@@ -314,6 +320,7 @@ class SentenceAE(SentenceMethod):
 
   validate = staticmethod(validate_sentence_ae)
   conditional_hparams: ClassVar[dict] = {
+      **SentenceMethod.conditional_hparams,
       'kl_start': ("when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)",
                    lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0)}
 
@@ -359,12 +366,6 @@ class SentenceAE(SentenceMethod):
     if mc.kl:
       parts['kl'] = bernoulli.kl_to_uniform(logits)
     return z, parts
-
-  @property
-  def step_hparams(self) -> tuple[str, ...]:
-    """`kl_start`, the KL annealing's start, when a KL is annealed (a Gaussian or binary VAE with
-    kl_anneal_sentences > 0): a population hyperparameter beside the learning rate."""
-    return self.conditional_hparams_on()
 
   def _kl_weight(self, sentences_seen, values=None):
     mc = self.config

@@ -271,14 +271,21 @@ def teacher_forcing(tokens_BxL: jax.Array, lengths_B: jax.Array, bos_id: int = B
   return inputs_BxL, targets_BxL, (positions_BxL <= lengths_Bx1).astype(jnp.float32)
 
 
-def word_dropout(embedded_BxLxE: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  """Zeroes the whole embedding of each decoder input token with probability `rate` (Bowman et al. 2016).
+def _no_word_dropout(rate) -> bool:
+  """Whether `rate` turns word dropout off: a Python number <= 0 (a traced rate, a population member's, is on)."""
+  return isinstance(rate, (int, float)) and rate <= 0
+
+
+def word_dropout(embedded_BxLxE: jax.Array, rate, rng: jax.Array) -> jax.Array:
+  """Zeroes the whole embedding of each decoder input token with probability `rate` (Bowman et al. 2016): a
+  float, or a float32 scalar (a population member's rate, `dtr.population`; kept as float32 either way, so
+  the two draw the same masks).
 
   Not rescaled: the decoder sees a missing word, not a louder one (as in the binary-autoencoder reference).
   """
-  if rate <= 0:
+  if _no_word_dropout(rate):
     return embedded_BxLxE
-  keep_BxL = jax.random.bernoulli(rng, 1.0 - rate, embedded_BxLxE.shape[:2])
+  keep_BxL = jax.random.bernoulli(rng, 1.0 - jnp.asarray(rate, jnp.float32), embedded_BxLxE.shape[:2])
   return embedded_BxLxE * keep_BxL[..., None].astype(embedded_BxLxE.dtype)
 
 
@@ -362,12 +369,12 @@ class TextAutoencoder(nn.Module):
       return jnp.concatenate([embedded_BxLxE, z_BxLxC.astype(embedded_BxLxE.dtype)], axis=-1)
     return embedded_BxLxE
 
-  def decoder_states(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
+  def decoder_states(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate=0.0):
     """Teacher-forced decoder before its output layer: (GRU outputs [B, L, H], targets [B, L], target mask
     [B, L]); `project` gives their logits."""
     inputs_BxL, targets_BxL, mask_BxL = teacher_forcing(tokens_BxL, lengths_B, self.bos_id, self.eos_id)
     embedded = self.embed(inputs_BxL)
-    if train and word_dropout_rate > 0:
+    if train and not _no_word_dropout(word_dropout_rate):
       embedded = word_dropout(embedded, word_dropout_rate, self.make_rng('dropout'))
     embedded = self.drop(embedded, deterministic=not train)
     initial_BxH = self.initial_state(z_BxC, tokens_BxL.shape[0])
@@ -378,7 +385,7 @@ class TextAutoencoder(nn.Module):
     """The decoder's output layer: logits [..., V]."""
     return self.decoder.project(outputs_xH)
 
-  def reconstruct(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate: float = 0.0):
+  def reconstruct(self, z_BxC, tokens_BxL, lengths_B, train: bool = False, word_dropout_rate=0.0):
     """Teacher-forced decoder: (logits [B, L, V], targets [B, L], target mask [B, L])."""
     outputs_BxLxH, targets_BxL, mask_BxL = self.decoder_states(z_BxC, tokens_BxL, lengths_B, train,
                                                                word_dropout_rate)
