@@ -327,7 +327,9 @@ CONDITIONAL = [
 ] + [(name, f'method={method},tiny', dict(word_dropout=0.0), dict(word_dropout=0.3), 'word_dropout')
      for name, methods_ in (('sentence_ae', ('binary_ae', 'lm', 'hsvae', 'mat_vae', 'gauss_vae')),
                             ('discrete_vae', ('vq_vae', 'cat_vae', 'hard_em')))
-     for method in methods_]
+     for method in methods_] + [
+    ('discrete_vae', 'method=cat_vae,tiny', dict(tau_anneal=False), dict(tau_anneal=True), field)
+    for field in ('tau_min', 'tau_anneal_rate')]
 
 
 def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():

@@ -529,18 +529,23 @@ class CatVAE(DiscreteVAE):
   """Straight-through Gumbel-softmax codes, KL to the uniform prior with free bits."""
 
   step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'free_bits_ratio', 'tau')  # KL weight, gamma, tau
+  conditional_hparams: ClassVar[dict] = {
+      **DiscreteVAE.conditional_hparams,
+      **{name: ('when model.tau_anneal is on', lambda mc: bool(mc.tau_anneal))
+         for name in ('tau_min', 'tau_anneal_rate')}}
 
   def _latent_features(self) -> int:
     return self.config.num_latents * self.config.num_values
 
   def temperature(self, step, values=None) -> jax.Array:
     """tau at training step `step` (batches; alternating steps use the batch's tau for all their passes);
-    `values`: a member's `step_values` (its tau), None: the config's."""
+    `values`: a member's `step_values` (its tau and, when annealed, floor and rate), None: the config's."""
     mc = self.config
     tau = jnp.asarray(self.step_value('tau', values), jnp.float32)
     if not mc.tau_anneal:
       return tau
-    return gumbel.annealed_temperature(step, tau, mc.tau_min, mc.tau_anneal_rate, mc.tau_anneal_interval)
+    return gumbel.annealed_temperature(step, tau, self.step_value('tau_min', values),
+                                       self.step_value('tau_anneal_rate', values), mc.tau_anneal_interval)
 
   def free_bits_kl(self, kl_BxLxM, layout, values=None) -> jax.Array:
     """The KL term of the loss (per document) under `free_bits_mode` (`dtr.latent.gumbel`).
