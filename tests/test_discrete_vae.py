@@ -114,6 +114,18 @@ def test_catvae_free_bits_floors():
   glob = tiny('cat_vae', 'global', num_values=4, free_bits_ratio=0.5, free_bits_mode='reference')
   kl_global = jnp.array([[[0.5, 0.6]], [[1.0, 0.9]]])  # sums 1.1 and 1.9 < 2 * ceil(1.39) = 4
   np.testing.assert_allclose(glob.free_bits_kl(kl_global, layout), 0.0)
+  # A member's gamma (float32, `step_values`) and the single run's (its config) give one threshold: here
+  # gamma M L log K = 0.585 * 16 * 140 * log 1024 rounds up to 9084 in float64 and to 9083 in float32.
+  edge = dict(num_values=1024, num_latents=16, free_bits_ratio=0.585, free_bits_mode='reference',
+              free_bits_length=140)
+  assert math.ceil(0.585 * 16 * 140 * math.log(1024)) == 9084
+  one = {'doc_weight': jnp.ones(1), 'valid': jnp.ones((1, 1), bool), 'lengths': jnp.array([1])}
+  kl_edge = jnp.full((1, 1, 16), 9083.5 / 16)  # between the two thresholds
+  single = tiny('cat_vae', 'local', **edge).free_bits_kl(kl_edge, one)
+  member = tiny('cat_vae', 'local', **{**edge, 'free_bits_ratio': 0.5}).free_bits_kl(
+      kl_edge, one, {'free_bits_ratio': jnp.float32(0.585)})
+  np.testing.assert_allclose(single, 9083.5, rtol=1e-6)
+  np.testing.assert_array_equal(member, single)
 
 
 def test_annealed_temperature():

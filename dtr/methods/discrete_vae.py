@@ -554,11 +554,12 @@ class CatVAE(DiscreteVAE):
     only once the batch's KL reaches B * ceil(gamma M L log K) per document, as the reference code, which
     rounds up and takes L from a per-dataset mean length (AG News 34, DBpedia 49, Yelp 140): here
     `free_bits_length`, or the batch's mean length when 0; L = 1 for global latents. `values`: a member's
-    `step_values` (its gamma), None: the config's.
+    `step_values` (its gamma), None: the config's. The threshold is formed in float32 from a float32 gamma
+    either way, so a member rounds it up as its single run does.
     """
     mc = self.config
     weight_BxL = self.position_weight(layout)
-    floor = self.step_value('free_bits_ratio', values) * math.log(mc.num_values)
+    floor = jnp.asarray(self.step_value('free_bits_ratio', values), jnp.float32) * jnp.float32(math.log(mc.num_values))
     if mc.free_bits_mode == 'per_latent':
       return gumbel.free_bits_per_latent(kl_BxLxM, weight_BxL, layout['doc_weight'], floor)
     if mc.level == 'global':
