@@ -9,8 +9,8 @@ sentence VAEs' loss weights), and those that exist under some settings only (`co
 annealing floor and rate when tau is annealed; the KL annealing's start of the bag-of-words VAE and the
 sentence VAEs when annealed; the bag-of-words VAE's training SVI step size when it refines; the word dropout
 of the sentence and discrete VAEs when the config has some); AMMI also its prior's learning rate, entropy
-weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior (kept in its
-parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
+weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior and MAT-VAE its
+prior's spike probability (kept in their parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
 baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose
 `population_search` is empty: members differ by seed only, the best on validation is reported and
 population_results.json lists every member (mean and spread over seeds from one program). Shape-changing

@@ -217,7 +217,7 @@ def test_loss_finite_and_decreasing(name):
 
 # (method, the population's config fields, a member's values)
 WEIGHTS = [('hsvae', {}, {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}),
-           ('mat_vae', {}, {'kl_weight': 0.3, 'mmd_weight': 3.0}),
+           ('mat_vae', {}, {'kl_weight': 0.3, 'mmd_weight': 3.0, 'prior_gamma': 0.6}),
            ('gauss_vae', {'word_dropout': 0.2},
             {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3, 'word_dropout': 0.6})]
 
@@ -225,8 +225,9 @@ WEIGHTS = [('hsvae', {}, {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}),
 @pytest.mark.parametrize('name,fields,weights', WEIGHTS, ids=[n for n, _, _ in WEIGHTS])
 def test_loss_weights_are_population_values(name, fields, weights):
   """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state, and so is word
-  dropout where the config has some: a member given other values steps as a single run configured with
-  them, and differently from a member with the config's."""
+  dropout where the config has some; MAT-VAE's prior gamma is one kept in the parameters: a member given other
+  values steps as a single run configured with them, and differently from a member with the config's, and
+  is evaluated as that single run."""
   batch = make_batch()
   configured = CLASSES[name](tiny(name, **{**fields, **weights}), 0, INFO)  # a single run with these values
   method = CLASSES[name](tiny(name, **fields), 0, INFO)  # a population's, whose config has the defaults
@@ -244,6 +245,13 @@ def test_loss_weights_are_population_values(name, fields, weights):
     assert abs(float(default_metrics['loss']) - float(member_metrics['loss'])) > 1e-3
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
                member['params'])
+  if 'prior_gamma' in weights:  # evaluation reads the member's gamma from its parameters
+    single_scores = jax.jit(configured.score)(single['params'], batch, jax.random.key(5))
+    member_scores = jax.jit(method.score)(member['params'], batch, jax.random.key(5))
+    default_scores = jax.jit(method.score)({**member['params'], 'prior': default['params']['prior']}, batch,
+                                           jax.random.key(5))
+    np.testing.assert_allclose(member_scores['kl'], single_scores['kl'], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(default_scores['kl'], member_scores['kl'], rtol=1e-3)
 
 
 @pytest.mark.parametrize('name', ['hsvae', 'mat_vae'])
@@ -308,6 +316,21 @@ def test_hsvae_prior_lives_in_the_parameters_and_a_config_saved_before_keeps_it_
     sparse_vae.GaussVAE(tiny('gauss_vae'), 0, INFO).init(jax.random.key(0), batch, {'prior_alpha': jnp.ones(())})
 
 
+def test_mat_vae_gamma_lives_in_the_parameters_and_a_config_saved_before_keeps_it_in_the_config():
+  method = sparse_vae.MATVAE(tiny('mat_vae', prior_gamma=0.6), 0, INFO)
+  batch = make_batch()
+  params = method.init(jax.random.key(0), batch)['params']
+  assert float(params['prior']['gamma']) == pytest.approx(0.6)
+  legacy_config = tiny('mat_vae', prior_gamma=0.6)
+  del legacy_config['prior_in_params']  # a config saved before the field: the parameters it was saved with
+  legacy = sparse_vae.MATVAE(legacy_config, 0, INFO)
+  assert 'prior' not in legacy.init(jax.random.key(0), batch)['params']
+  assert 'prior_gamma' not in legacy.default_hparams() and 'prior_gamma' in method.default_hparams()
+  network = {k: v for k, v in params.items() if k != 'prior'}
+  kl = jax.jit(method.score)(params, batch, jax.random.key(2))['kl']
+  np.testing.assert_allclose(jax.jit(legacy.score)(network, batch, jax.random.key(2))['kl'], kl, rtol=1e-5, atol=1e-5)
+
+
 def test_hsvae_beta_heads_start_at_the_prior_with_beta_init_prior():
   heads = [None, None, jnp.zeros((3, 5)), jnp.full((3, 5), 0.7), (jnp.float32(10.0), jnp.float32(30.0))]
   at_prior = sparse_vae.HSVAE(tiny('hsvae', prior_alpha=10.0, prior_beta=30.0, beta_init='prior'), 0, INFO)
@@ -342,7 +365,7 @@ def test_kl_target_makes_the_weighted_kl_its_distance_to_c(name):
   z = jax.random.normal(rng, (B, 5))
   parts = ({'kl_gamma': np.zeros(B, np.float32), 'kl_z': kl_B, 'gamma': np.full((B, 5), 0.5, np.float32),
             'spikes': np.zeros((B, 5), np.float32)} if name == 'hsvae'
-           else {'kl': kl_B, 'norms': {'l1_mu': np.zeros(B, np.float32)}})
+           else {'kl': kl_B, 'norms': {'l1_mu': np.zeros(B, np.float32)}, 'prior_gamma': np.float32(0.8)})
   values = {}
   for target in (0.0, 2.0, 10.0):
     method = CLASSES[name](tiny(name, kl_target=target, **{weight_field: 0.5}), 0, INFO)

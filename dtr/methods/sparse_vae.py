@@ -23,6 +23,8 @@ HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma
            loss = mean_b [rec + lambda KL_gamma + psi KL_z]     (lambda, psi < 1 against posterior collapse)
 MAT-VAE    (Mathieu et al., "Disentangling Disentanglement in VAEs", ICML 2019, as the reference trains it)
            q = N(mu, sigma^2); fixed prior SS(gamma = 0.8, 0, 1); KL_MC = sum_i log q(z_i) - log p(z_i)
+           (gamma is a value in params['prior'] (`model.prior_in_params`), never trained: a population's
+           hyperparameter, as HSVAE's alpha and beta)
            loss = mean_b [rec + beta KL_MC] + alpha MMD_IMQ({z_b}, {z'_b ~ p})   (`dtr.latent.mmd`)
 GaussVAE   q = N(mu, sigma^2), prior N(0, I), analytic KL;
            loss = mean_b [rec + beta KL + l1_mu |mu|_1 + l2_mu |mu|^2 + l1_sigma |sigma|_1 + l2_sigma |sigma|^2]
@@ -249,10 +251,39 @@ class MATVAE(_SparseFamily):
   validate = staticmethod(validate_mat_vae)
   step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'mmd_weight')  # beta, alpha
 
-  def _log_prior(self, z):
-    mc = self.config
-    return jnp.sum(spike_slab.log_density(z, jnp.full_like(z, mc.prior_gamma), jnp.zeros_like(z),
-                                          jnp.ones_like(z), mc.spike_scale, eps=0.0), axis=-1)
+  @property
+  def _prior_in_params(self) -> bool:
+    return bool(self.config.get('prior_in_params', False))
+
+  def default_hparams(self) -> dict[str, jax.Array]:
+    """The learning rate and the loss weights beta, alpha (kept in the state) and the prior's spike
+    probability `prior_gamma`, kept in the parameters (`params['prior']`, never trained) because evaluation
+    reads it too (the KL); one compiled program serves every gamma. No gamma for a config saved before
+    `model.prior_in_params` (its gamma is a compile-time constant, as it was trained)."""
+    if not self._prior_in_params:
+      return super().default_hparams()
+    return {**super().default_hparams(), 'prior_gamma': jnp.float32(self.config.prior_gamma)}
+
+  def _with_hparams(self, params, hparams):
+    if not self._prior_in_params:
+      return super()._with_hparams(params, hparams)
+    hp = {**self.default_hparams(), **(hparams or {})}
+    return {**params, 'prior': {'gamma': jnp.asarray(hp['prior_gamma'], jnp.float32)}}
+
+  def prior_gamma(self, params):
+    """The prior's spike probability: the parameters' value (no gradient flows into it) or, for a config
+    saved before `model.prior_in_params`, the config's float."""
+    if self._prior_in_params:
+      return jax.lax.stop_gradient(params['prior']['gamma'])
+    return self.config.prior_gamma
+
+  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+    """The encoder's heads (mu, sigma) and, third, the prior's spike probability they are read against."""
+    return tuple(super()._heads(params, batch, train, rng)) + (self.prior_gamma(params),)
+
+  def _log_prior(self, z, gamma):
+    return jnp.sum(spike_slab.log_density(z, jnp.full_like(z, gamma), jnp.zeros_like(z), jnp.ones_like(z),
+                                          self.config.spike_scale, eps=0.0), axis=-1)
 
   def _latent(self, heads, rng, mode):
     if mode != 'sample':
@@ -260,12 +291,12 @@ class MATVAE(_SparseFamily):
     mu, sigma = self._gaussian(heads)
     logvar = 2.0 * jnp.log(sigma)
     z = gaussian.sample(mu, logvar, rng)
-    return z, {'kl': gaussian.log_density(z, mu, logvar) - self._log_prior(z)}
+    return z, {'kl': gaussian.log_density(z, mu, logvar) - self._log_prior(z, heads[2]), 'prior_gamma': heads[2]}
 
   def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
     del kl_weight
     mc = self.config
-    prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, mc.prior_gamma, mc.spike_scale, z_BxC.dtype)
+    prior_BxC = spike_slab.sample_prior(rng, z_BxC.shape, parts['prior_gamma'], mc.spike_scale, z_BxC.dtype)
     kl = masked_mean(parts['kl'], batch)
     discrepancy = mmd.mmd_imq(z_BxC, prior_BxC, jnp.asarray(batch['mask']), scales=tuple(mc.mmd_scales))
     return (self.step_value('kl_weight', values) * self._rate(kl)
@@ -322,7 +353,8 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
   # |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
   # HSVAE's beta_init is 'prior' here and 'zero' (the reference's start) where a saved config lacks it: the
   # configs of runs made before the field existed mean the start they were trained with (`HSVAE._beta_params`);
-  # likewise prior_in_params, whose absence means parameters without params['prior'] (`HSVAE.prior`).
+  # likewise prior_in_params, whose absence means parameters without params['prior'] (`HSVAE.prior`,
+  # `MATVAE.prior_gamma`).
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
     config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both
@@ -337,6 +369,8 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
     config.probe_features = 'mean'  # encode()/features(): 'mean' (1 - E[gamma]) mu, or 'mu'
   elif name == 'mat_vae':
     config.prior_gamma = 0.8       # spike probability of the fixed prior
+    config.prior_in_params = True  # gamma kept in params['prior'] as a value: a population's hyperparameter,
+                                   # one compiled program for every gamma (absent: a constant)
     config.spike_scale = spike_slab.SPIKE_SCALE
     config.kl_weight = 1.0         # beta on the Monte Carlo KL
     config.mmd_weight = 1.0        # alpha on the IMQ-MMD
