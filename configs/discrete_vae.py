@@ -27,8 +27,8 @@ unlabelled documents, one a line, '+' between files, added to the training split
 dataset=yahoo10,extra_train=lm/yahoo/val.txt+lm/yahoo/test.txt), tiny, runlocal.
 Populations (`--config.population=P`, one compiled program) vary the learning rate (`noam_factor` under
 Noam), VQ's commitment or CatVAE's kl_weight, free_bits_ratio and tau (with tau_anneal: tau_min and
-tau_anneal_rate), and word_dropout when the config has some (word_dropout > 0: whether inputs are dropped is
-fixed per program), e.g. the paper's commitment grid:
+tau_anneal_rate), and dropout and word_dropout when the config has some (> 0: whether they run is fixed per
+program), e.g. the paper's commitment grid:
   python -m dtr.main --config=configs/discrete_vae.py:method=vq_vae,level=global,M=4,K=256 --config.population=3 \
     "--config.population_search.commitment=cycle(0.01,0.1)" --workdir=/tmp/vq_commit
 (member 0 has the config's commitment, 0.001; cycle(...) gives the others its values in turn).

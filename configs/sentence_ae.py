@@ -41,7 +41,7 @@ N members in one compiled program, `dtr.population`, the best on validation repo
 prior_search, HSVAE only, members 1..N-1 drawing the Beta prior's alpha and beta from PRIOR_SEARCH; any
 method's learning_rate and the sparse methods' loss weights (HSVAE: gamma_kl_weight, z_kl_weight; MAT-VAE:
 kl_weight, mmd_weight, prior_gamma; gauss_vae: kl_weight, l1_mu, l2_mu, l1_sigma, l2_sigma), the annealing's kl_start
-of the binary AE family's VAEs and, when the config has some (word_dropout > 0), every method's word_dropout
+of the binary AE family's VAEs and, when the config has some (> 0), every method's dropout and word_dropout
 are population hyperparameters too: "--config.population_search.z_kl_weight=uniform(0.1,1)"), runlocal. The
 study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of
 these.

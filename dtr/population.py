@@ -7,8 +7,8 @@ its learning rate (the discrete VAEs under the Noam schedule: its factor) and th
 reads (`step_hparams`: VQ's commitment; CatVAE's KL weight, free-bits ratio and temperature; the sparse
 sentence VAEs' loss weights), and those that exist under some settings only (`conditional_hparams`: CatVAE's
 annealing floor and rate when tau is annealed; the KL annealing's start of the bag-of-words VAE and the
-sentence VAEs when annealed; the bag-of-words VAE's training SVI step size when it refines; the word dropout
-of the sentence and discrete VAEs when the config has some); AMMI also its prior's learning rate, entropy
+sentence VAEs when annealed; the bag-of-words VAE's training SVI step size when it refines; the dropout and
+word dropout of the sentence and discrete VAEs when the config has some); AMMI also its prior's learning rate, entropy
 weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior and MAT-VAE its
 prior's spike probability (kept in their parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
 baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose

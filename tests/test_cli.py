@@ -54,7 +54,7 @@ def test_a_command_line_may_name_any_population_search_field():
       '--config=configs/classify.py:features=/nonexistent,labels=200,normalize=feature']),
     (['--config=configs/nope.py'], ['no config file configs/nope.py', 'configs/ammi.py']),
     (['--config=configs/sentence_ae.py:tiny,population=2', '--config.population_search.kl_wieght=uniform(0,1)'],
-     ["population_search names ['kl_wieght']", "can vary ['learning_rate']"]),
+     ["population_search names ['kl_wieght']", "can vary ['dropout', 'learning_rate']"]),
     (['--config=configs/sentence_ae.py:tiny', '--config.population_search=uniform(0,1)'],
      ['--config.population_search.NAME=SPEC']),
 ])

@@ -411,7 +411,8 @@ def test_e_step_loop_equals_unrolled_steps():
   assert min(jax.tree.leaves(moved)) > 0  # every encoder parameter took the steps
 
 
-STEP_HPARAMS = [('vq_vae', {'word_dropout': 0.2}, {'commitment': 0.5, 'word_dropout': 0.6}),
+STEP_HPARAMS = [('vq_vae', {'word_dropout': 0.2, 'dropout': 0.1},
+                 {'commitment': 0.5, 'word_dropout': 0.6, 'dropout': 0.3}),
                 ('cat_vae', {'alternating': True, 'em_iter': 2, 'tau_anneal': True, 'tau_anneal_interval': 1},
                  {'kl_weight': 0.5, 'free_bits_ratio': 0.05, 'tau': 1.5, 'tau_min': 1.2, 'tau_anneal_rate': 0.5})]
 # (the annealed tau of the second step, max(1.2, 1.5 exp(-0.5)), is the member's floor: a member that read
@@ -421,9 +422,9 @@ STEP_HPARAMS = [('vq_vae', {'word_dropout': 0.2}, {'commitment': 0.5, 'word_drop
 @pytest.mark.parametrize('name,overrides,values', STEP_HPARAMS, ids=[n for n, _, _ in STEP_HPARAMS])
 def test_step_hyperparameters_are_population_values(name, overrides, values):
   """VQ's commitment and CatVAE's KL weight, free-bits ratio and temperature are population hyperparameters
-  kept in the state (the alternating CatVAE reads them in its E-step loop too), and so are word dropout and
-  the annealing's floor and rate where the config has them: a member given other values steps as a single
-  run configured with them, and differently from a member with the config's."""
+  kept in the state (the alternating CatVAE reads them in its E-step loop too), and so are dropout, word
+  dropout and the annealing's floor and rate where the config has them: a member given other values steps as
+  a single run configured with them, and differently from a member with the config's."""
   batch = token_batch([3, 5, 2, 4], 7)
   configured = tiny(name, 'global', **{**overrides, **values})  # a single run with these values
   method = tiny(name, 'global', **overrides)  # a population's, whose config has the defaults

@@ -90,6 +90,23 @@ def test_edge_rates_and_bad_rates():
     dropout_lib.uniform16(jax.random.key(0), (1 << 17, 1 << 16))  # only the shape is checked: nothing is formed
 
 
+@pytest.mark.parametrize('rate', [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.99, 1.0, 1 / 3])
+def test_a_rate_given_as_an_array_draws_the_masks_of_the_same_rate_as_a_number(rate):
+  """A population member's rate is a traced float32 (`dtr.population`): it keeps the elements the number
+  keeps and scales them alike, at 0 and 1 too, under `jit` and `vmap` over members."""
+  x = jax.random.normal(jax.random.key(3), (64, 48))
+  rng = jax.random.key(4)
+  rate32 = float(np.float32(rate))  # the member's value, as the config writes it (float32 shortest)
+  expected = np.asarray(dropout_lib.dropout(x, rate32, rng))
+  traced = jax.jit(dropout_lib.dropout)(x, jnp.float32(rate32), rng)
+  np.testing.assert_array_equal(np.asarray(traced) == 0, expected == 0)
+  np.testing.assert_allclose(traced, expected, rtol=1e-6)
+  rates = jnp.asarray([rate32, 0.5], jnp.float32)
+  members = jax.vmap(dropout_lib.dropout, in_axes=(None, 0, None))(x, rates, rng)
+  np.testing.assert_allclose(members[0], expected, rtol=1e-6)
+  assert not dropout_lib.is_off(jnp.float32(0.0)) and dropout_lib.is_off(0.0) and dropout_lib.is_off(np.float32(0))
+
+
 def test_the_module_reads_the_dropout_rng_and_is_the_identity_when_deterministic():
   layer = dropout_lib.Dropout(0.25)
   x = jnp.ones((8, 16))

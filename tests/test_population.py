@@ -324,10 +324,10 @@ CONDITIONAL = [
      dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
     ('sentence_ae', 'method=binary_ae,tiny', dict(code='gaussian', kl=True, kl_anneal_sentences=0),
      dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
-] + [(name, f'method={method},tiny', dict(word_dropout=0.0), dict(word_dropout=0.3), 'word_dropout')
+] + [(name, f'method={method},tiny', {field: 0.0}, {field: 0.3}, field)
      for name, methods_ in (('sentence_ae', ('binary_ae', 'lm', 'hsvae', 'mat_vae', 'gauss_vae')),
                             ('discrete_vae', ('vq_vae', 'cat_vae', 'hard_em')))
-     for method in methods_] + [
+     for method in methods_ for field in ('dropout', 'word_dropout')] + [
     ('discrete_vae', 'method=cat_vae,tiny', dict(tau_anneal=False), dict(tau_anneal=True), field)
     for field in ('tau_min', 'tau_anneal_rate')]
 

@@ -218,14 +218,15 @@ def test_loss_finite_and_decreasing(name):
 # (method, the population's config fields, a member's values)
 WEIGHTS = [('hsvae', {}, {'gamma_kl_weight': 0.1, 'z_kl_weight': 2.0}),
            ('mat_vae', {}, {'kl_weight': 0.3, 'mmd_weight': 3.0, 'prior_gamma': 0.6}),
-           ('gauss_vae', {'word_dropout': 0.2},
-            {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3, 'word_dropout': 0.6})]
+           ('gauss_vae', {'word_dropout': 0.2, 'dropout': 0.1},
+            {'kl_weight': 0.5, 'l1_mu': 0.1, 'l2_mu': 0.05, 'l1_sigma': 0.2, 'l2_sigma': 0.3, 'word_dropout': 0.6,
+             'dropout': 0.3})]
 
 
 @pytest.mark.parametrize('name,fields,weights', WEIGHTS, ids=[n for n, _, _ in WEIGHTS])
 def test_loss_weights_are_population_values(name, fields, weights):
-  """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state, and so is word
-  dropout where the config has some; MAT-VAE's prior gamma is one kept in the parameters: a member given other
+  """The KL, MMD and L1 / L2 weights are population hyperparameters kept in the state, and so are dropout
+  and word dropout where the config has some; MAT-VAE's prior gamma is one kept in the parameters: a member given other
   values steps as a single run configured with them, and differently from a member with the config's, and
   is evaluated as that single run."""
   batch = make_batch()

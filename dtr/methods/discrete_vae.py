@@ -195,6 +195,7 @@ class DiscreteVAE(AdamMethod):
   emits: ClassVar[str] = 'symbols'
   validate = staticmethod(validate_config)
   conditional_hparams: ClassVar[dict] = {
+      'dropout': ('when model.dropout > 0: whether dropout runs is fixed per program', lambda mc: mc.dropout > 0),
       'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
                        lambda mc: mc.get('word_dropout', 0.0) > 0)}
   always_alternating: ClassVar[bool] = False
@@ -269,11 +270,12 @@ class DiscreteVAE(AdamMethod):
     return {**params, 'to_latent': projection, 'codebook': codebook}, usage, dead_MxK
 
   # --- network
-  def _network(self) -> TransformerAutoencoder:
+  def _network(self, values=None) -> TransformerAutoencoder:
+    """The network, its dropout rate `values['dropout']` (a member's `step_values`) or the config's."""
     mc = self.config
     return TransformerAutoencoder(self.token_vocab_size, mc.model_dim, mc.num_heads, mc.ff_dim,
-                                  mc.num_encoder_layers, mc.num_decoder_layers, mc.dropout, mc.norm, mc.level,
-                                  self._latent_features())
+                                  mc.num_encoder_layers, mc.num_decoder_layers, self.step_value('dropout', values),
+                                  mc.norm, mc.level, self._latent_features())
 
   @property
   def rate_name(self) -> str:
@@ -318,7 +320,7 @@ class DiscreteVAE(AdamMethod):
   def _latents(self, params, batch, rng=None, mode='hard', step=0, values=None):
     """(layout, latent outputs, network variables, decoder rng) of the encoder and latent layer; rng None = no
     dropout; `values`: a member's `step_values` (None: the config's)."""
-    mc, net = self.config, self._network()
+    mc, net = self.config, self._network(values)
     layout = token_layout(batch)
     enc_rng, dec_rng, latent_rng = jax.random.split(rng, 3) if rng is not None else (None,) * 3
     variables = {'params': {k: v for k, v in params.items() if k != 'codebook'}}
@@ -337,7 +339,7 @@ class DiscreteVAE(AdamMethod):
     the first output is (the NLL's mean over the batch's documents, the loss term to differentiate; the NLL
     [B] without gradient), from `weighted_target_nll`, which computes its gradient in the forward pass.
     `values`: a member's `step_values` (None: the config's)."""
-    mc, net = self.config, self._network()
+    mc, net = self.config, self._network(values)
     layout, latent, variables, dec_rng = self._latents(params, batch, rng, mode, step, values)
     deterministic = rng is None
     vectors_BxLxMxD = latent[0]

@@ -118,6 +118,7 @@ class SentenceMethod(AdamMethod):
   reads: ClassVar[str] = 'tokens'
   validate = staticmethod(check_common)
   conditional_hparams: ClassVar[dict] = {
+      'dropout': ('when model.dropout > 0: whether dropout runs is fixed per program', lambda mc: mc.dropout > 0),
       'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
                        lambda mc: mc.word_dropout > 0)}
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
@@ -129,7 +130,8 @@ class SentenceMethod(AdamMethod):
                        f'count the words and the 4 special ids, got {self.data.token_vocab_size}.')
 
   # --- pieces the subclasses give
-  def _network(self) -> TextAutoencoder:
+  def _network(self, values=None) -> TextAutoencoder:
+    """The network, its dropout rate `values['dropout']` (a member's `step_values`) or the config's."""
     raise NotImplementedError
 
   def _latent(self, heads, rng, mode: str) -> tuple[jax.Array | None, dict]:
@@ -188,24 +190,24 @@ class SentenceMethod(AdamMethod):
         raise ValueError(f'{name} split: the padding id {PAD_ID} occurs inside a sentence; unknown words must '
                          f'map to the unknown-word id {UNK_ID} (dtr.data.tokenize does this).')
 
-  def _apply(self, params, *args, method, rng=None, **kwargs):
+  def _apply(self, params, *args, method, rng=None, values=None, **kwargs):
     rngs = {'dropout': rng} if rng is not None else {}
-    return self._network().apply({'params': params}, *args, method=method, rngs=rngs, **kwargs)
+    return self._network(values).apply({'params': params}, *args, method=method, rngs=rngs, **kwargs)
 
-  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+  def _heads(self, params, batch, train=False, rng=None, values=None) -> tuple:
     if not self._network().head_sizes:
       return ()
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
-    return self._apply(params, tokens, lengths, train, method=TextAutoencoder.encode, rng=rng)
+    return self._apply(params, tokens, lengths, train, method=TextAutoencoder.encode, rng=rng, values=values)
 
   def _nll(self, params, z_BxC, batch, train=False, rng=None, weighted=False, values=None):
     """Summed token NLL per sentence [B]; with `weighted`, (its mean over the real sentences, the loss term
     to differentiate; the NLL [B] without gradient), from `weighted_target_nll`. `values`: a member's
-    `step_values` (its word dropout; None: the config's)."""
+    `step_values` (its dropout and word dropout; None: the config's)."""
     tokens, lengths = jnp.asarray(batch['tokens'], jnp.int32), jnp.asarray(batch['lengths'], jnp.int32)
     word_dropout = self.step_value('word_dropout', values) if train else 0.0
     states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
-                                        method=TextAutoencoder.decoder_states, rng=rng)
+                                        method=TextAutoencoder.decoder_states, rng=rng, values=values)
     project = Affine(**params['decoder']['output'])  # TextAutoencoder.project, as its parameters
     pack = self.config.get('pack_targets', 0.0)
     if weighted:
@@ -233,7 +235,7 @@ class SentenceMethod(AdamMethod):
     """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `values`: a member's
     `step_values` (None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
-    heads = self._heads(params, batch, train=True, rng=encoder_rng)
+    heads = self._heads(params, batch, train=True, rng=encoder_rng, values=values)
     z_BxC, parts = self._latent(heads, latent_rng, 'sample')
     reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True,
                                   values=values)
@@ -338,11 +340,11 @@ class SentenceAE(SentenceMethod):
       return {'nll': 'sample', 'nll_mean': 'mean', 'nll_greedy': 'greedy'}
     return {'nll': 'sample', 'nll_mean': 'mean'} if self.config.code == 'gaussian' else {'nll': 'sample'}
 
-  def _network(self) -> TextAutoencoder:
+  def _network(self, values=None) -> TextAutoencoder:
     mc = self.config
     heads = (mc.latent_size,) * (2 if mc.code == 'gaussian' else 1)
     return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size, heads, bidirectional=True,
-                           code_size=mc.latent_size, code_to='state', dropout=mc.dropout,
+                           code_size=mc.latent_size, code_to='state', dropout=self.step_value('dropout', values),
                            output_bias=mc.output_bias)
 
   def _latent(self, heads, rng, mode):
@@ -421,9 +423,10 @@ class LM(SentenceMethod):
   def code_length(self) -> int:
     return 0
 
-  def _network(self) -> TextAutoencoder:
+  def _network(self, values=None) -> TextAutoencoder:
     mc = self.config
-    return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size, dropout=mc.dropout,
+    return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size,
+                           dropout=self.step_value('dropout', values),
                            output_bias=mc.output_bias)
 
   def _latent(self, heads, rng, mode):

@@ -88,11 +88,12 @@ class _SparseFamily(SentenceMethod):
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample', 'nll_mean': 'mean'}
   num_heads: ClassVar[int] = 2  # mu, sigma
 
-  def _network(self) -> TextAutoencoder:
+  def _network(self, values=None) -> TextAutoencoder:
     mc = self.config
     return TextAutoencoder(self.token_vocab_size, mc.embed_size, mc.hidden_size,
                            (mc.latent_size,) * self.num_heads, bidirectional=False, code_size=mc.latent_size,
-                           code_to='input', dropout=mc.dropout, output_bias=mc.output_bias)
+                           code_to='input', dropout=self.step_value('dropout', values),
+                           output_bias=mc.output_bias)
 
   @staticmethod
   def _gaussian(heads):
@@ -181,9 +182,9 @@ class HSVAE(_SparseFamily):
       return prior['alpha'], prior['beta']
     return self.config.prior_alpha, self.config.prior_beta
 
-  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+  def _heads(self, params, batch, train=False, rng=None, values=None) -> tuple:
     """The encoder's heads (mu, sigma, a_q, b_q) and, fifth, the prior (alpha, beta) they are read against."""
-    return tuple(super()._heads(params, batch, train, rng)) + (self.prior(params),)
+    return tuple(super()._heads(params, batch, train, rng, values)) + (self.prior(params),)
 
   def _beta_params(self, heads):
     if self.config.get('beta_init', 'zero') == 'prior':  # the heads give the change from the prior's parameters
@@ -277,9 +278,9 @@ class MATVAE(_SparseFamily):
       return jax.lax.stop_gradient(params['prior']['gamma'])
     return self.config.prior_gamma
 
-  def _heads(self, params, batch, train=False, rng=None) -> tuple:
+  def _heads(self, params, batch, train=False, rng=None, values=None) -> tuple:
     """The encoder's heads (mu, sigma) and, third, the prior's spike probability they are read against."""
-    return tuple(super()._heads(params, batch, train, rng)) + (self.prior_gamma(params),)
+    return tuple(super()._heads(params, batch, train, rng, values)) + (self.prior_gamma(params),)
 
   def _log_prior(self, z, gamma):
     return jnp.sum(spike_slab.log_density(z, jnp.full_like(z, gamma), jnp.zeros_like(z), jnp.ones_like(z),

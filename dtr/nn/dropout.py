@@ -65,8 +65,24 @@ def uniform16(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return words >> 16
 
 
-def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  """x with each element zeroed with probability about `rate` (see the module docstring), others scaled."""
+def is_off(rate) -> bool:
+  """Whether `rate` is a number that turns dropout off (0); a rate that is a JAX array (a population member's,
+  traced) is on whatever its value."""
+  return not isinstance(rate, jax.Array) and float(rate) == 0.0
+
+
+def dropout(x: jax.Array, rate, rng: jax.Array) -> jax.Array:
+  """x with each element zeroed with probability about `rate` (see the module docstring), others scaled.
+
+  `rate`: a number, or a float32 scalar array (a population member's, `dtr.population`), whose k is the
+  same round(rate * 65536), formed in float32 (a member draws its single run's masks).
+  """
+  if isinstance(rate, jax.Array):
+    rate = jnp.asarray(rate, jnp.float32)
+    keep = RESOLUTION - jnp.round(rate * RESOLUTION)  # an integer in float32 (65536 and below are exact)
+    kept = uniform16(rng, x.shape) < keep.astype(jnp.uint32)
+    scale = jnp.where(keep > 0, RESOLUTION / jnp.maximum(keep, 1.0), 0.0).astype(x.dtype)
+    return jnp.where(kept, x * scale, jnp.zeros((), x.dtype))
   keep = keep_threshold(rate)
   if keep == RESOLUTION:
     return x
@@ -83,6 +99,6 @@ class Dropout(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
+    if deterministic or is_off(self.rate):
       return x
     return dropout(x, self.rate, self.make_rng(self.rng_collection))

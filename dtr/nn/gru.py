@@ -272,8 +272,8 @@ def teacher_forcing(tokens_BxL: jax.Array, lengths_B: jax.Array, bos_id: int = B
 
 
 def _no_word_dropout(rate) -> bool:
-  """Whether `rate` turns word dropout off: a Python number <= 0 (a traced rate, a population member's, is on)."""
-  return isinstance(rate, (int, float)) and rate <= 0
+  """Whether `rate` turns word dropout off: a number <= 0 (a JAX array, a population member's rate, is on)."""
+  return not isinstance(rate, jax.Array) and float(rate) <= 0
 
 
 def word_dropout(embedded_BxLxE: jax.Array, rate, rng: jax.Array) -> jax.Array:
