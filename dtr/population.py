@@ -3,19 +3,19 @@
 Random search (the AMMI paper's protocol: N runs per cell, best on validation) becomes one compiled program
 over a member axis (`dtr.members`) for everything that changes no array shape: each member has its own seed
 (initialisation) and the method's `default_hparams`, kept in its state: every method trained by Adam varies
-its learning rate (the discrete VAEs under the Noam schedule: its factor) and the fields its train step
-reads (`step_hparams`: VQ's commitment; CatVAE's KL weight, free-bits ratio and temperature; the sparse
-sentence VAEs' loss weights), and those that exist under some settings only (`conditional_hparams`: CatVAE's
-annealing floor and rate when tau is annealed; the KL annealing's start of the bag-of-words VAE and the
-sentence VAEs when annealed; the bag-of-words VAE's training SVI step size when it refines; the dropout and
-word dropout of the sentence and discrete VAEs when the config has some); AMMI also its prior's learning rate, entropy
-weight, clip, init range and, with views, the view's drop rate; HSVAE its Beta prior and MAT-VAE its
-prior's spike probability (kept in their parameters, which evaluation reads too). A method without any (LSH, spectral hashing, the bag-of-words
-baseline: nothing is trained by a step size) trains populations of seeds, as does any method whose
-`population_search` is empty: members differ by seed only, the best on validation is reported and
-population_results.json lists every member (mean and spread over seeds from one program). Shape-changing
-choices (batch size, G, prior layers, code length) and the config fields that are no population
-hyperparameter of the method form separate populations: `dtr.sweep`.
+its learning rate (the discrete VAEs under the Noam schedule: its factor) and the fields its train step reads
+(`step_hparams`: VQ's commitment; CatVAE's KL weight, free-bits ratio and temperature; the sparse sentence
+VAEs' loss weights), and those that exist under some settings only (`conditional_hparams`: CatVAE's annealing
+floor and rate when tau is annealed; the KL annealing's start of the bag-of-words VAE and the sentence VAEs
+when annealed; the bag-of-words VAE's training SVI step size when it refines; the dropout and word dropout of
+the sentence and discrete VAEs when the config has some); AMMI also its prior's learning rate, entropy weight,
+clip, init range and, with views, the view's drop rate; HSVAE its Beta prior and MAT-VAE its prior's spike
+probability (kept in their parameters, which evaluation reads too). A method without any (LSH, spectral
+hashing, the bag-of-words baseline: nothing is trained by a step size) trains populations of seeds, as does
+any method whose `population_search` is empty: members differ by seed only, the best on validation is reported
+and population_results.json lists every member (mean and spread over seeds from one program). Shape-changing
+choices (batch size, G, prior layers, code length) and the config fields that are no population hyperparameter
+of the method form separate populations: `dtr.sweep`.
 
 This module is the search policy only; the loop is `dtr.train`'s:
 - `Search.members`: member 0 is the config's own setting; members 1..P-1 draw their settings from
