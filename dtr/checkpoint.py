@@ -5,6 +5,7 @@ arrays and a JSON `meta` dict with the data position (epoch, step within the epo
 record and the metric history, so a killed run continues exactly where its last checkpoint left it.
 """
 
+import ast
 import contextlib
 import json
 import os
@@ -132,6 +133,22 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict |
                           f'config ({type(e).__name__}: {reason}). Fix: {hint}.') from e
   logging.info('Restored checkpoint step %d from %s', step, path)
   return restored['state'], restored['meta'], step
+
+
+def saved_keys(mngr: ocp.CheckpointManager, path: tuple[str, ...]) -> set[str] | None:
+  """The keys of the dict at `path` in the latest checkpoint's state (read from orbax's tree metadata, no
+  array read), or None when there is no checkpoint or its metadata cannot be read."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  try:
+    with open(os.path.join(mngr.directory, str(step), 'state', '_METADATA')) as f:
+      names = json.load(f)['tree_metadata']
+    keys = [ast.literal_eval(name) for name in names]  # "('train', 'method', 'hparams', 'dropout')"
+  except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+    return None
+  return {str(k[len(path)]) for k in keys
+          if isinstance(k, tuple) and len(k) > len(path) and tuple(map(str, k[:len(path)])) == path}
 
 
 def abstract_like(state):

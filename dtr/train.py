@@ -324,10 +324,18 @@ class Run:
     # --- checkpoint
     ckpt_dir = os.path.join(self.workdir, 'checkpoints')
     mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.checkpoint_keep)
-    restored = checkpoint.restore_latest(mngr, checkpoint.abstract_like({'train': states, 'best_params': best_params}),
-                                         settings=meta['settings'])
+    abstract = checkpoint.abstract_like({'train': states, 'best_params': best_params})
+    added = _hparams_not_in_checkpoint(mngr, states)
+    if added:  # a checkpoint of a population from before these were population hyperparameters
+      abstract['train']['method']['hparams'] = {k: v for k, v in abstract['train']['method']['hparams'].items()
+                                                if k not in added}
+    restored = checkpoint.restore_latest(mngr, abstract, settings=meta['settings'])
     if restored is not None:
       ckpt, saved_meta, ckpt_step = restored
+      if added:  # its members trained with the config's values, which the members here start from too
+        ckpt['train']['method']['hparams'].update({k: states['method']['hparams'][k] for k in added})
+        logging.warning('The checkpoint was written before %s were population hyperparameters of %s: '
+                        'resumed with the config\'s values for them, as it was trained.', added, config.model.name)
       states, best_params = ckpt['train'], ckpt['best_params']
       meta.update(saved_meta)
       logging.info('Resuming at step %d (epoch %d, step %d of the epoch)', ckpt_step, meta['epoch'],
@@ -526,6 +534,20 @@ class Run:
       workdir_lib.write_outputs(self.workdir, config, self.data, self.method, codes, results)
       print(workdir_lib.final_line(results, self.data, self.method, config), flush=True)
     return results
+
+
+def _hparams_not_in_checkpoint(mngr, states) -> list[str]:
+  """The population hyperparameters of `states` that the latest checkpoint's members lack (a checkpoint from
+  before they were population hyperparameters); [] without a checkpoint, without any, or when its metadata
+  cannot be read (the restore then names any mismatch)."""
+  method_state = states.get('method')
+  hparams = method_state.get('hparams') if isinstance(method_state, dict) else None
+  if not hparams:
+    return []
+  saved = checkpoint.saved_keys(mngr, ('train', 'method', 'hparams'))
+  if not saved:
+    return []
+  return sorted(set(hparams) - saved)
 
 
 def config_names(evals) -> list[str]:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -355,6 +356,39 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   declared = {(cls.__name__, field) for cls in map(methods.method_class, methods.names())
               for field in cls.conditional_hparams}
   assert declared == covered
+
+
+def test_a_population_checkpoint_from_before_a_hyperparameter_resumes_with_the_config_s_value(
+    tmp_path, monkeypatch, caplog):
+  """A population's checkpoint written when dropout was no population hyperparameter yet (the library before
+  it: the discrete VAEs' conditional hyperparameters without it) resumes under the current one: its members
+  get the config's dropout, which they trained with, and the run ends as that library's uninterrupted run."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  from dtr.methods import discrete_vae  # pylint: disable=g-import-not-at-top
+  from tests.test_resume import train_killed_after  # pylint: disable=g-import-not-at-top
+
+  def config():
+    c = config_utils.load_config_module('discrete_vae').get_config('method=vq_vae,tiny')
+    c.update(population=2, num_epochs=2, checkpoint_every_steps=1)
+    c.model.dropout = 0.1
+    c.population_search = {'learning_rate': 'log_uniform(1e-3,1e-2)'}
+    return c
+
+  before = {k: v for k, v in discrete_vae.DiscreteVAE.conditional_hparams.items() if k != 'dropout'}
+  with monkeypatch.context() as patch:
+    patch.setattr(discrete_vae.DiscreteVAE, 'conditional_hparams', before)
+    reference = train.train_and_evaluate(config(), str(tmp_path / 'reference'))
+    train_killed_after(config(), str(tmp_path / 'killed'), 1, patch)
+  jax.clear_caches()
+  with caplog.at_level('WARNING'):
+    resumed = train.train_and_evaluate(config(), str(tmp_path / 'killed'))
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("before ['dropout'] were population hyperparameters of vq_vae" in m for m in messages), messages
+  histories = [[m['valid_history'] for m in json.loads((tmp_path / run / 'population_results.json').read_text())[
+      'members']] for run in ('reference', 'killed')]
+  assert len(histories[0]) == 2 and all(len(h) == 2 for h in histories[0])
+  np.testing.assert_allclose(histories[1], histories[0], rtol=1e-5)
+  assert resumed['train_loss_history'] == pytest.approx(reference['train_loss_history'], rel=1e-5)
 
 
 def test_bucket_rows_hold_the_active_members_first_and_shrink_by_halves():
