@@ -540,8 +540,7 @@ def _hparams_not_in_checkpoint(mngr, states) -> list[str]:
   """The population hyperparameters of `states` that the latest checkpoint's members lack (a checkpoint from
   before they were population hyperparameters); [] without a checkpoint, without any, or when its metadata
   cannot be read (the restore then names any mismatch)."""
-  method_state = states.get('method')
-  hparams = method_state.get('hparams') if isinstance(method_state, dict) else None
+  hparams = states['method'].get('hparams')
   if not hparams:
     return []
   saved = checkpoint.saved_keys(mngr, ('train', 'method', 'hparams'))

@@ -111,8 +111,8 @@ class SentenceMethod(AdamMethod):
   Subclasses give the network (`_network`), the code (`_latent`), its training penalty (`_regulariser`),
   `encode` / `features`, and how `decode` reads codes (`_codes_to_z`). State: {'params', 'opt_state',
   'sentences' (real sentences seen, for KL annealing)} and, for a population's member, 'hparams' (its
-  `member_fields`: the learning rate, `step_hparams` and, when the config turns them on, word dropout and the
-  KL annealing's start).
+  `member_fields`: the learning rate, `step_hparams` and, when the config turns them on, dropout, word dropout
+  and the KL annealing's start).
   """
 
   reads: ClassVar[str] = 'tokens'

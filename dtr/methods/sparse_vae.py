@@ -87,6 +87,35 @@ class _SparseFamily(SentenceMethod):
   emits: ClassVar[str] = 'dense'
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample', 'nll_mean': 'mean'}
   num_heads: ClassVar[int] = 2  # mu, sigma
+  # {model field: its key in params['prior']}: the prior's values, which evaluation reads too, kept in the
+  # parameters (never trained) under `model.prior_in_params`, so that they are population hyperparameters and
+  # one compiled program serves every prior; a config saved before the field keeps them compile-time constants
+  prior_fields: ClassVar[dict[str, str]] = {}
+
+  @property
+  def _prior_in_params(self) -> bool:
+    return bool(self.prior_fields) and bool(self.config.get('prior_in_params', False))
+
+  def default_hparams(self) -> dict[str, jax.Array]:
+    """The learning rate and the fields the train step reads (kept in the state) and, under
+    `model.prior_in_params`, the `prior_fields` (kept in the parameters)."""
+    if not self._prior_in_params:
+      return super().default_hparams()
+    return {**super().default_hparams(), **{f: jnp.float32(self.config[f]) for f in self.prior_fields}}
+
+  def _with_hparams(self, params, hparams):
+    if not self._prior_in_params:
+      return super()._with_hparams(params, hparams)
+    hp = {**self.default_hparams(), **(hparams or {})}
+    return {**params, 'prior': {key: jnp.asarray(hp[f], jnp.float32) for f, key in self.prior_fields.items()}}
+
+  def _prior_values(self, params) -> tuple:
+    """The `prior_fields` in their order: the parameters' values (no gradient flows into them, so Adam
+    leaves them unchanged) or, for a config saved before `model.prior_in_params`, the config's floats."""
+    if self._prior_in_params:
+      prior = jax.lax.stop_gradient(params['prior'])
+      return tuple(prior[key] for key in self.prior_fields.values())
+    return tuple(self.config[f] for f in self.prior_fields)
 
   def _network(self, values=None) -> TextAutoencoder:
     mc = self.config
@@ -152,35 +181,11 @@ class HSVAE(_SparseFamily):
   validate = staticmethod(validate_hsvae)
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
   step_hparams: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight')  # lambda, psi
-
-  @property
-  def _prior_in_params(self) -> bool:
-    return bool(self.config.get('prior_in_params', False))
-
-  def default_hparams(self) -> dict[str, jax.Array]:
-    """The learning rate and the KL weights lambda, psi (kept in the state) and the Beta prior (alpha, beta)
-    over gamma, kept in the parameters (`params['prior']`, never trained), so that one compiled program
-    serves every prior. No prior for a config saved before `model.prior_in_params` (its prior is a
-    compile-time constant, as it was trained)."""
-    if not self._prior_in_params:
-      return super().default_hparams()
-    return {**super().default_hparams(), 'prior_alpha': jnp.float32(self.config.prior_alpha),
-            'prior_beta': jnp.float32(self.config.prior_beta)}
-
-  def _with_hparams(self, params, hparams):
-    if not self._prior_in_params:
-      return super()._with_hparams(params, hparams)
-    hp = {**self.default_hparams(), **(hparams or {})}
-    return {**params, 'prior': {'alpha': jnp.asarray(hp['prior_alpha'], jnp.float32),
-                                'beta': jnp.asarray(hp['prior_beta'], jnp.float32)}}
+  prior_fields: ClassVar[dict[str, str]] = {'prior_alpha': 'alpha', 'prior_beta': 'beta'}  # Beta over gamma
 
   def prior(self, params) -> tuple:
-    """(alpha, beta) of the Beta prior over gamma: the parameters' values (no gradient flows into them, so
-    Adam leaves them unchanged) or, for a config saved before `model.prior_in_params`, the config's floats."""
-    if self._prior_in_params:
-      prior = jax.lax.stop_gradient(params['prior'])
-      return prior['alpha'], prior['beta']
-    return self.config.prior_alpha, self.config.prior_beta
+    """(alpha, beta) of the Beta prior over gamma (`_prior_values`)."""
+    return self._prior_values(params)
 
   def _heads(self, params, batch, train=False, rng=None, values=None) -> tuple:
     """The encoder's heads (mu, sigma, a_q, b_q) and, fifth, the prior (alpha, beta) they are read against."""
@@ -251,32 +256,11 @@ class MATVAE(_SparseFamily):
 
   validate = staticmethod(validate_mat_vae)
   step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'mmd_weight')  # beta, alpha
-
-  @property
-  def _prior_in_params(self) -> bool:
-    return bool(self.config.get('prior_in_params', False))
-
-  def default_hparams(self) -> dict[str, jax.Array]:
-    """The learning rate and the loss weights beta, alpha (kept in the state) and the prior's spike
-    probability `prior_gamma`, kept in the parameters (`params['prior']`, never trained) because evaluation
-    reads it too (the KL); one compiled program serves every gamma. No gamma for a config saved before
-    `model.prior_in_params` (its gamma is a compile-time constant, as it was trained)."""
-    if not self._prior_in_params:
-      return super().default_hparams()
-    return {**super().default_hparams(), 'prior_gamma': jnp.float32(self.config.prior_gamma)}
-
-  def _with_hparams(self, params, hparams):
-    if not self._prior_in_params:
-      return super()._with_hparams(params, hparams)
-    hp = {**self.default_hparams(), **(hparams or {})}
-    return {**params, 'prior': {'gamma': jnp.asarray(hp['prior_gamma'], jnp.float32)}}
+  prior_fields: ClassVar[dict[str, str]] = {'prior_gamma': 'gamma'}  # the evaluation's KL reads it too
 
   def prior_gamma(self, params):
-    """The prior's spike probability: the parameters' value (no gradient flows into it) or, for a config
-    saved before `model.prior_in_params`, the config's float."""
-    if self._prior_in_params:
-      return jax.lax.stop_gradient(params['prior']['gamma'])
-    return self.config.prior_gamma
+    """The prior's spike probability (`_prior_values`)."""
+    return self._prior_values(params)[0]
 
   def _heads(self, params, batch, train=False, rng=None, values=None) -> tuple:
     """The encoder's heads (mu, sigma) and, third, the prior's spike probability they are read against."""
