@@ -57,21 +57,42 @@ def _leaves(tree, prefix: str = '') -> dict:
   return out
 
 
-def settings_changes(saved: dict, current: dict) -> list[str]:
-  """'name: saved -> current' for every setting (dotted name) whose value differs, compared as JSON."""
+_MISSING = object()
+
+
+def settings_changes(saved: dict, current: dict, absent: dict | None = None) -> list[str]:
+  """'name: saved -> current' for every setting (dotted name) whose value differs, compared as JSON.
+
+  `absent` {dotted name: value}: what a setting's absence means (a method's `absent_values`, the loop's own);
+  a side that lacks such a setting has that value, shown as "value (absent)". Without an entry, an absent
+  setting differs from every value."""
   saved, current = (_leaves(json.loads(json.dumps(t, default=str))) for t in (saved, current))
-  missing = object()
-  return [f'{name}: {saved.get(name, missing)!r} -> {current.get(name, missing)!r}'.replace(
-      repr(missing), '(absent)') for name in sorted(set(saved) | set(current))
-          if saved.get(name, missing) != current.get(name, missing)]
+  names = set(saved) | set(current)
+  absent = {name: value for name, value in _leaves(json.loads(json.dumps(absent or {}, default=str))).items()
+            if name in names}
+
+  def value(side, name):
+    if name in side:
+      return side[name], repr(side[name])
+    if name in absent:
+      return absent[name], f'{absent[name]!r} (absent)'
+    return _MISSING, '(absent)'
+
+  out = []
+  for name in sorted(names):
+    (old, old_text), (new, new_text) = value(saved, name), value(current, name)
+    if old != new:
+      out.append(f'{name}: {old_text} -> {new_text}')
+  return out
 
 
-def _check_settings(mngr: ocp.CheckpointManager, step: int, path: str, settings: dict) -> None:
+def _check_settings(mngr: ocp.CheckpointManager, step: int, path: str, settings: dict,
+                    absent: dict | None = None) -> None:
   try:
     saved = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'].get('settings')
   except Exception:  # pylint: disable=broad-except  (the full restore below names an unreadable checkpoint)
     return
-  changes = settings_changes(saved, settings) if saved is not None else []
+  changes = settings_changes(saved, settings, absent) if saved is not None else []
   if changes:
     shown = '; '.join(changes[:8]) + (f'; and {len(changes) - 8} more' if len(changes) > 8 else '')
     raise CheckpointError(
@@ -102,7 +123,8 @@ def _quiet_abandoned_reads():
   sys.unraisablehook = previous
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict | None = None):
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict | None = None,
+                   absent: dict | None = None):
   """Returns (state, meta, step) of the latest checkpoint, or None when there is none.
 
   `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) describing the state to fill.
@@ -110,14 +132,15 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, settings: dict |
   silently skipped, since training over a half-read state would lose work without saying so. With
   `settings` (what the loop saves as meta['settings']: the fields that define the model and its data), a
   checkpoint whose meta holds other settings raises CheckpointError naming each changed field before any
-  array is read; a checkpoint written before meta held them is not checked.
+  array is read (`absent`: what a setting's absence means, `settings_changes`); a checkpoint written before
+  meta held them is not checked.
   """
   step = mngr.latest_step()
   if step is None:
     return None
   path = os.path.join(mngr.directory, str(step))
   if settings is not None:
-    _check_settings(mngr, step, path, settings)
+    _check_settings(mngr, step, path, settings, absent)
   try:
     with _quiet_abandoned_reads():
       restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),

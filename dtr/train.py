@@ -183,6 +183,25 @@ _RESUME_FIELDS = ('batch_size', 'seed', 'data_seed', 'population', 'population_d
                   'population_search')
 
 
+# What the absence of a loop or data setting from a checkpoint's settings means (`settings_absent`; the
+# model's fields: its method's `absent_values`): the batching fields and the extra training text, absent
+# unless a run asks for them (`dtr.data.load.BATCHING_FIELDS`, `OPTIONAL_FIELDS`), and the population's.
+ABSENT_SETTINGS = {'data.length_buckets': 0, 'data.pad_to_multiple_of': 0, 'data.extra_train': '',
+                   'data_seed': -1, 'population': 0, 'population_data': 'shared', 'population_replicas': 1}
+
+
+def data_setting(config, name: str):
+  """`config.data.<name>`, or what its absence means (`ABSENT_SETTINGS`)."""
+  return config.data.get(name, ABSENT_SETTINGS[f'data.{name}'])
+
+
+def settings_absent(method) -> dict:
+  """{dotted setting: the value its absence means} for the checkpoint's settings check
+  (`checkpoint.settings_changes`): a run saved before a field existed resumes under a config that gives the
+  field that value (a flag), as it was trained."""
+  return {**ABSENT_SETTINGS, **{f'model.{k}': v for k, v in method.absent_values().items()}}
+
+
 def resume_settings(config) -> dict:
   """The settings a checkpoint must have been written under to be resumed (kept in its meta): the model,
   the data but for their location, and the fields that lay out the member stack and its batches. The
@@ -210,14 +229,14 @@ def check_loop(config) -> None:
 def check_length_buckets(config, cls) -> None:
   """`data.length_buckets` (chunks per length-sorting window, `ip.length_bucketed`; 0 or absent = off) and
   `data.pad_to_multiple_of` (the widths of those chunks, `ip.bucket_widths`; 0 or absent = the fine widths)."""
-  window = config.data.get('length_buckets', 0)
+  window = data_setting(config, 'length_buckets')
   if isinstance(window, bool) or not isinstance(window, int) or window < 0:
     raise ValueError('data.length_buckets (chunks per window in which token sequences are sorted by length; '
                      f'0 = off) must be an integer >= 0, got {window!r}.')
   if window and cls.reads != 'tokens':
     raise ValueError(f'data.length_buckets groups token sequences by length, but method '
                      f'{config.model.name!r} reads {cls.reads!r} batches; leave it unset (0).')
-  multiple = config.data.get('pad_to_multiple_of', 0)
+  multiple = data_setting(config, 'pad_to_multiple_of')
   if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 0:
     raise ValueError('data.pad_to_multiple_of (length-bucketed chunks pad to their longest sequence + 1 rounded '
                      f'up to a multiple of it; 0 = the fine widths) must be an integer >= 0, got {multiple!r}.')
@@ -297,10 +316,10 @@ class Run:
     """(the member's order of the epoch's training rows, token widths); grouped by length with
     data.length_buckets (`ip.epoch_rows`)."""
     order = ip.member_order(member.rows, member.order_seed, epoch, ip.num_examples(split))
-    return ip.epoch_rows(order, split, window=self.config.data.get('length_buckets', 0),
+    return ip.epoch_rows(order, split, window=data_setting(self.config, 'length_buckets'),
                          batch_size=self.config.batch_size, steps_per_call=self.config.steps_per_call,
                          seed=member.order_seed, epoch=epoch,
-                         multiple=self.config.data.get('pad_to_multiple_of', 0))
+                         multiple=data_setting(self.config, 'pad_to_multiple_of'))
 
   def _sample_batch(self) -> dict:
     """The first training batch of member 0 (what `init` traces), in the layout its stack trains on."""
@@ -329,7 +348,8 @@ class Run:
     if added:  # a checkpoint of a population from before these were population hyperparameters
       abstract['train']['method']['hparams'] = {k: v for k, v in abstract['train']['method']['hparams'].items()
                                                 if k not in added}
-    restored = checkpoint.restore_latest(mngr, abstract, settings=meta['settings'])
+    restored = checkpoint.restore_latest(mngr, abstract, settings=meta['settings'],
+                                          absent=settings_absent(self.method))
     if restored is not None:
       ckpt, saved_meta, ckpt_step = restored
       if added:  # its members trained with the config's values, which the members here start from too

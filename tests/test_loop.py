@@ -1,11 +1,14 @@
 """The one loop's pieces: batchers of every input kind, label budgets as members, evaluators from the config."""
 
+import pathlib
+import re
+
 import ml_collections
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dtr import config_utils, train
+from dtr import config_utils, methods, train
 from dtr import input_pipeline as ip
 from dtr.data import Split
 from dtr.data.corpus import Tokens
@@ -256,7 +259,6 @@ def test_pad_to_multiple_of_pads_each_chunk_to_the_next_multiple():
 
 
 def test_length_buckets_is_checked_before_the_data_loads():
-  from dtr import methods
   config = config_utils.load_config_module('sentence_ae').get_config('method=binary_ae,tiny,buckets=2')
   assert config.data.length_buckets == 2
   train.check_length_buckets(config, methods.method_class(config.model.name))  # fine
@@ -319,3 +321,16 @@ def test_training_with_length_buckets_uses_the_bucketed_order(tmp_path, monkeypa
     assert all(set(ip.FINE_TOKEN_WIDTHS) <= set(w) for w in epochs_widths)
   assert all(c['window'] == 2 and c['batch_size'] == config.batch_size for c in calls)
   assert np.isfinite(result['test/perplexity'])
+
+
+def test_model_fields_a_config_may_lack_are_read_through_the_methods_absent_means():
+  """The methods read a model field a config may lack with `setting` (whose table, `absent_means`, the
+  checkpoint's settings check reads too), never with a default of their own, and every such field is in a
+  method's table."""
+  declared = set().union(*(methods.method_class(name).absent_values() for name in methods.names()))
+  read = set()
+  for path in sorted(pathlib.Path(methods.__file__).parent.glob('*.py')):
+    source = path.read_text()
+    assert not re.findall(r"(?:\bmc|self\.config|model_config)\.get\('", source), path.name
+    read |= set(re.findall(r"setting\((?:mc, )?'(\w+)'", source))
+  assert read and read <= declared, read - declared

@@ -108,3 +108,37 @@ def test_settings_changes_compares_as_json_and_names_absent_fields():
   assert checkpoint.settings_changes(saved, {'model': {'hidden': [8], 'rate': 0.1, 'new': 'x'}, 'seed': 0}) == [
       'model.hidden: [8, 8] -> [8]', "model.new: (absent) -> 'x'", 'model.old: 1 -> (absent)']
 
+
+def test_settings_changes_give_an_absent_setting_what_its_absence_means():
+  saved = {'model': {'rate': 0.1}, 'seed': 0}
+  absent = {'model.init': 'zero', 'data.buckets': 0}
+  assert checkpoint.settings_changes(saved, {'model': {'rate': 0.1, 'init': 'zero'}, 'seed': 0}, absent) == []
+  assert checkpoint.settings_changes(saved, {'model': {'rate': 0.1, 'init': 'prior'}, 'seed': 0}, absent) == [
+      "model.init: 'zero' (absent) -> 'prior'"]
+  assert checkpoint.settings_changes({'model': {'rate': 0.1, 'init': 'prior'}}, {'model': {'rate': 0.1}},
+                                     absent) == ["model.init: 'prior' -> 'zero' (absent)"]
+  # a setting without an entry: its absence differs from every value
+  assert checkpoint.settings_changes(saved, {'model': {'rate': 0.1, 'other': 0}, 'seed': 0}, absent) == [
+      'model.other: (absent) -> 0']
+
+
+def test_a_run_saved_before_a_model_field_resumes_when_the_field_is_given_its_old_meaning(tmp_path, monkeypatch):
+  """A run whose config lacks a model field added since (VQ's restart_threshold, whose absence means no
+  restarts; 0.1 in today's configs) is refused under today's config, naming the value its absence means, and
+  resumes under a config that gives that value (a flag), ending as its uninterrupted run."""
+  def config(**model):
+    c = config_utils.load_config_module('discrete_vae').get_config('method=vq_vae,tiny')
+    c.update(num_epochs=1, checkpoint_every_steps=1, steps_per_call=4)
+    del c.model['restart_threshold']
+    c.model.update(model)
+    return c
+
+  reference = train.train_and_evaluate(config(), str(tmp_path / 'reference'))
+  workdir = str(tmp_path / 'killed')
+  train_killed_after(config(), workdir, 1, monkeypatch)
+  with pytest.raises(checkpoint.CheckpointError, match=re.escape('model.restart_threshold: 0.0 (absent) -> 0.1')):
+    train.train_and_evaluate(config(restart_threshold=0.1), workdir)
+  resumed = train.train_and_evaluate(config(restart_threshold=0.0), workdir)
+  assert resumed['train_loss_history'] == reference['train_loss_history']
+  assert resumed['valid_history'] == reference['valid_history']
+  assert resumed['test/perplexity'] == reference['test/perplexity']

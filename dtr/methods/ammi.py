@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import Method, check_bits
+from dtr.methods.base import Method, check_bits, setting
 from dtr.latent import markov
 from dtr.nn.feedforward import SparseMLP, uniform_init
 
@@ -79,6 +79,10 @@ def check_order(mc: ml_collections.ConfigDict, field: str, symbol: str, cross_en
     raise ValueError(f'model.{field}={order} means 2^{order} states per bit; keep it <= {MAX_ORDER}.')
 
 
+# The model fields a config may lack and what their absence means (`AMMI.absent_means`): no views.
+ABSENT = {'view_dropout': 0.0}
+
+
 def validate_config(mc: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for impossible AMMI settings."""
   check_bits(mc)
@@ -91,7 +95,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
                      f'bits={mc.bits}. Use the adversarial prior (model.bmmi=False) for longer codes.')
   if mc.prior_steps < 0:
     raise ValueError(f'model.prior_steps (G) must be >= 0, got {mc.prior_steps}.')
-  if not 0.0 <= mc.get('view_dropout', 0.0) < 1.0:
+  if not 0.0 <= setting(mc, 'view_dropout', ABSENT) < 1.0:
     raise ValueError(f'model.view_dropout is the probability of dropping a word from the view, in [0, 1); got '
                      f'{mc.view_dropout}. Use 0 for the plain H(Z|Y) of the paper.')
   if mc.entropy_weight <= 0:
@@ -127,7 +131,8 @@ class AMMI(Method):
   validate = staticmethod(validate_config)
   conditional_hparams: ClassVar[dict] = {
       'view_dropout': ('when model.view_dropout > 0: whether a view exists is fixed per program',
-                       lambda mc: mc.get('view_dropout', 0.0) > 0)}
+                       lambda mc: setting(mc, 'view_dropout', ABSENT) > 0)}
+  absent_means: ClassVar[dict] = ABSENT
 
   def default_hparams(self) -> dict[str, jax.Array]:
     """Hyperparameters that change no array shape, as float32 scalars kept in the state, so a population of
@@ -200,7 +205,7 @@ class AMMI(Method):
     prior_params, prior_opt = params['prior'], opt_state['prior']
     if mc.reset_prior_optimizer:
       prior_opt = prior_tx.init(prior_params)
-    if not mc.get('bmmi', False) and mc.prior_steps > 0:
+    if not mc.bmmi and mc.prior_steps > 0:
       (prior_params, prior_opt), _ = jax.lax.scan(prior_step, (prior_params, prior_opt), None,
                                                   length=mc.prior_steps)
     return prior_params, prior_opt

@@ -78,6 +78,11 @@ class DataInfo:
   train_size: int = 0
 
 
+def setting(mc: ml_collections.ConfigDict, name: str, absent: dict):
+  """Model field `name` of `mc`, or what its absence means, `absent[name]` (a method's `absent_means`)."""
+  return mc.get(name, absent[name])
+
+
 def check_bits(mc: ml_collections.ConfigDict) -> None:
   if mc.bits <= 0:
     raise ValueError(f'model.bits must be a positive number of code bits, got {mc.bits}.')
@@ -99,6 +104,11 @@ class Method:
   # `applies(model config)` decides it (`conditional_hparams_on`, which `default_hparams` reads) and `when`
   # says it in words (named when a population_search asks for one the config leaves out), side by side
   conditional_hparams: ClassVar[dict[str, tuple[str, Callable[[ml_collections.ConfigDict], bool]]]] = {}
+  # {field: value}: the model fields a config may lack (optional ones, and those added after runs were saved
+  # without them) and what their absence means. They are read with `setting`, never with a default of their
+  # own, because the checkpoint's settings check reads the same values (`absent_values`): a run saved before a
+  # field resumes under a config that gives the field that value. Each class lists its own fields.
+  absent_means: ClassVar[dict] = {}
 
   def __post_init__(self):
     if self.data is None:
@@ -119,6 +129,18 @@ class Method:
   def validate(mc: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the field for impossible settings."""
     del mc
+
+  @classmethod
+  def absent_values(cls) -> dict:
+    """The `absent_means` of the class and of every class it derives from (the nearest class's first)."""
+    out = {}
+    for klass in reversed(cls.__mro__):
+      out.update(vars(klass).get('absent_means', {}))
+    return out
+
+  def setting(self, name: str):
+    """Model field `name`, or what its absence means (`absent_values`)."""
+    return setting(self.config, name, self.absent_values())
 
   def default_hparams(self) -> dict:
     """Population hyperparameters: {name: float32 scalar} of settings that change no array shape, which
@@ -181,6 +203,7 @@ class AdamMethod(Method):
   # model fields that the train step reads through `step_value` (loss weights, temperatures, ...): population
   # hyperparameters beside the step size, kept in the state
   step_hparams: ClassVar[tuple[str, ...]] = ()
+  absent_means: ClassVar[dict] = {'clip': 0.0}
 
   @property
   def member_fields(self) -> tuple[str, ...]:
@@ -226,5 +249,5 @@ class AdamMethod(Method):
   def optimizer(self, rate=None) -> optax.GradientTransformation:
     """`adam` at `rate` (a member's, `rate(state)`; None: the config's) after the gradient clip."""
     rate = self.config[self.rate_name] if rate is None else rate
-    clip = self.config.get('clip', 0)
+    clip = self.setting('clip')
     return optax.chain(*([optax.clip_by_global_norm(clip)] if clip > 0 else []), self.adam(rate))

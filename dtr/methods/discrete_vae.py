@@ -76,7 +76,7 @@ import numpy as np
 import optax
 
 from dtr.latent import gumbel, vq
-from dtr.methods.base import AdamMethod, BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from dtr.methods.base import AdamMethod, BOS_ID, EOS_ID, PAD_ID, UNK_ID, setting
 from dtr.nn import transformer
 from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
 from dtr.nn.transformer import TransformerAutoencoder, masked_mean
@@ -85,6 +85,9 @@ LEVELS = ('global', 'local')
 FREE_BITS_MODES = ('per_latent', 'reference')
 CODEBOOK_INITS = ('xavier', 'normal')  # model.codebook_init (`init_codebook`)
 ENCODER_GROUP = ('embed', 'encoder', 'to_latent')  # the rest (decoder, output, codebook): the decoder group
+# The model fields a config may lack and what their absence means (`DiscreteVAE.absent_means`).
+ABSENT = {'pack_targets': 0.0, 'word_dropout': 0.0, 'restart_threshold': 0.0, 'usage_decay': 0.99,
+          'codebook_init': 'xavier', 'codebook_update': 'loss', 'alternating': False}
 
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
@@ -92,6 +95,9 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   def need(ok, message):
     if not ok:
       raise ValueError(message)
+
+  def get(name):
+    return setting(mc, name, ABSENT)
 
   need(mc.level in LEVELS, f'model.level must be one of {LEVELS}, got {mc.level!r}.')
   need(mc.num_latents >= 1, f'model.num_latents (M) must be >= 1, got {mc.num_latents}.')
@@ -107,16 +113,14 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   need(mc.clip >= 0, f'model.clip must be >= 0 (0 = no clipping), got {mc.clip}.')
   need(mc.noam_warmup >= 1, f'model.noam_warmup must be >= 1, got {mc.noam_warmup}.')
   need(mc.noam_factor > 0, f'model.noam_factor must be > 0, got {mc.noam_factor}.')
-  need(0 <= mc.get('pack_targets', 0.0) <= 1,
-       f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
-  need(0 <= mc.get('word_dropout', 0.0) < 1,
-       f"model.word_dropout must be in [0, 1), got {mc.get('word_dropout')}.")
+  need(0 <= get('pack_targets') <= 1, f"model.pack_targets must be in [0, 1] (0 = off), got {get('pack_targets')}.")
+  need(0 <= get('word_dropout') < 1, f"model.word_dropout must be in [0, 1), got {get('word_dropout')}.")
   need(mc.em_iter >= 1, f'model.em_iter (E-steps per batch) must be >= 1, got {mc.em_iter}.')
-  need(0 <= mc.get('restart_threshold', 0.0) <= 1,
-       f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {mc.get('restart_threshold')}.")
-  need(0 <= mc.get('usage_decay', 0.99) < 1, f"model.usage_decay must be in [0, 1), got {mc.get('usage_decay')}.")
-  need(mc.get('codebook_init', 'xavier') in CODEBOOK_INITS,
-       f"model.codebook_init must be one of {CODEBOOK_INITS}, got {mc.get('codebook_init')!r}.")
+  need(0 <= get('restart_threshold') <= 1,
+       f"model.restart_threshold must be in [0, 1] (0 = no restarts), got {get('restart_threshold')}.")
+  need(0 <= get('usage_decay') < 1, f"model.usage_decay must be in [0, 1), got {get('usage_decay')}.")
+  need(get('codebook_init') in CODEBOOK_INITS,
+       f"model.codebook_init must be one of {CODEBOOK_INITS}, got {get('codebook_init')!r}.")
   need(mc.global_features in ('mean', 'concat'),
        f"model.global_features must be 'mean' or 'concat', got {mc.global_features!r}.")
   if 'commitment' in mc:
@@ -197,7 +201,8 @@ class DiscreteVAE(AdamMethod):
   conditional_hparams: ClassVar[dict] = {
       'dropout': ('when model.dropout > 0: whether dropout runs is fixed per program', lambda mc: mc.dropout > 0),
       'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
-                       lambda mc: mc.get('word_dropout', 0.0) > 0)}
+                       lambda mc: setting(mc, 'word_dropout', ABSENT) > 0)}
+  absent_means: ClassVar[dict] = ABSENT
   always_alternating: ClassVar[bool] = False
   m_step_mode: ClassVar[str] = 'train'  # the codes of the decoder step: sampled ('train') or argmax ('hard')
 
@@ -229,16 +234,16 @@ class DiscreteVAE(AdamMethod):
 
   @property
   def alternating(self) -> bool:
-    return self.always_alternating or bool(self.config.get('alternating', False))
+    return self.always_alternating or bool(self.setting('alternating'))
 
   @property
   def ema(self) -> bool:
-    return self.config.get('codebook_update', 'loss') == 'ema'
+    return self.setting('codebook_update') == 'ema'
 
   @property
   def restarts(self) -> bool:
     """Dead values are restarted after each step (`restart`)."""
-    return self.config.get('restart_threshold', 0.0) > 0
+    return self.setting('restart_threshold') > 0
 
   def _latent_features(self) -> int:
     raise NotImplementedError
@@ -301,7 +306,7 @@ class DiscreteVAE(AdamMethod):
     net_rng, book_rng = jax.random.split(rng)
     layout = token_layout(batch)
     params = dict(self._network().init(net_rng, layout['tokens'], layout['valid'])['params'])
-    params['codebook'] = init_codebook(book_rng, mc.get('codebook_init', 'xavier'),
+    params['codebook'] = init_codebook(book_rng, self.setting('codebook_init'),
                                        (mc.num_latents, mc.num_values, self.code_dim))
     encoder, decoder = self._groups(params)
     tx = self.optimizer()
@@ -348,7 +353,7 @@ class DiscreteVAE(AdamMethod):
     else:
       memory, memory_valid = vectors_BxLxMxD.reshape(*vectors_BxLxMxD.shape[:2], -1), layout['valid']
     decoder_inputs = layout['decoder_inputs']
-    if mc.get('word_dropout', 0.0) > 0 and not deterministic:  # training only: the decoder must lean on the codes
+    if self.setting('word_dropout') > 0 and not deterministic:  # training only: the decoder must lean on the codes
       position_BxT = jnp.arange(decoder_inputs.shape[1])[None, :]
       rate = jnp.asarray(self.step_value('word_dropout', values), jnp.float32)  # a member's, else the config's
       drop_BxT = jax.random.bernoulli(jax.random.fold_in(rng, 3), rate, decoder_inputs.shape)
@@ -360,10 +365,10 @@ class DiscreteVAE(AdamMethod):
     if weighted:
       weight_B = layout['doc_weight']
       nll = weighted_target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
-                                weight_B / jnp.maximum(jnp.sum(weight_B), 1.0), mc.get('pack_targets', 0.0))
+                                weight_B / jnp.maximum(jnp.sum(weight_B), 1.0), self.setting('pack_targets'))
     else:
       nll = target_nll(project, states_BxTxD, layout['targets'], layout['target_valid'],
-                       mc.get('pack_targets', 0.0))
+                       self.setting('pack_targets'))
     return nll, layout, latent
 
   def position_weight(self, layout) -> jax.Array:
@@ -446,7 +451,7 @@ class DiscreteVAE(AdamMethod):
       params = {**params, 'codebook': codebook}
     if self.restarts:  # after the step: values the batches stopped using restart (`restart`)
       codes, weight = self._assignments(extra)
-      usage = vq.usage_update(state['usage'], codes, weight, self.config.get('usage_decay', 0.99))
+      usage = vq.usage_update(state['usage'], codes, weight, self.setting('usage_decay'))
       params, new_state['usage'], dead_MxK = self.restart(params, usage, extra, jax.random.fold_in(rng, 7919))
       codebook = params['codebook']
       if self.ema:  # keep the moving averages consistent with the restarted entries

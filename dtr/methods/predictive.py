@@ -41,6 +41,7 @@ import optax
 
 from dtr.latent import markov
 from dtr.methods import ammi, dvq, vae_hashing
+from dtr.methods.base import setting
 from dtr.nn.feedforward import SparseMLP
 
 
@@ -80,7 +81,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
   ammi.check_order(mc, 'x_encoder_order', 'h', 'H+(p(z|Y), q(z|X)) against q_phi')
   if mc.bmmi:
     raise ValueError('model.bmmi is not supported by predictive AMMI; use the adversarial prior (bmmi=False).')
-  if mc.get('view_dropout', 0.0) > 0:
+  if setting(mc, 'view_dropout', ammi.ABSENT) > 0:
     raise ValueError('model.view_dropout is not supported by predictive AMMI: its conditional term is already '
                      'the cross entropy H+(p(z|Y), q(z|X)) to the other text of the pair. Set view_dropout=0.')
 

@@ -31,11 +31,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import AdamMethod
+from dtr.methods.base import AdamMethod, setting
 from dtr.nn.dropout import Dropout
 
 NORMALIZE = ('none', 'example')
 ACTIVATIONS = {'relu': nn.relu, 'leaky_relu': nn.leaky_relu, 'tanh': jnp.tanh}
+
+
+# The model fields a config may lack and what their absence means (`Probe.absent_means`).
+ABSENT = {'normalize': 'none'}
 
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
@@ -47,7 +51,7 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.dropout must be in [0, 1), got {mc.dropout}.')
   if mc.learning_rate <= 0:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
-  if mc.get('normalize', 'none') not in NORMALIZE:
+  if setting(mc, 'normalize', ABSENT) not in NORMALIZE:
     raise ValueError(f"model.normalize={mc.normalize!r}; use one of {NORMALIZE} (each dimension standardised over "
                      "the training split is data.feature_standardize=True: normalize=feature in configs/classify.py).")
   if mc.reembed and mc.embed_dim < 1:
@@ -92,6 +96,7 @@ class Probe(AdamMethod):
   emits: ClassVar[str | None] = None
   batch_fields: ClassVar[tuple] = ('label',)
   validate = staticmethod(validate_config)
+  absent_means: ClassVar[dict] = ABSENT
 
   def _network(self) -> ProbeNetwork:
     mc = self.config
@@ -101,7 +106,7 @@ class Probe(AdamMethod):
       raise ValueError('model.reembed=True re-embeds symbol codes, but the features are not symbols (train the '
                        'probe on the codes of a symbol method with data.feature_kind=codes).')
     return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, mc.dropout, mc.reembed,
-                        self.data.num_values, mc.embed_dim, mc.get('normalize', 'none'))
+                        self.data.num_values, mc.embed_dim, self.setting('normalize'))
 
   def init(self, rng, batch, hparams=None):
     params = self._network().init(rng, batch['features'])['params']

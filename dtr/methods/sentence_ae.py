@@ -58,13 +58,16 @@ import numpy as np
 import optax
 
 from dtr.latent import bernoulli, gaussian
-from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, AdamMethod
+from dtr.methods.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID, AdamMethod, setting
 from dtr.nn import gru
 from dtr.nn.gru import TextAutoencoder
 from dtr.nn.softmax import Affine, target_nll, weighted_target_nll
 
 CODES = ('binary', 'bottleneck', 'gaussian', 'gumbel')
 PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
+# The model fields a config may lack and what their absence means (`SentenceMethod.absent_means`): the LM has
+# no code.
+ABSENT = {'pack_targets': 0.0, 'latent_size': 0}
 assert (gru.PAD_ID, gru.BOS_ID, gru.EOS_ID) == (PAD_ID, BOS_ID, EOS_ID)  # the network's defaults are dtr's ids
 # variant -> (model.code, model.kl); a '_wd' suffix adds word dropout 0.5 (the paper's "+ WD" rows)
 VARIANTS = {'binary': ('binary', False), 'binary_vae': ('binary', True), 'bottleneck': ('bottleneck', False),
@@ -100,8 +103,8 @@ def check_common(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
   if mc.clip < 0:
     raise ValueError(f'model.clip must be >= 0 (0 = off), got {mc.clip}.')
-  if not 0 <= mc.get('pack_targets', 0.0) <= 1:
-    raise ValueError(f"model.pack_targets must be in [0, 1] (0 = off), got {mc.get('pack_targets')}.")
+  if not 0 <= setting(mc, 'pack_targets', ABSENT) <= 1:
+    raise ValueError(f"model.pack_targets must be in [0, 1] (0 = off), got {mc.pack_targets}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: Method's equality by value (a static jit argument)
@@ -122,6 +125,7 @@ class SentenceMethod(AdamMethod):
       'word_dropout': ('when model.word_dropout > 0: whether decoder inputs are dropped is fixed per program',
                        lambda mc: mc.word_dropout > 0)}
   score_modes: ClassVar[dict[str, str]] = {'nll': 'sample'}  # score key -> `_latent` mode
+  absent_means: ClassVar[dict] = ABSENT
 
   def __post_init__(self):
     super().__post_init__()
@@ -160,11 +164,11 @@ class SentenceMethod(AdamMethod):
 
   @property
   def num_bits(self) -> int:
-    return self.config.get('latent_size', 0)
+    return self.setting('latent_size')
 
   @property
   def code_length(self) -> int:
-    return self.config.get('latent_size', 0)
+    return self.setting('latent_size')
 
   def perplexities(self) -> dict[str, tuple[str, str]]:
     """Corpus-level perplexities (exp of total NLL over total tokens, eos included) of every code mode, and
@@ -209,7 +213,7 @@ class SentenceMethod(AdamMethod):
     states, targets, mask = self._apply(params, z_BxC, tokens, lengths, train, word_dropout,
                                         method=TextAutoencoder.decoder_states, rng=rng, values=values)
     project = Affine(**params['decoder']['output'])  # TextAutoencoder.project, as its parameters
-    pack = self.config.get('pack_targets', 0.0)
+    pack = self.setting('pack_targets')
     if weighted:
       mask_B = jnp.asarray(batch['mask'], jnp.float32)
       return weighted_target_nll(project, states, targets, mask > 0, mask_B / jnp.maximum(jnp.sum(mask_B), 1.0),

@@ -58,11 +58,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from dtr.latent import gaussian, mmd, spike_slab
+from dtr.methods.base import setting
 from dtr.methods.sentence_ae import SentenceMethod, check_common, check_sizes, masked_mean
 from dtr.nn.gru import TextAutoencoder
 
 Z_KL_ESTIMATORS = ('sample', 'joint')  # HSVAE's KL_z: the reference's one-sample estimate, or the analytic joint
 SIGMA_FLOOR = 1e-5  # sigma = softplus(.) + floor; also the reference's floor on a_q and b_q
+# The model fields a config may lack and what their absence means (`_SparseFamily.absent_means`): no KL
+# target; HSVAE's one-sample KL_z and the reference's start of the Beta heads; the prior a constant.
+ABSENT = {'kl_target': 0.0, 'z_kl': 'sample', 'beta_init': 'zero', 'prior_in_params': False}
 
 
 def _check_nonnegative(mc, fields):
@@ -74,9 +78,9 @@ def _check_nonnegative(mc, fields):
 def _check_common_sparse(mc):
   check_common(mc)
   check_sizes(mc, ('latent_size',))
-  if mc.get('kl_target', 0.0) < 0:
+  if setting(mc, 'kl_target', ABSENT) < 0:
     raise ValueError(f'model.kl_target (C, nats a sentence; 0 = off) must be >= 0, got {mc.kl_target}.')
-  if mc.get('spike_scale', 1.0) <= 0:
+  if 'spike_scale' in mc and mc.spike_scale <= 0:
     raise ValueError(f'model.spike_scale must be > 0, got {mc.spike_scale}.')
 
 
@@ -91,10 +95,11 @@ class _SparseFamily(SentenceMethod):
   # parameters (never trained) under `model.prior_in_params`, so that they are population hyperparameters and
   # one compiled program serves every prior; a config saved before the field keeps them compile-time constants
   prior_fields: ClassVar[dict[str, str]] = {}
+  absent_means: ClassVar[dict] = ABSENT
 
   @property
   def _prior_in_params(self) -> bool:
-    return bool(self.prior_fields) and bool(self.config.get('prior_in_params', False))
+    return bool(self.prior_fields) and bool(self.setting('prior_in_params'))
 
   def default_hparams(self) -> dict[str, jax.Array]:
     """The learning rate and the fields the train step reads (kept in the state) and, under
@@ -138,7 +143,7 @@ class _SparseFamily(SentenceMethod):
 
   def _rate(self, kl) -> jax.Array:
     """The weighted KL term's value: the batch's mean KL, or |KL - C| with a target `model.kl_target` C > 0."""
-    target = self.config.get('kl_target', 0.0)
+    target = self.setting('kl_target')
     return kl if target == 0 else jnp.abs(kl - target)
 
   def encode(self, params, batch, rng=None) -> jax.Array:
@@ -166,9 +171,9 @@ def validate_hsvae(mc: ml_collections.ConfigDict) -> None:
   if mc.temperature <= 0:
     raise ValueError(f'model.temperature (tau of the binary concrete) must be > 0, got {mc.temperature}.')
   _check_nonnegative(mc, ('gamma_kl_weight', 'z_kl_weight'))
-  if mc.get('beta_init', 'zero') not in ('zero', 'prior'):
+  if setting(mc, 'beta_init', ABSENT) not in ('zero', 'prior'):
     raise ValueError(f"model.beta_init must be 'zero' or 'prior', got {mc.beta_init!r}.")
-  if mc.get('z_kl', 'sample') not in Z_KL_ESTIMATORS:
+  if setting(mc, 'z_kl', ABSENT) not in Z_KL_ESTIMATORS:
     raise ValueError(f'model.z_kl must be one of {Z_KL_ESTIMATORS}, got {mc.z_kl!r}.')
   if mc.probe_features not in ('mean', 'mu'):
     raise ValueError(f"model.probe_features must be 'mean' or 'mu', got {mc.probe_features!r}.")
@@ -192,7 +197,7 @@ class HSVAE(_SparseFamily):
     return tuple(super()._heads(params, batch, train, rng, values)) + (self.prior(params),)
 
   def _beta_params(self, heads):
-    if self.config.get('beta_init', 'zero') == 'prior':  # the heads give the change from the prior's parameters
+    if self.setting('beta_init') == 'prior':  # the heads give the change from the prior's parameters
       shift_a, shift_b = (_inverse_softplus(p) for p in heads[4])
     else:
       shift_a = shift_b = 0.0
@@ -216,7 +221,7 @@ class HSVAE(_SparseFamily):
     gamma_rng, z_rng = jax.random.split(rng)
     gamma = spike_slab.sample_beta(gamma_rng, alpha_q, beta_q)
     z, spikes = spike_slab.sample(z_rng, gamma, mu, sigma, mc.temperature, mc.spike_scale)
-    if mc.get('z_kl', 'sample') == 'sample':
+    if self.setting('z_kl') == 'sample':
       log_q = spike_slab.log_density(z, gamma, mu, sigma, mc.spike_scale)
       log_p = spike_slab.log_density(z, gamma, jnp.zeros_like(mu), jnp.ones_like(sigma), mc.spike_scale)
       kl_z = jnp.sum(log_q - log_p, axis=-1)
@@ -333,13 +338,14 @@ def default_model_config(name: str = 'hsvae') -> ml_collections.ConfigDict:
       clip=0.0,            # global-norm gradient clip (0 = off; the reference has none)
       pack_targets=0.75,   # > 0: the output layer on the predicted positions only (`target_nll`; exact)
   ))
-  # Read with .get() and absent unless set (configs/sentence_ae.py's kl_target=, z_kl=), so that the configs
-  # made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL term into
-  # |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
+  # Absent unless set (configs/sentence_ae.py's kl_target=, z_kl=; read with `setting`, `ABSENT`), so that the
+  # configs made before them keep their digests (the benches' cells): kl_target C > 0 turns the weighted KL
+  # term into |KL - C| (nats a sentence, batch mean); HSVAE's z_kl is 'sample' or 'joint' (`Z_KL_ESTIMATORS`).
   # HSVAE's beta_init is 'prior' here and 'zero' (the reference's start) where a saved config lacks it: the
   # configs of runs made before the field existed mean the start they were trained with (`HSVAE._beta_params`);
   # likewise prior_in_params, whose absence means parameters without params['prior'] (`HSVAE.prior`,
-  # `MATVAE.prior_gamma`).
+  # `MATVAE.prior_gamma`). Such a run resumes under today's config given those values (`ABSENT`), e.g.
+  # --config.model.beta_init=zero --config.model.prior_in_params=False.
   if name == 'hsvae':
     config.prior_alpha = 30.0      # alpha of the Beta prior over gamma (the reference script's comment: 30)
     config.prior_beta = 10.0       # beta of that prior (comment: 10); E[gamma] = 0.75. The paper sweeps both

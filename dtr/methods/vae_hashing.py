@@ -23,7 +23,7 @@ VDSH and BMSH), Adam with learning rate 1e-3, batch 64, KL weight 1.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -31,10 +31,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dtr.methods.base import AdamMethod, check_bits
+from dtr.methods.base import AdamMethod, check_bits, setting
 from dtr.latent import bernoulli
 from dtr.nn import bow_decoder
 from dtr.nn.feedforward import SparseMLP
+
+
+# The model fields a config may lack and what their absence means (`NASH.absent_means`): binary_ae has no KL.
+ABSENT = {'kl_weight': 0.0}
 
 
 def validate_config(mc: ml_collections.ConfigDict) -> None:
@@ -44,11 +48,11 @@ def validate_config(mc: ml_collections.ConfigDict) -> None:
     raise ValueError(f'model.encoder_hidden widths must be positive, got {tuple(mc.encoder_hidden)}.')
   if mc.learning_rate <= 0:
     raise ValueError(f'model.learning_rate must be > 0, got {mc.learning_rate}.')
-  if mc.get('kl_weight', 0.0) < 0:
+  if setting(mc, 'kl_weight', ABSENT) < 0:
     raise ValueError(f'model.kl_weight must be >= 0, got {mc.kl_weight}.')
-  if mc.get('num_components', 1) < 1:
+  if 'num_components' in mc and mc.num_components < 1:
     raise ValueError(f'model.num_components (C) must be >= 1, got {mc.num_components}.')
-  if mc.get('reconstruction', 'softmax') not in ('softmax', 'mse'):
+  if 'reconstruction' in mc and mc.reconstruction not in ('softmax', 'mse'):
     raise ValueError(f"model.reconstruction must be 'softmax' or 'mse', got {mc.reconstruction!r}.")
 
 
@@ -57,6 +61,7 @@ class NASH(AdamMethod):
   """Bernoulli VAE with a uniform prior and straight-through bits: `init`, `train_step`, `encode`."""
 
   validate = staticmethod(validate_config)
+  absent_means: ClassVar[dict] = ABSENT
 
   # --- pieces the subclasses change
   def _extra_outputs(self) -> int:
@@ -107,7 +112,7 @@ class NASH(AdamMethod):
                                                self._decoder_input(z_BxM, extra_BxE, noise_rng))
     nll = bow_decoder.masked_mean(self._negative_log_likelihood(decoder_logits_BxV, target), target)
     kl = bow_decoder.masked_mean(self._kl(params, logits_BxM, extra_BxE), source)
-    loss = nll + self.config.get('kl_weight', 0.0) * kl
+    loss = nll + self.setting('kl_weight') * kl
     return loss, {'reconstruction': nll, 'kl': kl, 'bit_rate': jnp.mean(jax.nn.sigmoid(logits_BxM))}
 
   def train_step(self, state, batch, rng):
