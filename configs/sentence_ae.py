@@ -39,12 +39,12 @@ widths that step by 1.5 and 4/3; less padding, more programs to compile), extra_
 sentences, one a line, '+' between files, added to the training split: `dtr.data.extra`), population (N:
 N members in one compiled program, `dtr.population`, the best on validation reported; N seeds, or with
 prior_search, HSVAE only, members 1..N-1 drawing the Beta prior's alpha and beta from PRIOR_SEARCH; any
-method's learning_rate and the sparse methods' loss weights (HSVAE: gamma_kl_weight, z_kl_weight; MAT-VAE:
-kl_weight, mmd_weight, prior_gamma; gauss_vae: kl_weight, l1_mu, l2_mu, l1_sigma, l2_sigma), the annealing's kl_start
-of the binary AE family's VAEs and, when the config has some (> 0), every method's dropout and word_dropout
-are population hyperparameters too: "--config.population_search.z_kl_weight=uniform(0.1,1)"), runlocal. The
-study sizes of docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of
-these.
+method's learning_rate and the sparse methods' loss weights (HSVAE: gamma_kl_weight, z_kl_weight and its
+binary concrete's temperature; MAT-VAE: kl_weight, mmd_weight, prior_gamma; gauss_vae: kl_weight, l1_mu,
+l2_mu, l1_sigma, l2_sigma), the annealing's kl_start of the binary AE family's VAEs and, when the config has
+some (> 0), every method's dropout and word_dropout are population hyperparameters too:
+"--config.population_search.z_kl_weight=uniform(0.1,1)"), runlocal. The study sizes of
+docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
 (where they apply), `test/nll`, `test/kl`, and for the sparse models `test/hoyer_sample`, `test/hoyer_mean`
 (Average Hoyer after standardising each dimension; `dtr.analyze bits` also gives it without); every

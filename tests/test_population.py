@@ -195,13 +195,13 @@ def test_sweep_runs_one_population_per_group_picks_on_validation_and_resumes(tmp
 
 def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_path):
   """HSVAE's Beta prior (alpha, beta) is a population hyperparameter, kept in the parameters, and so are its
-  learning rate and KL weights, kept in the state: members with different settings train in one program,
-  each as the single run with its settings and seed."""
+  learning rate, KL weights and binary concrete temperature, kept in the state: members with different
+  settings train in one program, each as the single run with its settings and seed."""
   from dtr import train  # pylint: disable=g-import-not-at-top
   from dtr.evaluate.analysis import bits  # pylint: disable=g-import-not-at-top
   config = tiny_sentences('hsvae', 0, 1)
   config.population = 2
-  drawn_settings = dict(prior_alpha=2.0, prior_beta=8.0, learning_rate=0.004, z_kl_weight=0.25)
+  drawn_settings = dict(prior_alpha=2.0, prior_beta=8.0, learning_rate=0.004, z_kl_weight=0.25, temperature=2.0)
   config.population_search.update({k: f'choice({v})' for k, v in drawn_settings.items()})
   results = train.train_and_evaluate(config, str(tmp_path / 'pop'))
   members = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members']
@@ -214,7 +214,7 @@ def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_
   assert drawn['test/perplexity_mean'] == pytest.approx(single['test/perplexity_mean'], rel=1e-4)
   assert drawn['test/hoyer_mean'] == pytest.approx(single['test/hoyer_mean'], rel=1e-4)
   best = members[results['best_member']]
-  assert results['best_hparams'] == {k: best[k] for k in results['best_hparams']} and len(results['best_hparams']) == 5
+  assert results['best_hparams'] == {k: best[k] for k in results['best_hparams']} and len(results['best_hparams']) == 6
   report = bits.hoyer_report(str(tmp_path / 'pop'))  # the prior the kept parameters were trained with
   assert (report['prior_alpha'], report['prior_beta']) == (best['prior_alpha'], best['prior_beta'])
   config.population_search.prior_alpha = 'uniform(-1,0)'

@@ -56,6 +56,22 @@ def test_hard_concrete_is_an_exact_bernoulli_and_noise_is_logistic():
   assert stats.kstest(noise, stats.logistic.cdf).pvalue > 1e-3
 
 
+
+def test_hard_concrete_takes_the_same_values_at_every_temperature():
+  """The hard sample is 1[l + L > 0] (one noise draw L), bit for bit at every tau, also where sigma((l + L) / tau)
+  rounds to 1/2 in float32, and no rounding of hard - soft moves its value; its gradient is the soft one's."""
+  key = jax.random.key(5)
+  noise = bernoulli.logistic_noise(key, (4096,))
+  logits = jax.random.normal(jax.random.key(6), (4096,)) * 3
+  logits = logits.at[:3].set(-noise[:3] + jnp.array([3e-8, -3e-8, 1e-7]) * jnp.abs(noise[:3]))  # l + L ~ 0
+  expected = np.asarray(logits + noise > 0, np.float32)
+  assert expected[:3].tolist() == [float(v) for v in np.asarray(logits[:3] + noise[:3]) > 0]
+  for tau in (0.05, 0.5, 1.0, 3.0):
+    np.testing.assert_array_equal(bernoulli.sample_hard_concrete(logits, key, tau), expected)
+    soft = np.asarray(bernoulli.binary_concrete(logits[3:], noise[3:], tau), np.float64)
+    np.testing.assert_allclose(jax.grad(lambda l: jnp.sum(bernoulli.sample_hard_concrete(l, key, tau)[3:]))(logits)[3:],
+                               soft * (1 - soft) / tau, rtol=1e-5, atol=1e-30)
+
 # ----------------------------------------------------------------------------------- Beta, spike-and-slab
 @pytest.mark.parametrize('a1,b1,a2,b2', [(2.0, 3.0, 30.0, 10.0), (0.7, 0.4, 1.0, 1.0), (5.0, 1.5, 2.0, 8.0)])
 def test_kl_beta_matches_numerical_integral(a1, b1, a2, b2):
@@ -305,7 +321,7 @@ def test_hsvae_prior_lives_in_the_parameters_and_a_config_saved_before_keeps_it_
   legacy = sparse_vae.HSVAE(legacy_config, 0, INFO)
   legacy_params = legacy.init(jax.random.key(0), batch)['params']
   assert 'prior' not in legacy_params
-  assert set(legacy.default_hparams()) == {'learning_rate', 'gamma_kl_weight', 'z_kl_weight'}
+  assert set(legacy.default_hparams()) == {'learning_rate', 'gamma_kl_weight', 'z_kl_weight', 'temperature'}
   assert legacy.prior(legacy_params) == (3.0, 1.5)
   network = {k: v for k, v in state['params'].items() if k != 'prior'}
   encoded = jax.jit(method.encode)(state['params'], batch)

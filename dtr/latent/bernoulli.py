@@ -24,7 +24,8 @@ LOG2 = 0.6931471805599453
 
 
 def straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
-  """`hard` in the forward pass, the gradient of `soft` in the backward pass: soft + sg(hard - soft)."""
+  """`hard` in the forward pass, the gradient of `soft` in the backward pass: soft + sg(hard - soft), whose
+  value is `hard` up to a rounding of hard - soft (`sample_hard_concrete` needs it exactly and differs)."""
   return soft + jax.lax.stop_gradient(hard.astype(soft.dtype) - soft)
 
 
@@ -74,8 +75,10 @@ def mixture_prior_kl(q_logits_BxM: jax.Array, component_logits_BxC: jax.Array, p
 # Binary concrete (Maddison et al. 2017; Jang et al. 2017's Gumbel-softmax with two classes): with logistic
 # noise L = log U - log(1 - U), U ~ U(0, 1), and temperature tau > 0,
 #   y = sigma((l + L) / tau)  in (0, 1),   P(y > 1/2) = P(l + L > 0) = sigma(l),
-# so the hard threshold 1[y > 1/2] is an exact Bern(sigma(l)) sample whatever tau; tau only shapes the
-# gradient of the straight-through version z = y + sg(1[y > 1/2] - y) (dz/dl := dy/dl).
+# so the hard threshold 1[y > 1/2] = 1[l + L > 0] is an exact Bern(sigma(l)) sample whatever tau; tau only
+# shapes the gradient of the straight-through version z = 1[l + L > 0] + (y - sg(y)) (dz/dl := dy/dl), whose
+# value is the threshold exactly, whatever tau. The threshold is taken on l + L, not on y: a float32 y rounds
+# to 1/2 for |l + L| / tau below about 1e-7, where the sample would depend on tau.
 def logistic_noise(rng: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   """L = log U - log(1 - U), U ~ U(0, 1): standard logistic noise (finite: U is kept inside (0, 1))."""
   tiny = jnp.finfo(dtype).tiny
@@ -94,6 +97,8 @@ def sample_binary_concrete(logits: jax.Array, rng: jax.Array, temperature: float
 
 
 def sample_hard_concrete(logits: jax.Array, rng: jax.Array, temperature: float) -> jax.Array:
-  """Exact Bern(sigma(logits)) sample (float 0/1) with the gradient of the binary concrete relaxation."""
-  soft = sample_binary_concrete(logits, rng, temperature)
-  return straight_through(soft > 0.5, soft)
+  """Exact Bern(sigma(logits)) sample (float 0/1) with the gradient of the binary concrete relaxation: its
+  value is the same for every temperature (the gradient is not)."""
+  noise = logistic_noise(rng, logits.shape, logits.dtype)
+  soft = binary_concrete(logits, noise, temperature)
+  return (logits + noise > 0).astype(soft.dtype) + (soft - jax.lax.stop_gradient(soft))

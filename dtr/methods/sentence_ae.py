@@ -138,8 +138,9 @@ class SentenceMethod(AdamMethod):
     """The network, its dropout rate `values['dropout']` (a member's `step_values`) or the config's."""
     raise NotImplementedError
 
-  def _latent(self, heads, rng, mode: str) -> tuple[jax.Array | None, dict]:
-    """(z [B, C] or None, parts) for mode 'sample' (as in training), 'mean' or 'greedy'."""
+  def _latent(self, heads, rng, mode: str, values=None) -> tuple[jax.Array | None, dict]:
+    """(z [B, C] or None, parts) for mode 'sample' (as in training), 'mean' or 'greedy'; `values`: a member's
+    `step_values` in training (None: the config's)."""
     raise NotImplementedError
 
   def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None) -> tuple[jax.Array, dict]:
@@ -240,7 +241,7 @@ class SentenceMethod(AdamMethod):
     `step_values` (None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng, values=values)
-    z_BxC, parts = self._latent(heads, latent_rng, 'sample')
+    z_BxC, parts = self._latent(heads, latent_rng, 'sample', values)
     reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True,
                                   values=values)
     penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, values)
@@ -351,7 +352,8 @@ class SentenceAE(SentenceMethod):
                            code_size=mc.latent_size, code_to='state', dropout=self.step_value('dropout', values),
                            output_bias=mc.output_bias)
 
-  def _latent(self, heads, rng, mode):
+  def _latent(self, heads, rng, mode, values=None):
+    del values
     mc = self.config
     if mc.code == 'bottleneck':
       return heads[0], {}
@@ -433,8 +435,8 @@ class LM(SentenceMethod):
                            dropout=self.step_value('dropout', values),
                            output_bias=mc.output_bias)
 
-  def _latent(self, heads, rng, mode):
-    del heads, rng, mode
+  def _latent(self, heads, rng, mode, values=None):
+    del heads, rng, mode, values
     return None, {}
 
   def _codes_to_z(self, codes):

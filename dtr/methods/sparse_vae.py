@@ -13,7 +13,8 @@ HSVAE      q(gamma|x) = Beta(a_q, b_q), a_q, b_q = softplus(.) + 1e-5     (gamma
              beta, so q starts near the prior instead of near Beta(0.69, 0.69); 'zero' is the reference's
              start, under which the code carried no information in docs/results/sentences.md)
            gamma ~ q(gamma|x) (implicit reparameterisation), c ~ Bern(gamma) by the hard binary concrete at
-           temperature tau (straight-through), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
+           temperature tau (straight-through; tau shapes the gradient, not the sample, so it is a population
+           hyperparameter kept in the state), z = c * 0.05 eps_1 + (1 - c)(mu + sigma eps_2)
            KL_gamma = sum_i KL(Beta(a_q, b_q) || Beta(alpha, beta))                        (analytic)
            (alpha, beta) are values in params['prior'] (`model.prior_in_params`), never trained: a
            population's hyperparameters (`dtr.population`), and one compiled program serves every prior
@@ -185,7 +186,9 @@ class HSVAE(_SparseFamily):
 
   validate = staticmethod(validate_hsvae)
   num_heads: ClassVar[int] = 4  # mu, sigma, a_q, b_q
-  step_hparams: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight')  # lambda, psi
+  # lambda, psi and the binary concrete's tau (which shapes the indicator's gradient only: a sample's value is
+  # the same at every tau, `bernoulli.sample_hard_concrete`, so evaluation does not read it)
+  step_hparams: ClassVar[tuple[str, ...]] = ('gamma_kl_weight', 'z_kl_weight', 'temperature')
   prior_fields: ClassVar[dict[str, str]] = {'prior_alpha': 'alpha', 'prior_beta': 'beta'}  # Beta over gamma
 
   def prior(self, params) -> tuple:
@@ -212,7 +215,7 @@ class HSVAE(_SparseFamily):
       return heads[0]
     return spike_slab.mean(spike_slab.beta_mean(*self._beta_params(heads)), heads[0])
 
-  def _latent(self, heads, rng, mode):
+  def _latent(self, heads, rng, mode, values=None):
     if mode != 'sample':
       return self._mean_code(heads), {}
     mc = self.config
@@ -220,7 +223,7 @@ class HSVAE(_SparseFamily):
     alpha_q, beta_q = self._beta_params(heads)
     gamma_rng, z_rng = jax.random.split(rng)
     gamma = spike_slab.sample_beta(gamma_rng, alpha_q, beta_q)
-    z, spikes = spike_slab.sample(z_rng, gamma, mu, sigma, mc.temperature, mc.spike_scale)
+    z, spikes = spike_slab.sample(z_rng, gamma, mu, sigma, self.step_value('temperature', values), mc.spike_scale)
     if self.setting('z_kl') == 'sample':
       log_q = spike_slab.log_density(z, gamma, mu, sigma, mc.spike_scale)
       log_p = spike_slab.log_density(z, gamma, jnp.zeros_like(mu), jnp.ones_like(sigma), mc.spike_scale)
@@ -275,7 +278,8 @@ class MATVAE(_SparseFamily):
     return jnp.sum(spike_slab.log_density(z, jnp.full_like(z, gamma), jnp.zeros_like(z), jnp.ones_like(z),
                                           self.config.spike_scale, eps=0.0), axis=-1)
 
-  def _latent(self, heads, rng, mode):
+  def _latent(self, heads, rng, mode, values=None):
+    del values
     if mode != 'sample':
       return heads[0], {}
     mu, sigma = self._gaussian(heads)
@@ -306,7 +310,8 @@ class GaussVAE(_SparseFamily):
   validate = staticmethod(validate_gauss_vae)
   step_hparams: ClassVar[tuple[str, ...]] = ('kl_weight', 'l1_mu', 'l2_mu', 'l1_sigma', 'l2_sigma')
 
-  def _latent(self, heads, rng, mode):
+  def _latent(self, heads, rng, mode, values=None):
+    del values
     if mode != 'sample':
       return heads[0], {}
     mu, sigma = self._gaussian(heads)
