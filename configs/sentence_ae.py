@@ -41,8 +41,10 @@ N members in one compiled program, `dtr.population`, the best on validation repo
 prior_search, HSVAE only, members 1..N-1 drawing the Beta prior's alpha and beta from PRIOR_SEARCH; any
 method's learning_rate and the sparse methods' loss weights (HSVAE: gamma_kl_weight, z_kl_weight and its
 binary concrete's temperature; MAT-VAE: kl_weight, mmd_weight, prior_gamma; gauss_vae: kl_weight, l1_mu,
-l2_mu, l1_sigma, l2_sigma), the annealing's kl_start of the binary AE family's VAEs and, when the config has
-some (> 0), every method's dropout and word_dropout are population hyperparameters too:
+l2_mu, l1_sigma, l2_sigma), the annealing's kl_start of the binary AE family's VAEs, the Gumbel codes'
+temperature with the argument temperature_in_params=True (model.temperature_in_params: kept in the
+parameters, as evaluation samples with it; absent by default, so earlier configs keep their digests) and,
+when the config has some (> 0), every method's dropout and word_dropout are population hyperparameters too:
 "--config.population_search.z_kl_weight=uniform(0.1,1)"), runlocal. The study sizes of
 docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`
@@ -81,8 +83,9 @@ PRIOR_SEARCH = 'log_uniform(1,40)'
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   arg = config_utils.parse_arg(arg, method='binary_ae', dataset='yahoo_lm', word_dropout=float, latent=int,
                                alpha=float, beta=float, l1=0.0, l2=0.0, kl_weight=float, kl_target=float,
-                               z_kl=None, beta_init=None, buckets=0, pad_to_multiple_of=0, extra_train='',
-                               population=0, prior_search=False, tiny=False, runlocal=False)
+                               z_kl=None, beta_init=None, temperature_in_params=False, buckets=0,
+                               pad_to_multiple_of=0, extra_train='', population=0, prior_search=False, tiny=False,
+                               runlocal=False)
   config = common.get_config()
   config.model = model_config(arg.method)
   config.data.name = arg.dataset
@@ -118,6 +121,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                      f'not of method={arg.method}.')
   if arg.kl_target is not None:
     config.model.kl_target = arg.kl_target
+  if arg.temperature_in_params:  # absent unless given, as kl_target
+    if config.model.get('code') != 'gumbel':
+      raise ValueError('temperature_in_params keeps the binary concrete\'s temperature of the Gumbel codes '
+                       f'(method=gumbel_ae or gumbel_vae) in the parameters, not of method={arg.method}.')
+    config.model.temperature_in_params = True
   for field, value in hsvae_only.items():
     if value is not None:
       config.model[field] = str(value)

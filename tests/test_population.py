@@ -222,6 +222,38 @@ def test_an_hsvae_population_varies_the_prior_each_member_as_its_single_run(tmp_
     train.train_and_evaluate(config, str(tmp_path / 'bad'))
 
 
+def test_a_gumbel_autoencoder_member_trains_and_samples_with_its_own_temperature(tmp_path):
+  """Under model.temperature_in_params the binary concrete's temperature is a member's, kept in the parameters:
+  a member at tau 0.5 of a population whose config has tau 1 trains as the single run at 0.5 (its deterministic
+  numbers equal), and evaluation samples its codes at 0.5 (`score` of the same parameters and rng equals the
+  single run's, and differs from tau 1's)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  gumbel = dict(code='gumbel', temperature_in_params=True)
+  config = tiny_sentences('binary_ae', 0, 1, **gumbel)
+  config.population = 2
+  config.population_search.temperature = 'choice(0.5)'
+  train.train_and_evaluate(config, str(tmp_path / 'pop'))
+  drawn = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members'][1]
+  assert drawn['temperature'] == 0.5
+  single = train.train_and_evaluate(tiny_sentences('binary_ae', drawn['seed'], 1, temperature=0.5, **gumbel),
+                                    str(tmp_path / 'single'))
+  for key in ('test/perplexity_mean', 'test/perplexity_greedy'):
+    assert drawn[key] == pytest.approx(single[key], rel=1e-4), key
+
+  method, batch = _method_and_batch('sentence_ae', 'method=binary_ae,tiny', **gumbel)
+  rng = jax.random.key(1)
+  at_half = method.init(jax.random.key(0), batch, {**method.default_hparams(), 'temperature': 0.5})
+  assert 'temperature' not in at_half['hparams'] and float(at_half['params']['code']['temperature']) == 0.5
+  member = method.score(at_half['params'], batch, rng)
+  half_method, _ = _method_and_batch('sentence_ae', 'method=binary_ae,tiny', temperature=0.5, **gumbel)
+  half = half_method.score(half_method.init(jax.random.key(0), batch)['params'], batch, rng)
+  np.testing.assert_array_equal(member['nll'], half['nll'])
+  default = method.score(method.init(jax.random.key(0), batch)['params'], batch, rng)
+  assert not np.allclose(member['nll'], default['nll'])
+  np.testing.assert_array_equal(member['nll_greedy'], default['nll_greedy'])  # the same network, thresholded
+
+
 def test_a_sweep_picks_the_lowest_validation_value_when_select_is_min():
   from dtr import sweep  # pylint: disable=g-import-not-at-top
   def group(index, valid, test):
@@ -330,7 +362,11 @@ CONDITIONAL = [
                             ('discrete_vae', ('vq_vae', 'cat_vae', 'hard_em')))
      for method in methods_ for field in ('dropout', 'word_dropout')] + [
     ('discrete_vae', 'method=cat_vae,tiny', dict(tau_anneal=False), dict(tau_anneal=True), field)
-    for field in ('tau_min', 'tau_anneal_rate')]
+    for field in ('tau_min', 'tau_anneal_rate')] + [
+    ('sentence_ae', 'method=binary_ae,tiny', dict(code='gumbel'), dict(code='gumbel', temperature_in_params=True),
+     'temperature'),
+    ('sentence_ae', 'method=binary_ae,tiny', dict(code='binary', temperature_in_params=True),
+     dict(code='gumbel', temperature_in_params=True), 'temperature')]
 
 
 def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():

@@ -68,6 +68,8 @@ PROBE_FEATURES = ('probabilities', 'zeros_ones', 'logits')
 # The model fields a config may lack and what their absence means (`SentenceMethod.absent_means`): the LM has
 # no code.
 ABSENT = {'pack_targets': 0.0, 'latent_size': 0}
+# ... and those of `SentenceAE`: the binary concrete's temperature a constant of the program.
+AE_ABSENT = {'temperature_in_params': False}
 assert (gru.PAD_ID, gru.BOS_ID, gru.EOS_ID) == (PAD_ID, BOS_ID, EOS_ID)  # the network's defaults are dtr's ids
 # variant -> (model.code, model.kl); a '_wd' suffix adds word dropout 0.5 (the paper's "+ WD" rows)
 VARIANTS = {'binary': ('binary', False), 'binary_vae': ('binary', True), 'bottleneck': ('bottleneck', False),
@@ -236,12 +238,18 @@ class SentenceMethod(AdamMethod):
     del hparams
     return params
 
+  def _latent_values(self, params, values=None):
+    """What `_latent` reads: a member's `step_values` in training (None: the config's) and the values kept in
+    the parameters (`_with_hparams`), which evaluation reads too. `values` here."""
+    del params
+    return values
+
   def loss(self, params, batch, rng, kl_weight, values=None):
     """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `values`: a member's
     `step_values` (None: the config's)."""
     encoder_rng, latent_rng, decoder_rng, penalty_rng = jax.random.split(rng, 4)
     heads = self._heads(params, batch, train=True, rng=encoder_rng, values=values)
-    z_BxC, parts = self._latent(heads, latent_rng, 'sample', values)
+    z_BxC, parts = self._latent(heads, latent_rng, 'sample', self._latent_values(params, values))
     reconstruction, _ = self._nll(params, z_BxC, batch, train=True, rng=decoder_rng, weighted=True,
                                   values=values)
     penalty, metrics = self._regulariser(parts, z_BxC, batch, kl_weight, penalty_rng, values)
@@ -268,7 +276,7 @@ class SentenceMethod(AdamMethod):
     heads = self._heads(params, batch)
     scores, sampled_parts = {}, {}
     for key, mode in self.score_modes.items():
-      z_BxC, parts = self._latent(heads, rng, mode)
+      z_BxC, parts = self._latent(heads, rng, mode, self._latent_values(params))
       sampled_parts = parts if mode == 'sample' else sampled_parts
       scores[key] = self._nll(params, z_BxC, batch) * mask_B
     scores['kl'] = self._kl(sampled_parts, lengths_B) * mask_B
@@ -329,7 +337,40 @@ class SentenceAE(SentenceMethod):
   conditional_hparams: ClassVar[dict] = {
       **SentenceMethod.conditional_hparams,
       'kl_start': ("when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)",
-                   lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0)}
+                   lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0),
+      'temperature': ("when the code is the binary concrete's (model.code='gumbel') and its temperature is kept in "
+                      "the parameters, which evaluation's sampled codes read (model.temperature_in_params=True; "
+                      "configs/sentence_ae.py:method=gumbel_ae,temperature_in_params=True)",
+                      lambda mc: mc.code == 'gumbel' and bool(setting(mc, 'temperature_in_params', AE_ABSENT)))}
+  absent_means: ClassVar[dict] = AE_ABSENT
+
+  @property
+  def member_fields(self) -> tuple[str, ...]:
+    """`AdamMethod.member_fields` but the temperature, kept in the parameters (`_with_hparams`)."""
+    return tuple(f for f in super().member_fields if f != 'temperature')
+
+  @property
+  def _temperature_in_params(self) -> bool:
+    return 'temperature' in self.conditional_hparams_on()
+
+  def default_hparams(self) -> dict:
+    out = super().default_hparams()
+    if self._temperature_in_params:
+      out['temperature'] = jnp.float32(self.config.temperature)
+    return out
+
+  def _with_hparams(self, params, hparams):
+    """Under `model.temperature_in_params` (a 'gumbel' code), params['code']['temperature']: a value, never
+    trained (read without gradient, so Adam leaves it unchanged), a member's or the config's."""
+    if not self._temperature_in_params:
+      return params
+    value = (hparams or {}).get('temperature', self.config.temperature)
+    return {**params, 'code': {'temperature': jnp.asarray(value, jnp.float32)}}
+
+  def _latent_values(self, params, values=None):
+    if not self._temperature_in_params:
+      return values
+    return {**(values or {}), 'temperature': jax.lax.stop_gradient(params['code']['temperature'])}
 
   @property
   def emits(self) -> str:
@@ -353,7 +394,6 @@ class SentenceAE(SentenceMethod):
                            output_bias=mc.output_bias)
 
   def _latent(self, heads, rng, mode, values=None):
-    del values
     mc = self.config
     if mc.code == 'bottleneck':
       return heads[0], {}
@@ -369,7 +409,7 @@ class SentenceAE(SentenceMethod):
     elif mc.code == 'binary':
       z = bernoulli.sample_straight_through(logits, rng)
     else:
-      z = bernoulli.sample_binary_concrete(logits, rng, mc.temperature)
+      z = bernoulli.sample_binary_concrete(logits, rng, self.step_value('temperature', values))
     parts = {'bit_rate': jnp.mean(jax.nn.sigmoid(logits))}
     if mc.kl:
       parts['kl'] = bernoulli.kl_to_uniform(logits)
@@ -472,7 +512,8 @@ def default_model_config(name: str = 'sentence_ae', variant: str = 'binary') -> 
     raise ValueError(f'Unknown variant {variant!r}; known: {sorted(VARIANTS)} (each also with _wd).')
   config.code, config.kl = VARIANTS[base]  # code kind ('binary', 'bottleneck', 'gaussian', 'gumbel'); KL on/off
   config.latent_size = 50             # m bits or d dimensions
-  config.temperature = 1.0            # tau of the binary concrete ('gumbel' codes)
+  config.temperature = 1.0            # tau of the binary concrete ('gumbel' codes); a population's hyperparameter
+                                      # with temperature_in_params=True (absent: a constant)
   config.kl_start = 0.01              # KL weight at step 0; linear ramp to 1 ...
   config.kl_anneal_sentences = 1_000_000  # ... over this many training sentences (0 = weight 1 throughout)
   config.probe_features = 'probabilities'  # features() of bit codes: 'probabilities', 'zeros_ones', 'logits'
