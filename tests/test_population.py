@@ -366,7 +366,18 @@ CONDITIONAL = [
     ('sentence_ae', 'method=binary_ae,tiny', dict(code='gumbel'), dict(code='gumbel', temperature_in_params=True),
      'temperature'),
     ('sentence_ae', 'method=binary_ae,tiny', dict(code='binary', temperature_in_params=True),
-     dict(code='gumbel', temperature_in_params=True), 'temperature')]
+     dict(code='gumbel', temperature_in_params=True), 'temperature'),
+    ('probe', '', dict(dropout=0.0, hidden=(8,)), dict(dropout=0.3, hidden=(8,)), 'dropout'),
+    ('probe', '', dict(dropout=0.3, hidden=()), dict(dropout=0.3, hidden=(8,)), 'dropout')]
+
+
+def _probe_config():
+  """The loop's defaults with a probe's model (configs/classify.py makes one only for a pretrained workdir)."""
+  from dtr.methods import probe  # pylint: disable=g-import-not-at-top
+  from dtr.configs import common  # pylint: disable=g-import-not-at-top
+  config = common.get_config()
+  config.model = probe.default_model_config()
+  return config
 
 
 def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
@@ -375,12 +386,12 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   from dtr import config_utils  # pylint: disable=g-import-not-at-top
   covered = set()
   for name, arg, off, on, field in CONDITIONAL:
-    config = config_utils.load_config_module(name).get_config(arg)
+    config = _probe_config() if name == 'probe' else config_utils.load_config_module(name).get_config(arg)
     config.population_search = {field: 'cycle(0.25)'}  # a value every one of them takes
     for fields, expected in ((off, False), (on, True)):
       config.model.update(fields)
       method = methods.get_method(config.model, base.DataInfo(vocab_size=10, token_vocab_size=16, max_len=6,
-                                                              train_size=16))
+                                                              train_size=16, num_labels=3, feature_shape=(4,)))
       covered.add((type(method).__name__, field))
       assert (field in method.default_hparams()) is expected, (name, fields, field)
       if expected:
@@ -557,3 +568,23 @@ def test_a_member_steps_with_its_own_learning_rate(name, arg, model):
   if getattr(method, 'alternating', False):  # after one step: the E-steps' group and the M-step's both moved
     for group_single, group_other in zip(method._groups(single[0]), method._groups(other[0])):
       assert distance(group_single, group_other) > 1e-4
+
+
+def test_a_probe_member_trains_with_its_own_dropout():
+  """The probe's dropout (after hidden layers, > 0) is a member's: two steps of a member at 0.5 of a config at
+  0.1 give the single run at 0.5's parameters, not the config's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  method, batch = _method_and_batch('probe', '', dropout=0.1)
+  at_half, _ = _method_and_batch('probe', '', dropout=0.5)
+
+  def two_steps(m, state):
+    for i in range(2):
+      state, _ = jax.jit(m.train_step)(state, batch, jax.random.key(10 + i))
+    return jax.tree.leaves(state['params'])
+
+  member = two_steps(method, method.init(jax.random.key(0), batch, {**method.default_hparams(), 'dropout': 0.5}))
+  single = two_steps(at_half, at_half.init(jax.random.key(0), batch))
+  config = two_steps(method, method.init(jax.random.key(0), batch))
+  for x, y in zip(member, single):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  assert max(float(np.max(np.abs(x - y))) for x, y in zip(member, config)) > 1e-4

@@ -97,27 +97,33 @@ class Probe(AdamMethod):
   batch_fields: ClassVar[tuple] = ('label',)
   validate = staticmethod(validate_config)
   absent_means: ClassVar[dict] = ABSENT
+  conditional_hparams: ClassVar[dict] = {
+      'dropout': ('when model.dropout > 0 and the probe has hidden layers (model.hidden), after which dropout '
+                  'acts: whether it runs is fixed per program', lambda mc: mc.dropout > 0 and len(mc.hidden) > 0)}
 
-  def _network(self) -> ProbeNetwork:
+  def _network(self, values=None) -> ProbeNetwork:
+    """The network, its dropout rate `values['dropout']` (a member's `step_values`) or the config's."""
     mc = self.config
     if self.data.num_labels < 2:
       raise ValueError(f'the probe needs at least 2 classes, the corpus has {self.data.num_labels}.')
     if mc.reembed and self.data.num_values < 2:
       raise ValueError('model.reembed=True re-embeds symbol codes, but the features are not symbols (train the '
                        'probe on the codes of a symbol method with data.feature_kind=codes).')
-    return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, mc.dropout, mc.reembed,
-                        self.data.num_values, mc.embed_dim, self.setting('normalize'))
+    return ProbeNetwork(self.data.num_labels, tuple(mc.hidden), mc.activation, self.step_value('dropout', values),
+                        mc.reembed, self.data.num_values, mc.embed_dim, self.setting('normalize'))
 
   def init(self, rng, batch, hparams=None):
     params = self._network().init(rng, batch['features'])['params']
     return self.keep_hparams({'params': params, 'opt_state': self.optimizer().init(params)}, hparams)
 
-  def loss(self, params, batch, rng):
-    logits = self._network().apply({'params': params}, batch['features'], train=True, rngs={'dropout': rng})
+  def loss(self, params, batch, rng, values=None):
+    """(cross entropy, accuracy) in training; `values`: a member's `step_values` (None: the config's)."""
+    logits = self._network(values).apply({'params': params}, batch['features'], train=True, rngs={'dropout': rng})
     return cross_entropy(logits, batch)
 
   def train_step(self, state, batch, rng):
-    (loss, accuracy), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng)
+    (loss, accuracy), grads = jax.value_and_grad(self.loss, has_aux=True)(state['params'], batch, rng,
+                                                                          self.step_values(state))
     updates, opt_state = self.optimizer(self.rate(state)).update(grads, state['opt_state'], state['params'])
     return ({**state, 'params': optax.apply_updates(state['params'], updates), 'opt_state': opt_state},
             {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads)})
@@ -143,7 +149,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       name='probe',
       hidden=(),              # () = a linear softmax (Jin et al.); (32, 32) with leaky_relu: Prokhorov et al.
       activation='relu',
-      dropout=0.0,
+      dropout=0.0,            # after each hidden layer, training only; a population's hyperparameter when > 0
       learning_rate=3e-4,     # Adam, Jin et al.'s downstream setting
       clip=5.0,               # global-norm gradient clip (0 = off)
       reembed=False,          # features are symbol codes: learn new embeddings of them
