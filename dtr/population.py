@@ -187,7 +187,8 @@ def prune(meta, members: list[dict], epochs_done: int, opts) -> int:
 class Search:
   """The policy `dtr.train` consults for a population run (see the module docstring)."""
 
-  def __init__(self, config, method, data):
+  def __init__(self, config, method, data, rows=None):
+    """`rows`: the training rows every member trains on (a classifier's label subsample; None: all)."""
     size = int(config.population)
     if jax.process_count() > 1:
       raise NotImplementedError('Population runs are single-process; run one population per host.')
@@ -196,7 +197,8 @@ class Search:
     keys = list(hparam_defaults(method))
     order_seed = ip.data_seed(config)
     self.members = [members_lib.Member(seed=m['seed'], order_seed=order_seed if self.opts['shared'] else m['seed'],
-                                       hparams={k: m[k] for k in keys} if keys else None, setting=m['setting'])
+                                       hparams={k: m[k] for k in keys} if keys else None, setting=m['setting'],
+                                       rows=rows)
                     for m in self.settings]
     del data
 

@@ -101,11 +101,13 @@ def make_members(config, method, data, subsets) -> tuple[list[members_lib.Member
   """The stack to train, and the search policy (None unless `config.population`)."""
   size = int(config.get('population', 0) or 0)
   if size > 0:
-    if subsets is not None:
-      raise ValueError('config.population (a search over settings) and label budgets (data.labels with '
-                       'data.label_seeds subsamples) cannot be combined in one run; search with labels=all.')
+    if subsets is not None and len(subsets) > 1:
+      raise ValueError(f'config.population (a search over settings) and {len(subsets)} label subsamples '
+                       '(data.label_seeds) cannot be combined in one run: search on one subsample '
+                       '(data.label_seeds=1; configs/classify.py seeds=1), then train the chosen settings on '
+                       'every subsample.')
     from dtr import population  # pylint: disable=g-import-not-at-top
-    search = population.Search(config, method, data)
+    search = population.Search(config, method, data, rows=None if subsets is None else subsets[0])
     return search.members, search
   if subsets is not None:
     return [members_lib.Member(seed=int(config.seed) + i, order_seed=int(config.seed) + i, rows=rows)

@@ -588,3 +588,28 @@ def test_a_probe_member_trains_with_its_own_dropout():
   for x, y in zip(member, single):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   assert max(float(np.max(np.abs(x - y))) for x, y in zip(member, config)) > 1e-4
+
+
+def test_a_classifier_population_searches_its_settings_on_one_label_subsample(tmp_path):
+  """A classifier's population trains every member on the one label subsample (data.label_seeds=1): member 0,
+  at the config's settings, is the single run on it (the loop's member stack used to refuse any label budget);
+  several subsamples are refused, naming the fix."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+
+  def config(size):
+    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=1')
+    c.update(num_epochs=2, population=size)
+    if size:
+      c.population_search.learning_rate = 'choice(0.02)'
+    return c
+
+  single = train.train_and_evaluate(config(0), str(tmp_path / 'single'))
+  train.train_and_evaluate(config(2), str(tmp_path / 'pop'))
+  members = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members']
+  assert members[0]['valid_history'] == pytest.approx(single['valid_history'], abs=1e-4)
+  assert members[0]['test/accuracy'] == pytest.approx(single['test/accuracy'], abs=1e-4)
+  assert members[1]['learning_rate'] == 0.02 and members[1]['valid_history'] != members[0]['valid_history']
+  several = config(2)
+  several.data.label_seeds = 3
+  with pytest.raises(ValueError, match=r'3 label subsamples .*data\.label_seeds=1'):
+    train.train_and_evaluate(several, str(tmp_path / 'several'))
