@@ -121,6 +121,12 @@ def _check_drawn(config, method, setting: int, hp: dict) -> None:
   if not fields:
     return
   model = ml_collections.ConfigDict(config.model.to_dict())
+  for name, value in fields.items():  # a count (an int field, e.g. SVI steps) takes whole numbers only
+    if isinstance(model[name], int) and not isinstance(model[name], bool):
+      if value != int(value):
+        raise ValueError(f'population_search drew {name}={value} for setting {setting}, but model.{name} is a '
+                         'count (an integer): draw it with choice(...) or cycle(...) of whole numbers.')
+      fields[name] = int(value)
   model.update(fields)
   try:
     method.validate(model)

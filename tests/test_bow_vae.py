@@ -373,13 +373,13 @@ def test_svi_step_size_and_kl_start_are_population_values():
   """Beside the learning rate, the training SVI step size (when training refines) and the KL annealing's
   start (when annealed) are population hyperparameters kept in the state: a member given other values steps
   as a single run configured with them, and differently from a member with the config's."""
-  assert set(_method().default_hparams()) == {'learning_rate', 'svi_lr'}  # finopt, no annealing
+  assert set(_method().default_hparams()) == {'learning_rate', 'svi_lr', 'svi_steps'}  # finopt, no annealing
   assert set(_method(regime='none').default_hparams()) == {'learning_rate'}
   values = {'svi_lr': 0.2, 'kl_start': 0.3}
   configured = _method(regime='finopt', anneal_steps=10, **values)  # a single run with these values
   method = _method(regime='finopt', anneal_steps=10)
   defaults = method.default_hparams()
-  assert set(defaults) == {'learning_rate', *values}
+  assert set(defaults) == {'learning_rate', 'svi_steps', *values}
   batch = _bow_batch(_counts(6, 12), np.arange(6)[None])
   single_step, step = jax.jit(configured.train_step), jax.jit(method.train_step)
   single = _tiny_state()
@@ -397,6 +397,33 @@ def test_svi_step_size_and_kl_start_are_population_values():
       assert abs(float(default_metrics[key]) - float(member_metrics[key])) > 1e-3
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
                member['params'])
+
+
+@pytest.mark.parametrize('keep', ['last', 'best'])
+def test_the_training_svi_step_count_is_a_population_value_also_under_the_member_axis(keep):
+  """The training refinement's step count (when training refines) is a member's: members at 1 and 4 steps in
+  one vmapped program (its loop runs to 4, the first member's iterates frozen after 1) step as single runs
+  configured with 1 and 4, and differently from each other."""
+  method = _method(regime='finopt', svi_return=keep, svi_lr=0.3)
+  defaults = method.default_hparams()
+  assert float(defaults['svi_steps']) == method.config.svi_steps
+  batch = _bow_batch(_counts(6, 12), np.arange(6)[None])
+  counts = (1, 4)
+  members = [jax.jit(method.init)(jax.random.key(0), batch, {**defaults, 'svi_steps': k}) for k in counts]
+  members = jax.tree.map(lambda *x: jnp.stack(x), *members)
+  member_step = jax.jit(jax.vmap(method.train_step, in_axes=(0, None, None)))
+  for i in range(2):
+    members, member_metrics = member_step(members, batch, jax.random.key(i))
+  for j, k in enumerate(counts):
+    configured = _method(regime='finopt', svi_return=keep, svi_lr=0.3, svi_steps=k)
+    single, single_step = jax.jit(configured.init)(jax.random.key(0), batch), jax.jit(configured.train_step)
+    for i in range(2):
+      single, single_metrics = single_step(single, batch, jax.random.key(i))
+    assert float(member_metrics['loss_refined'][j]) == pytest.approx(float(single_metrics['loss_refined']),
+                                                                     rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[j], b, rtol=1e-5, atol=1e-6), members['params'],
+                 single['params'])
+  assert abs(float(member_metrics['loss_refined'][0]) - float(member_metrics['loss_refined'][1])) > 5e-3
 
 
 @pytest.mark.parametrize('overrides', [

@@ -348,10 +348,25 @@ def test_a_hyperparameter_the_config_leaves_out_is_refused_saying_when_it_is_one
   assert population.member_settings(config, methods.get_method(config.model, vocab_size=10), 2)[1]['svi_lr'] == 0.1
 
 
+
+def test_a_count_is_drawn_as_whole_numbers_only():
+  """The bag-of-words VAE's training SVI step count is an integer field: cycle() of whole numbers gives the
+  members those counts, a uniform() draw is refused naming the field and the fix."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config_module('bow_vae').get_config('tiny,regime=finopt')
+  method = methods.get_method(config.model, vocab_size=10)
+  config.population_search.svi_steps = 'cycle(1,20)'
+  assert [m['svi_steps'] for m in population.member_settings(config, method, 3)] == [config.model.svi_steps, 1, 20]
+  config.population_search.svi_steps = 'uniform(1,20)'
+  with pytest.raises(ValueError, match=r'model\.svi_steps is a count .* choice\(\.\.\.\) or cycle'):
+    population.member_settings(config, method, 3)
+
+
 # (config, argument, model fields that turn it off, ... that turn it on, the conditional hyperparameter)
 CONDITIONAL = [
     ('ammi', 'tiny', dict(view_dropout=0.0), dict(view_dropout=0.5), 'view_dropout'),
     ('bow_vae', 'tiny', dict(regime='none'), dict(regime='finopt'), 'svi_lr'),
+    ('bow_vae', 'tiny', dict(regime='none'), dict(regime='finopt'), 'svi_steps'),
     ('bow_vae', 'tiny', dict(anneal_steps=0), dict(anneal_steps=100), 'kl_start'),
     ('sentence_ae', 'method=binary_ae,tiny', dict(kl_anneal_sentences=1000),
      dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
@@ -387,7 +402,8 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   covered = set()
   for name, arg, off, on, field in CONDITIONAL:
     config = _probe_config() if name == 'probe' else config_utils.load_config_module(name).get_config(arg)
-    config.population_search = {field: 'cycle(0.25)'}  # a value every one of them takes
+    value = 2.0 if field == 'svi_steps' else 0.25  # a value each of them takes (a step count is an integer)
+    config.population_search = {field: f'cycle({value})'}
     for fields, expected in ((off, False), (on, True)):
       config.model.update(fields)
       method = methods.get_method(config.model, base.DataInfo(vocab_size=10, token_vocab_size=16, max_len=6,
@@ -395,7 +411,7 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
       covered.add((type(method).__name__, field))
       assert (field in method.default_hparams()) is expected, (name, fields, field)
       if expected:
-        assert population.member_settings(config, method, 2)[1][field] == 0.25
+        assert population.member_settings(config, method, 2)[1][field] == value
       else:
         when = method.conditional_hparams[field][0]
         with pytest.raises(ValueError, match=re.escape(f'{field} only {when}')):

@@ -241,9 +241,13 @@ class BowVAE(AdamMethod):
   validate = staticmethod(validate_config)
   conditional_hparams: ClassVar[dict] = {
       'svi_lr': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
+      'svi_steps': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
       'kl_start': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0)}
   # (population hyperparameters beside the learning rate, in `member_fields` when the config turns them on:
-  # the training SVI step size, the KL annealing's start; otherwise they would change nothing)
+  # the training SVI step size and step count, the KL annealing's start; otherwise they would change nothing.
+  # A member's step count is a traced bound of the refinement's `lax.fori_loop`: under the member axis the loop
+  # runs to the largest count, each member's iterates frozen after its own; its value must be an integer, as
+  # the config's, so search it with choice(...) or cycle(...))
 
   def __post_init__(self):
     super().__post_init__()
@@ -404,8 +408,9 @@ class BowVAE(AdamMethod):
     frozen = jax.lax.stop_gradient(params)
     x_BxV = self.counts_BxV(batch)
     mu0_BxD, logvar0_BxD = self.posterior(frozen, batch)
-    mu_BxD, logvar_BxD = jax.lax.stop_gradient(self.refine(frozen, x_BxV, mu0_BxD, logvar0_BxD, svi_rng,
-                                                           self.config.svi_steps,
+    steps = self.step_value('svi_steps', values)  # a member's (a float32 array holding an integer) or the config's
+    steps = steps if isinstance(steps, int) else jnp.round(steps).astype(jnp.int32)
+    mu_BxD, logvar_BxD = jax.lax.stop_gradient(self.refine(frozen, x_BxV, mu0_BxD, logvar0_BxD, svi_rng, steps,
                                                            self.step_value('svi_lr', values)))
     log_lik_B, kl_B = self.elbo_terms(params, x_BxV, mu_BxD, logvar_BxD, sample_rng)
     nll, kl = bow_decoder.masked_mean(-log_lik_B, batch), bow_decoder.masked_mean(kl_B, batch)
