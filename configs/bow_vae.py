@@ -22,8 +22,9 @@ amortised). Early stopping on validation perp_0 (its validation also refines: pa
 no perp_f, and perp_is is sampled from the amortised posterior). Inspect a finished
 workdir's decoder Jacobian with `python -m dtr.analyze jacobian --workdir=DIR --words=space,god --out=s.png`;
 the measured grid and its settings (`python -m dtr.bench bow table`) are in docs/results/bow.md.
-Populations (`--config.population=P`, one compiled program) vary the learning rate and, when training refines,
-the SVI step size and step count (whole numbers; the members' refinement loops run to the largest), e.g.
+Populations (`--config.population=P`, one compiled program) vary the learning rate, when training refines the
+SVI step size and step count (whole numbers; the members' refinement loops run to the largest), and with KL
+annealing its start and length (`kl_start`, `anneal_steps`), e.g.
   python -m dtr.main --config=configs/bow_vae.py:regime=finopt,dataset=20news_clean --config.population=3 \
     "--config.population_search.svi_steps=cycle(10,50)" --workdir=/tmp/bv_steps
 """

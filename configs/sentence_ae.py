@@ -41,10 +41,11 @@ N members in one compiled program, `dtr.population`, the best on validation repo
 prior_search, HSVAE only, members 1..N-1 drawing the Beta prior's alpha and beta from PRIOR_SEARCH; any
 method's learning_rate and the sparse methods' loss weights (HSVAE: gamma_kl_weight, z_kl_weight and its
 binary concrete's temperature; MAT-VAE: kl_weight, mmd_weight, prior_gamma; gauss_vae: kl_weight, l1_mu,
-l2_mu, l1_sigma, l2_sigma), the annealing's kl_start of the binary AE family's VAEs, the Gumbel codes'
-temperature with the argument temperature_in_params=True (model.temperature_in_params: kept in the
-parameters, as evaluation samples with it; absent by default, so earlier configs keep their digests) and,
-when the config has some (> 0), every method's dropout and word_dropout are population hyperparameters too:
+l2_mu, l1_sigma, l2_sigma), the annealing's kl_start and kl_anneal_sentences (a count: whole numbers) of
+the binary AE family's VAEs, the Gumbel codes' temperature with the argument temperature_in_params=True
+(model.temperature_in_params: kept in the parameters, as evaluation samples with it; absent by default, so
+earlier configs keep their digests) and, when the config has some (> 0), every method's dropout and
+word_dropout are population hyperparameters too:
 "--config.population_search.z_kl_weight=uniform(0.1,1)"), runlocal. The study sizes of
 docs/results/sentences.md (`dtr.benches.sentences`) override model and data fields on top of these.
 results.json: `test/perplexity` (z sampled as in training), `test/perplexity_mean`, `test/perplexity_greedy`

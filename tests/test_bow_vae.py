@@ -369,14 +369,17 @@ def test_every_regime_trains_and_switches_at_its_epoch(regime):
   assert {'loss', 'loss_refined', 'reconstruction', 'kl', 'kl_weight'} <= set(metrics)
 
 
-def test_svi_step_size_and_kl_start_are_population_values():
+def test_svi_step_size_and_kl_annealing_are_population_values():
   """Beside the learning rate, the training SVI step size (when training refines) and the KL annealing's
-  start (when annealed) are population hyperparameters kept in the state: a member given other values steps
-  as a single run configured with them, and differently from a member with the config's."""
+  start and length (when annealed) are population hyperparameters kept in the state: a member given other
+  values steps as a single run configured with them, and differently from a member with the config's."""
   assert set(_method().default_hparams()) == {'learning_rate', 'svi_lr', 'svi_steps'}  # finopt, no annealing
   assert set(_method(regime='none').default_hparams()) == {'learning_rate'}
-  values = {'svi_lr': 0.2, 'kl_start': 0.3}
-  configured = _method(regime='finopt', anneal_steps=10, **values)  # a single run with these values
+  values = {'svi_lr': 0.2, 'kl_start': 0.3, 'anneal_steps': 4}
+  for t in (0, 3, 12):  # a member's length (float32) weighs as the config's int; a member's 0 is no annealing
+    assert float(bow_vae.kl_weight(t, 0.3, jnp.float32(10))) == float(bow_vae.kl_weight(t, 0.3, 10))
+    assert float(bow_vae.kl_weight(t, 0.3, jnp.float32(0))) == 1.0
+  configured = _method(regime='finopt', **values)  # a single run with these values
   method = _method(regime='finopt', anneal_steps=10)
   defaults = method.default_hparams()
   assert set(defaults) == {'learning_rate', 'svi_steps', *values}
@@ -393,7 +396,7 @@ def test_svi_step_size_and_kl_start_are_population_values():
     default, default_metrics = step(default, batch, rng)
     for key in ('loss', 'loss_refined', 'kl_weight'):
       assert float(member_metrics[key]) == pytest.approx(float(single_metrics[key]), rel=1e-5)
-    for key in ('loss_refined', 'kl_weight'):  # the refined loss reads svi_lr, the KL weight kl_start
+    for key in ('loss_refined', 'kl_weight'):  # the refined loss reads svi_lr, the KL weight its start and length
       assert abs(float(default_metrics[key]) - float(member_metrics[key])) > 1e-3
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), single['params'],
                member['params'])

@@ -368,10 +368,13 @@ CONDITIONAL = [
     ('bow_vae', 'tiny', dict(regime='none'), dict(regime='finopt'), 'svi_lr'),
     ('bow_vae', 'tiny', dict(regime='none'), dict(regime='finopt'), 'svi_steps'),
     ('bow_vae', 'tiny', dict(anneal_steps=0), dict(anneal_steps=100), 'kl_start'),
-    ('sentence_ae', 'method=binary_ae,tiny', dict(kl_anneal_sentences=1000),
-     dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
-    ('sentence_ae', 'method=binary_ae,tiny', dict(code='gaussian', kl=True, kl_anneal_sentences=0),
-     dict(code='gaussian', kl=True, kl_anneal_sentences=1000), 'kl_start'),
+    ('bow_vae', 'tiny', dict(anneal_steps=0), dict(anneal_steps=100), 'anneal_steps'),
+] + [
+    entry for field in ('kl_start', 'kl_anneal_sentences') for entry in (
+        ('sentence_ae', 'method=binary_ae,tiny', dict(kl_anneal_sentences=1000),
+         dict(code='gaussian', kl=True, kl_anneal_sentences=1000), field),
+        ('sentence_ae', 'method=binary_ae,tiny', dict(code='gaussian', kl=True, kl_anneal_sentences=0),
+         dict(code='gaussian', kl=True, kl_anneal_sentences=1000), field))
 ] + [(name, f'method={method},tiny', {field: 0.0}, {field: 0.3}, field)
      for name, methods_ in (('sentence_ae', ('binary_ae', 'lm', 'hsvae', 'mat_vae', 'gauss_vae')),
                             ('discrete_vae', ('vq_vae', 'cat_vae', 'hard_em')))
@@ -395,6 +398,9 @@ def _probe_config():
   return config
 
 
+COUNTS = ('svi_steps', 'anneal_steps', 'kl_anneal_sentences')  # integer fields
+
+
 def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   """Every method's `conditional_hparams` entry is a population hyperparameter under the settings its words
   name and not otherwise, and the refusal of a population_search naming it quotes those words."""
@@ -402,7 +408,7 @@ def test_conditional_hyperparameters_exist_exactly_when_their_settings_say():
   covered = set()
   for name, arg, off, on, field in CONDITIONAL:
     config = _probe_config() if name == 'probe' else config_utils.load_config_module(name).get_config(arg)
-    value = 2.0 if field == 'svi_steps' else 0.25  # a value each of them takes (a step count is an integer)
+    value = 2.0 if field in COUNTS else 0.25  # a value each of them takes (a count is an integer)
     config.population_search = {field: f'cycle({value})'}
     for fields, expected in ((off, False), (on, True)):
       config.model.update(fields)

@@ -170,12 +170,13 @@ def test_kl_annealing_is_linear_from_kl_start():
   weights = [float(method._kl_weight(jnp.float32(n))) for n in (0, 490, 5000)]
   np.testing.assert_allclose(weights, [0.01, 0.5, 1.0], rtol=1e-6)
   assert float(build(variant='gaussian_vae', kl_anneal_sentences=0)._kl_weight(jnp.float32(0))) == 1.0
-  # kl_start is a population hyperparameter where a KL is annealed: a member steps as its single run.
+  # kl_start and kl_anneal_sentences are population hyperparameters where a KL is annealed: a member steps as
+  # its single run.
   assert 'kl_start' not in build(variant='binary').default_hparams()  # no KL
   assert 'kl_start' not in build(variant='gaussian_vae', kl_anneal_sentences=0).default_hparams()
-  assert set(method.default_hparams()) - {'dropout'} == {'learning_rate', 'kl_start'}
-  batch, values = make_batch(), {**method.default_hparams(), 'kl_start': 0.3}
-  single = build(variant='gaussian_vae', kl_anneal_sentences=1000, kl_start=0.3)
+  assert set(method.default_hparams()) - {'dropout'} == {'learning_rate', 'kl_start', 'kl_anneal_sentences'}
+  batch, values = make_batch(), {**method.default_hparams(), 'kl_start': 0.3, 'kl_anneal_sentences': 7}
+  single = build(variant='gaussian_vae', kl_anneal_sentences=7, kl_start=0.3)
   states = [single.init(jax.random.key(0), batch), method.init(jax.random.key(0), batch, values),
             method.init(jax.random.key(0), batch, method.default_hparams())]
   steps = [jax.jit(single.train_step)] + [jax.jit(method.train_step)] * 2

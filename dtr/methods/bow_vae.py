@@ -168,12 +168,16 @@ def multinomial_log_likelihood(log_probs_BxV: jax.Array, x_BxV: jax.Array) -> ja
   return jnp.sum(x_BxV * log_probs_BxV, axis=-1)
 
 
-def kl_weight(step, kl_start: float, anneal_steps: int) -> jax.Array:
-  """beta_t = min(1, kl_start + (1 - kl_start) t / anneal_steps); 1 when anneal_steps = 0."""
-  if anneal_steps <= 0:
-    return jnp.ones((), jnp.float32)
+def kl_weight(step, kl_start: float, anneal_steps) -> jax.Array:
+  """beta_t = min(1, kl_start + (1 - kl_start) t / anneal_steps); 1 when anneal_steps = 0. `anneal_steps`: an
+  int, or a population member's (a float32 array holding a whole number)."""
   t = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(1.0, kl_start + (1.0 - kl_start) * t / anneal_steps)
+  if not isinstance(anneal_steps, jax.Array):
+    if anneal_steps <= 0:
+      return jnp.ones((), jnp.float32)
+    return jnp.minimum(1.0, kl_start + (1.0 - kl_start) * t / anneal_steps)
+  length = jnp.asarray(anneal_steps, jnp.float32)
+  return jnp.where(length > 0, jnp.minimum(1.0, kl_start + (1.0 - kl_start) * t / jnp.maximum(length, 1.0)), 1.0)
 
 
 def importance_bound(log_w_SxB: jax.Array) -> jax.Array:
@@ -242,9 +246,11 @@ class BowVAE(AdamMethod):
   conditional_hparams: ClassVar[dict] = {
       'svi_lr': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
       'svi_steps': ("when training refines (model.regime not 'none')", lambda mc: mc.regime != 'none'),
-      'kl_start': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0)}
+      'kl_start': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0),
+      'anneal_steps': ('when model.anneal_steps > 0', lambda mc: mc.anneal_steps > 0)}
   # (population hyperparameters beside the learning rate, in `member_fields` when the config turns them on:
-  # the training SVI step size and step count, the KL annealing's start; otherwise they would change nothing.
+  # the training SVI step size and step count, the KL annealing's start and length; otherwise they would change
+  # nothing.
   # A member's step count is a traced bound of the refinement's `lax.fori_loop`: under the member axis the loop
   # runs to the largest count, each member's iterates frozen after its own; its value must be an integer, as
   # the config's, so search it with choice(...) or cycle(...))
@@ -473,7 +479,7 @@ class BowVAE(AdamMethod):
     refined_kl, grad norms, kl_weight and finopt (1.0 when the step refined)."""
     mc = self.config
     step, values = state['step'], self.step_values(state)
-    beta = kl_weight(step, self.step_value('kl_start', values), mc.anneal_steps)
+    beta = kl_weight(step, self.step_value('kl_start', values), self.step_value('anneal_steps', values))
     args = (state['params'], state['opt_state'], batch, rng, beta, values)
     finopt = self.uses_finopt(step, batch)
     if mc.regime == 'none':

@@ -338,6 +338,8 @@ class SentenceAE(SentenceMethod):
       **SentenceMethod.conditional_hparams,
       'kl_start': ("when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)",
                    lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0),
+      'kl_anneal_sentences': ("when a KL is annealed (a VAE's code, model.kl_anneal_sentences > 0)",
+                              lambda mc: mc.kl and mc.code != 'bottleneck' and mc.kl_anneal_sentences > 0),
       'temperature': ("when the code is the binary concrete's (model.code='gumbel') and its temperature is kept in "
                       "the parameters, which evaluation's sampled codes read (model.temperature_in_params=True; "
                       "configs/sentence_ae.py:method=gumbel_ae,temperature_in_params=True)",
@@ -419,7 +421,11 @@ class SentenceAE(SentenceMethod):
     mc = self.config
     if mc.kl_anneal_sentences <= 0:
       return jnp.ones(())
-    return jnp.minimum(self.step_value('kl_start', values) + sentences_seen / mc.kl_anneal_sentences, 1.0)
+    length = self.step_value('kl_anneal_sentences', values)  # a member's (float32, a whole number) or the config's
+    start = self.step_value('kl_start', values)
+    if not isinstance(length, jax.Array):
+      return jnp.minimum(start + sentences_seen / length, 1.0)
+    return jnp.where(length > 0, jnp.minimum(start + sentences_seen / jnp.maximum(length, 1.0), 1.0), 1.0)
 
   def _regulariser(self, parts, z_BxC, batch, kl_weight, rng, values=None):
     del z_BxC, rng, values
