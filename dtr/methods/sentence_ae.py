@@ -232,17 +232,41 @@ class SentenceMethod(AdamMethod):
     state = {'params': params, 'opt_state': self.optimizer().init(params), 'sentences': jnp.zeros((), jnp.float32)}
     return self.keep_hparams(state, hparams)
 
+  def param_hparams(self) -> dict[str, tuple[str, str]]:
+    """{model field: (group, key)}: the population hyperparameters kept as values in params[group][key],
+    because evaluation reads them too (HSVAE's prior, a Gumbel code's temperature); never trained: read without
+    gradient (`param_values`), so Adam leaves them unchanged. The others are kept in the state. {} here."""
+    return {}
+
+  @property
+  def member_fields(self) -> tuple[str, ...]:
+    """`AdamMethod.member_fields` but the `param_hparams`, kept in the parameters."""
+    return tuple(f for f in super().member_fields if f not in self.param_hparams())
+
+  def default_hparams(self) -> dict:
+    """The `member_fields` (kept in the state) and the `param_hparams` (kept in the parameters)."""
+    return {**super().default_hparams(), **{f: jnp.float32(self.config[f]) for f in self.param_hparams()}}
+
   def _with_hparams(self, params, hparams):
-    """The parameters with the population hyperparameters the method keeps in them (values that evaluation
-    reads too, never trained); the learning rate is kept in the state (`keep_hparams`). None here."""
-    del hparams
-    return params
+    """The parameters with the `param_hparams` set: a member's values, else the config's."""
+    fields = self.param_hparams()
+    if not fields:
+      return params
+    hp = {**self.default_hparams(), **(hparams or {})}
+    out = dict(params)
+    for field, (group, key) in fields.items():
+      out[group] = {**out.get(group, {}), key: jnp.asarray(hp[field], jnp.float32)}
+    return out
+
+  def param_values(self, params) -> dict:
+    """{field: value} of the `param_hparams`, read from the parameters without gradient."""
+    return {f: jax.lax.stop_gradient(params[group][key]) for f, (group, key) in self.param_hparams().items()}
 
   def _latent_values(self, params, values=None):
     """What `_latent` reads: a member's `step_values` in training (None: the config's) and the values kept in
-    the parameters (`_with_hparams`), which evaluation reads too. `values` here."""
-    del params
-    return values
+    the parameters (`param_values`), which evaluation reads too."""
+    kept = self.param_values(params)
+    return {**(values or {}), **kept} if kept else values
 
   def loss(self, params, batch, rng, kl_weight, values=None):
     """Mean over sentences of the summed token NLL plus the code's penalty, and metrics; `values`: a member's
@@ -346,33 +370,9 @@ class SentenceAE(SentenceMethod):
                       lambda mc: mc.code == 'gumbel' and bool(setting(mc, 'temperature_in_params', AE_ABSENT)))}
   absent_means: ClassVar[dict] = AE_ABSENT
 
-  @property
-  def member_fields(self) -> tuple[str, ...]:
-    """`AdamMethod.member_fields` but the temperature, kept in the parameters (`_with_hparams`)."""
-    return tuple(f for f in super().member_fields if f != 'temperature')
-
-  @property
-  def _temperature_in_params(self) -> bool:
-    return 'temperature' in self.conditional_hparams_on()
-
-  def default_hparams(self) -> dict:
-    out = super().default_hparams()
-    if self._temperature_in_params:
-      out['temperature'] = jnp.float32(self.config.temperature)
-    return out
-
-  def _with_hparams(self, params, hparams):
-    """Under `model.temperature_in_params` (a 'gumbel' code), params['code']['temperature']: a value, never
-    trained (read without gradient, so Adam leaves it unchanged), a member's or the config's."""
-    if not self._temperature_in_params:
-      return params
-    value = (hparams or {}).get('temperature', self.config.temperature)
-    return {**params, 'code': {'temperature': jnp.asarray(value, jnp.float32)}}
-
-  def _latent_values(self, params, values=None):
-    if not self._temperature_in_params:
-      return values
-    return {**(values or {}), 'temperature': jax.lax.stop_gradient(params['code']['temperature'])}
+  def param_hparams(self) -> dict[str, tuple[str, str]]:
+    """Under `model.temperature_in_params` (a 'gumbel' code): params['code']['temperature']."""
+    return {'temperature': ('code', 'temperature')} if 'temperature' in self.conditional_hparams_on() else {}
 
   @property
   def emits(self) -> str:

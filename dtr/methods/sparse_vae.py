@@ -98,30 +98,17 @@ class _SparseFamily(SentenceMethod):
   prior_fields: ClassVar[dict[str, str]] = {}
   absent_means: ClassVar[dict] = ABSENT
 
-  @property
-  def _prior_in_params(self) -> bool:
-    return bool(self.prior_fields) and bool(self.setting('prior_in_params'))
-
-  def default_hparams(self) -> dict[str, jax.Array]:
-    """The learning rate and the fields the train step reads (kept in the state) and, under
-    `model.prior_in_params`, the `prior_fields` (kept in the parameters)."""
-    if not self._prior_in_params:
-      return super().default_hparams()
-    return {**super().default_hparams(), **{f: jnp.float32(self.config[f]) for f in self.prior_fields}}
-
-  def _with_hparams(self, params, hparams):
-    if not self._prior_in_params:
-      return super()._with_hparams(params, hparams)
-    hp = {**self.default_hparams(), **(hparams or {})}
-    return {**params, 'prior': {key: jnp.asarray(hp[f], jnp.float32) for f, key in self.prior_fields.items()}}
+  def param_hparams(self) -> dict[str, tuple[str, str]]:
+    """Under `model.prior_in_params`, the `prior_fields` in params['prior']."""
+    if not self.setting('prior_in_params'):
+      return {}
+    return {field: ('prior', key) for field, key in self.prior_fields.items()}
 
   def _prior_values(self, params) -> tuple:
-    """The `prior_fields` in their order: the parameters' values (no gradient flows into them, so Adam
-    leaves them unchanged) or, for a config saved before `model.prior_in_params`, the config's floats."""
-    if self._prior_in_params:
-      prior = jax.lax.stop_gradient(params['prior'])
-      return tuple(prior[key] for key in self.prior_fields.values())
-    return tuple(self.config[f] for f in self.prior_fields)
+    """The `prior_fields` in their order: the parameters' values (`param_values`) or, for a config saved
+    before `model.prior_in_params`, the config's floats."""
+    kept = self.param_values(params)
+    return tuple(kept.get(f, self.config[f]) for f in self.prior_fields)
 
   def _network(self, values=None) -> TextAutoencoder:
     mc = self.config
