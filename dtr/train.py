@@ -35,6 +35,7 @@ from absl import logging
 
 from dtr import checkpoint, members as members_lib, methods, runtime, workdir as workdir_lib
 from dtr import input_pipeline as ip
+from dtr.data import load as load_lib
 from dtr.evaluate import evaluators as evaluators_lib
 from dtr.methods.base import DataInfo
 
@@ -186,9 +187,9 @@ _RESUME_FIELDS = ('batch_size', 'seed', 'data_seed', 'population', 'population_d
 
 
 # What the absence of a loop or data setting from a checkpoint's settings means (`settings_absent`; the
-# model's fields: its method's `absent_values`): the batching fields and the extra training text, absent
-# unless a run asks for them (`dtr.data.load.BATCHING_FIELDS`, `OPTIONAL_FIELDS`), and the population's.
-ABSENT_SETTINGS = {'data.length_buckets': 0, 'data.pad_to_multiple_of': 0, 'data.extra_train': '',
+# model's fields: its method's `absent_values`): the data fields absent unless a run asks for them
+# (`dtr.data.load.ABSENT_MEANS`), and the population's.
+ABSENT_SETTINGS = {**{f'data.{k}': v for k, v in load_lib.ABSENT_MEANS.items()},
                    'data_seed': -1, 'population': 0, 'population_data': 'shared', 'population_replicas': 1}
 
 

@@ -200,6 +200,8 @@ BATCHING_FIELDS = ('length_buckets', 'pad_to_multiple_of')
 # Loading fields absent from the defaults unless a run gives them, for the same reason: `extra_train`
 # (`dtr.data.extra`: files of unlabelled documents appended to the training split of a corpus made from text).
 OPTIONAL_FIELDS = ('extra_train',)
+# What their absence means (off; no extra text), which a checkpoint's settings check reads (`dtr.train`).
+ABSENT_MEANS = {**dict.fromkeys(BATCHING_FIELDS, 0), 'extra_train': ''}
 
 
 def _merged(cfg) -> ml_collections.ConfigDict:
