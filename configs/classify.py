@@ -20,10 +20,12 @@ codes), overrides (fields of the pretrained model's config, ';'-separated, e.g. 
 hidden (probe MLP widths, e.g. 32-32), activation (relu, leaky_relu, tanh), tiny, runlocal.
 results.json: `test/accuracy` (mean over the subsamples, %) and `test/accuracy_std`; early stopping on each
 member's validation accuracy (the corpus' valid split).
-Populations (`--config.population=P`, one compiled program) search settings on one label subsample
-(seeds=1): the learning rate and, when the probe has hidden layers and dropout (> 0), its dropout, e.g.
-  python -m dtr.main --config=configs/classify.py:features=/tmp/pretrained,labels=200,seeds=1,hidden=32-32 \
-    --config.model.dropout=0.2 --config.population=4 "--config.population_search.dropout=uniform(0,0.5)" \
+Populations (`--config.population=P`, one compiled program) search the learning rate and, when the probe
+has hidden layers and dropout (> 0), its dropout; every setting trains on each of the `seeds` label
+subsamples (P = settings x seeds; setting 0 is the plain run), settings are ranked by their mean validation
+accuracy over them, and results.json gives the chosen setting's mean and std, e.g. 4 settings x 5 subsamples:
+  python -m dtr.main --config=configs/classify.py:features=/tmp/pretrained,labels=200,hidden=32-32 \
+    --config.model.dropout=0.2 --config.population=20 "--config.population_search.dropout=uniform(0,0.5)" \
     --workdir=/tmp/probe_search
 
 Per budget, the schedule of Jin et al.'s downstream training (batch, patience; Adam 3e-4): 200: 8, 10;

@@ -24,7 +24,10 @@ This module is the search policy only; the loop is `dtr.train`'s:
   deterministically from `config.seed`, in `population_replicas` consecutive copies (seeds that differ), so
   that settings are ranked by their mean over seeds. Members share one data order by default
   (`population_data='shared'`, the order of `config.seed`: one host batch feeds all of them);
-  'per_member' gives each its own (the single run with its seed).
+  'per_member' gives each its own (the single run with its seed). A classifier's population trains on its
+  label subsamples: every member on the one subsample, or, with several (`data.label_seeds`), every setting on
+  each of them, its replicas (member (j, r) is setting j on subsample r in the order and with the seed of
+  the classifier's own run on r; setting 0 is that run), settings ranked by their mean over the subsamples.
 - `ranking_split`: `population_valid_queries=n` ranks members every epoch on a fixed random subset of n
   validation queries (the same estimate with more noise);
 - `after_epoch`: `population_prune_epochs='4,8,16'` is successive halving: after each listed epoch only the
@@ -78,11 +81,14 @@ def hparam_defaults(method) -> dict:
   return dict(method.default_hparams())
 
 
-def member_settings(config, method, size: int) -> list[dict]:
+def member_settings(config, method, size: int, subsamples: int = 0) -> list[dict]:
   """[{'seed': ..., 'setting': j, hparam: value, ...}] for every member.
 
   Members come in `population_replicas` consecutive copies of one setting (the same hyperparameters, seeds
   that differ), so that settings can be ranked by their mean over seeds; setting 0 is the config's own.
+  `subsamples` > 1 (a classifier's label subsamples): the replicas of a setting are its runs on each
+  subsample r ('subsample': r), with the seed of the classifier's own run on it (config.seed + r), so setting 0
+  is that run and every setting is compared under the same initialisations.
   """
   # float32 values written shortest (1e-3, not 0.0010000000474974513): the same float32 in the state
   defaults = {k: float(str(np.float32(v))) for k, v in hparam_defaults(method).items()}
@@ -97,6 +103,16 @@ def member_settings(config, method, size: int) -> list[dict]:
     raise ValueError(f'population_search names {sorted(unknown)}; {config.model.name} can vary '
                      f'{sorted(defaults)}{hint}.')
   replicas = int(config.get('population_replicas', 1))
+  if subsamples > 1:
+    if replicas != 1:
+      raise ValueError(f'population_replicas={replicas} with {subsamples} label subsamples (data.label_seeds): '
+                       "a setting's replicas are its runs on the subsamples; drop population_replicas.")
+    if size % subsamples:
+      raise ValueError(f'population={size} must be a multiple of the {subsamples} label subsamples '
+                       f'(data.label_seeds): each setting trains on every subsample, e.g. '
+                       f'population={subsamples * max(1, size // subsamples)} for '
+                       f'{max(1, size // subsamples)} settings.')
+    replicas = subsamples
   if replicas < 1 or size % replicas:
     raise ValueError(f'population={size} must be a multiple of population_replicas={replicas} (>= 1): each '
                      'setting is trained with that many seeds.')
@@ -110,7 +126,10 @@ def member_settings(config, method, size: int) -> list[dict]:
       if 'prior_learning_rate' in hp and 'prior_learning_rate' not in config.population_search:
         hp['prior_learning_rate'] = hp['learning_rate']
       _check_drawn(config, method, j, hp)
-    members += [{'seed': int(config.seed) + len(members) + r, 'setting': j, **hp} for r in range(replicas)]
+    if subsamples > 1:
+      members += [{'seed': int(config.seed) + r, 'setting': j, 'subsample': r, **hp} for r in range(replicas)]
+    else:
+      members += [{'seed': int(config.seed) + len(members) + r, 'setting': j, **hp} for r in range(replicas)]
   return members
 
 
@@ -193,18 +212,27 @@ def prune(meta, members: list[dict], epochs_done: int, opts) -> int:
 class Search:
   """The policy `dtr.train` consults for a population run (see the module docstring)."""
 
-  def __init__(self, config, method, data, rows=None):
-    """`rows`: the training rows every member trains on (a classifier's label subsample; None: all)."""
+  def __init__(self, config, method, data, subsets=None):
+    """`subsets`: a classifier's label subsamples (arrays of training rows; None: every member trains on all
+    rows). One: every member trains on it. Several: every setting trains on each (`member_settings`), in the
+    order of the classifier's run on it (seed config.seed + r), and settings are ranked by their mean."""
     size = int(config.population)
     if jax.process_count() > 1:
       raise NotImplementedError('Population runs are single-process; run one population per host.')
     self.config, self.opts = config, options(config)
-    self.settings = member_settings(config, method, size)
+    subsets = [None] if subsets is None else list(subsets)
+    self.settings = member_settings(config, method, size, subsamples=len(subsets))
     keys = list(hparam_defaults(method))
     order_seed = ip.data_seed(config)
-    self.members = [members_lib.Member(seed=m['seed'], order_seed=order_seed if self.opts['shared'] else m['seed'],
+
+    def order(m):
+      if len(subsets) > 1:
+        return m['seed']  # the classifier's own run on the subsample
+      return order_seed if self.opts['shared'] else m['seed']
+
+    self.members = [members_lib.Member(seed=m['seed'], order_seed=order(m),
                                        hparams={k: m[k] for k in keys} if keys else None, setting=m['setting'],
-                                       rows=rows)
+                                       rows=subsets[m.get('subsample', 0)])
                     for m in self.settings]
     del data
 
@@ -250,14 +278,15 @@ class Search:
       if subset:
         row.update({f'valid_subset/{k}': v for k, v in best.items()})
       table.append(row)
-    settings = {k: v for k, v in self.settings[replicas[0]].items() if k not in ('seed', 'setting')}
+    settings = {k: v for k, v in self.settings[replicas[0]].items() if k not in ('seed', 'setting', 'subsample')}
     summary = {'population': len(self.settings), 'replicas': len(replicas), 'best_member': replicas[0],
                'best_setting': best_setting, 'best_members': replicas, 'best_hparams': settings,
                'population_seconds': round(seconds, 1)}
     if run.is_main:
       with open(os.path.join(run.workdir, 'population_results.json'), 'w') as f:
         json.dump({**summary, 'members': table, 'config': json.loads(config.to_json_best_effort())}, f, indent=2)
-      over = f' (mean of {len(replicas)} seeds)' if len(replicas) > 1 else ''
+      over = ('' if len(replicas) == 1 else f' (mean over {len(replicas)} label subsamples)'
+              if 'subsample' in self.settings[0] else f' (mean of {len(replicas)} seeds)')
       print(f'best setting {best_setting}, member {replicas[0]}{over}; settings {settings}; {seconds:.0f}s for '
             f'{len(self.settings)} members', flush=True)
     return replicas, summary

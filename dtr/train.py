@@ -102,13 +102,8 @@ def make_members(config, method, data, subsets) -> tuple[list[members_lib.Member
   """The stack to train, and the search policy (None unless `config.population`)."""
   size = int(config.get('population', 0) or 0)
   if size > 0:
-    if subsets is not None and len(subsets) > 1:
-      raise ValueError(f'config.population (a search over settings) and {len(subsets)} label subsamples '
-                       '(data.label_seeds) cannot be combined in one run: search on one subsample '
-                       '(data.label_seeds=1; configs/classify.py seeds=1), then train the chosen settings on '
-                       'every subsample.')
     from dtr import population  # pylint: disable=g-import-not-at-top
-    search = population.Search(config, method, data, rows=None if subsets is None else subsets[0])
+    search = population.Search(config, method, data, subsets=subsets)
     return search.members, search
   if subsets is not None:
     return [members_lib.Member(seed=int(config.seed) + i, order_seed=int(config.seed) + i, rows=rows)
@@ -532,6 +527,9 @@ class Run:
           results[f'{split_name}/{name}_std'] = float(np.std(v, ddof=1))
     if len(reported) > 1 and self.search is None:
       results['members'] = [{**self.members[i].describe(), 'best_epoch': meta['best_epoch'][i],
+                             'valid_history': [h['valid'][self.select_name][i] for h in meta['history']
+                                               if h['valid'].get(self.select_name, [None] * self.size)[i]
+                                               is not None],
                              **{f'{s}/{n}': float(np.asarray(v)[j]) for s, vals in results_by_split.items()
                                 for n, v in vals.items()}} for j, i in enumerate(reported)]
     results.update(extra)

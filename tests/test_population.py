@@ -614,8 +614,7 @@ def test_a_probe_member_trains_with_its_own_dropout():
 
 def test_a_classifier_population_searches_its_settings_on_one_label_subsample(tmp_path):
   """A classifier's population trains every member on the one label subsample (data.label_seeds=1): member 0,
-  at the config's settings, is the single run on it (the loop's member stack used to refuse any label budget);
-  several subsamples are refused, naming the fix."""
+  at the config's settings, is the single run on it (the loop's member stack used to refuse any label budget)."""
   from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
 
   def config(size):
@@ -631,7 +630,36 @@ def test_a_classifier_population_searches_its_settings_on_one_label_subsample(tm
   assert members[0]['valid_history'] == pytest.approx(single['valid_history'], abs=1e-4)
   assert members[0]['test/accuracy'] == pytest.approx(single['test/accuracy'], abs=1e-4)
   assert members[1]['learning_rate'] == 0.02 and members[1]['valid_history'] != members[0]['valid_history']
-  several = config(2)
-  several.data.label_seeds = 3
-  with pytest.raises(ValueError, match=r'3 label subsamples .*data\.label_seeds=1'):
-    train.train_and_evaluate(several, str(tmp_path / 'several'))
+
+
+def test_a_classifier_population_trains_every_setting_on_every_label_subsample(tmp_path):
+  """With several label subsamples (data.label_seeds=2), each setting's replicas are its runs on the
+  subsamples: setting 0's members are the classifier's own runs on them (same seeds, rows and order), the
+  settings are ranked by their mean, and results.json reports the chosen setting's mean and spread over the
+  subsamples. A population that is no multiple of the subsamples is refused, naming the counts."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+
+  def config(size):
+    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=2')
+    c.update(num_epochs=2, population=size)
+    if size:
+      c.population_search.learning_rate = 'choice(0.02)'
+    return c
+
+  plain = train.train_and_evaluate(config(0), str(tmp_path / 'plain'))
+  results = train.train_and_evaluate(config(4), str(tmp_path / 'pop'))
+  members = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['members']
+  assert [(m['setting'], m['subsample'], m['seed']) for m in members] == [(0, 0, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1)]
+  for r in range(2):
+    assert members[r]['valid_history'] == pytest.approx(plain['members'][r]['valid_history'], abs=1e-4), r
+    for key in ('test/accuracy', 'valid/accuracy'):
+      assert members[r][key] == pytest.approx(plain['members'][r][key], abs=1e-4), (r, key)
+  assert plain['members'][0]['test/accuracy'] != plain['members'][1]['test/accuracy']
+  assert members[2]['learning_rate'] == 0.02 and members[2]['valid_history'] != members[0]['valid_history']
+  best = [m for m in members if m['setting'] == results['best_setting']]
+  means = {j: np.mean([max(m['valid_history']) for m in members if m['setting'] == j]) for j in (0, 1)}
+  assert results['best_setting'] == max(means, key=lambda j: (means[j], -j))
+  assert results['test/accuracy'] == pytest.approx(np.mean([m['test/accuracy'] for m in best]), abs=1e-4)
+  assert results['test/accuracy_std'] == pytest.approx(np.std([m['test/accuracy'] for m in best], ddof=1), abs=1e-4)
+  with pytest.raises(ValueError, match=r'population=3 must be a multiple of the 2 label subsamples'):
+    train.train_and_evaluate(config(3), str(tmp_path / 'odd'))
