@@ -663,3 +663,40 @@ def test_a_classifier_population_trains_every_setting_on_every_label_subsample(t
   assert results['test/accuracy_std'] == pytest.approx(np.std([m['test/accuracy'] for m in best], ddof=1), abs=1e-4)
   with pytest.raises(ValueError, match=r'population=3 must be a multiple of the 2 label subsamples'):
     train.train_and_evaluate(config(3), str(tmp_path / 'odd'))
+
+
+def test_a_classifier_population_over_label_subsamples_resumes_after_a_kill(tmp_path, monkeypatch):
+  """Killed after its first chunk, a population of 2 settings x 2 subsamples resumes to the uninterrupted
+  population's members (each one's rows, order and settings rebuilt from the config)."""
+  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  from tests.test_resume import train_killed_after  # pylint: disable=g-import-not-at-top
+
+  def config():
+    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=2')
+    c.update(num_epochs=2, population=4, steps_per_call=1, checkpoint_every_steps=1)
+    c.population_search.learning_rate = 'choice(0.02)'
+    return c
+
+  from dtr import members as members_lib  # pylint: disable=g-import-not-at-top
+  real_place, chunks = members_lib.place_batch, []
+
+  def counted(*args, **kwargs):
+    chunks[-1] += 1
+    return real_place(*args, **kwargs)
+
+  chunks.append(0)
+  monkeypatch.setattr(members_lib, 'place_batch', counted)
+  reference = train.train_and_evaluate(config(), str(tmp_path / 'reference'))
+  monkeypatch.setattr(members_lib, 'place_batch', real_place)
+  train_killed_after(config(), str(tmp_path / 'killed'), 2, monkeypatch)
+  chunks.append(0)
+  monkeypatch.setattr(members_lib, 'place_batch', counted)
+  resumed = train.train_and_evaluate(config(), str(tmp_path / 'killed'))
+  assert chunks[1] == chunks[0] - 2  # it resumed after the two chunks it had trained
+  members = [json.loads((tmp_path / run / 'population_results.json').read_text())['members']
+             for run in ('reference', 'killed')]
+  for a, b in zip(*members):
+    assert a['valid_history'] == pytest.approx(b['valid_history'], abs=1e-4)
+    assert a['test/accuracy'] == pytest.approx(b['test/accuracy'], abs=1e-4)
+  assert resumed['train_loss_history'] == pytest.approx(reference['train_loss_history'], rel=1e-5)
+  assert resumed['test/accuracy_std'] == pytest.approx(reference['test/accuracy_std'], abs=1e-4)
