@@ -1,5 +1,6 @@
 """Population training: P settings in one program give what P separate runs with those settings give."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -612,17 +613,22 @@ def test_a_probe_member_trains_with_its_own_dropout():
   assert max(float(np.max(np.abs(x - y))) for x, y in zip(member, config)) > 1e-4
 
 
+def _classifier_config(size: int, seeds: int):
+  """A tiny CBOW classifier on 24 labels per subsample; a population of `size` whose settings after the
+  first have learning rate 0.02."""
+  from dtr import config_utils  # pylint: disable=g-import-not-at-top
+  c = config_utils.load_config_module('classify').get_config(f'method=cbow,tiny,labels=24,seeds={seeds}')
+  c.update(num_epochs=2, population=size)
+  if size:
+    c.population_search.learning_rate = 'choice(0.02)'
+  return c
+
+
 def test_a_classifier_population_searches_its_settings_on_one_label_subsample(tmp_path):
   """A classifier's population trains every member on the one label subsample (data.label_seeds=1): member 0,
   at the config's settings, is the single run on it (the loop's member stack used to refuse any label budget)."""
-  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
-
-  def config(size):
-    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=1')
-    c.update(num_epochs=2, population=size)
-    if size:
-      c.population_search.learning_rate = 'choice(0.02)'
-    return c
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  config = functools.partial(_classifier_config, seeds=1)
 
   single = train.train_and_evaluate(config(0), str(tmp_path / 'single'))
   train.train_and_evaluate(config(2), str(tmp_path / 'pop'))
@@ -637,14 +643,8 @@ def test_a_classifier_population_trains_every_setting_on_every_label_subsample(t
   subsamples: setting 0's members are the classifier's own runs on them (same seeds, rows and order), the
   settings are ranked by their mean, and results.json reports the chosen setting's mean and spread over the
   subsamples. A population that is no multiple of the subsamples is refused, naming the counts."""
-  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
-
-  def config(size):
-    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=2')
-    c.update(num_epochs=2, population=size)
-    if size:
-      c.population_search.learning_rate = 'choice(0.02)'
-    return c
+  from dtr import train  # pylint: disable=g-import-not-at-top
+  config = functools.partial(_classifier_config, seeds=2)
 
   plain = train.train_and_evaluate(config(0), str(tmp_path / 'plain'))
   results = train.train_and_evaluate(config(4), str(tmp_path / 'pop'))
@@ -668,34 +668,32 @@ def test_a_classifier_population_trains_every_setting_on_every_label_subsample(t
 def test_a_classifier_population_over_label_subsamples_resumes_after_a_kill(tmp_path, monkeypatch):
   """Killed after its first chunk, a population of 2 settings x 2 subsamples resumes to the uninterrupted
   population's members (each one's rows, order and settings rebuilt from the config)."""
-  from dtr import config_utils, train  # pylint: disable=g-import-not-at-top
+  from dtr import train  # pylint: disable=g-import-not-at-top
   from tests.test_resume import train_killed_after  # pylint: disable=g-import-not-at-top
 
   def config():
-    c = config_utils.load_config_module('classify').get_config('method=cbow,tiny,labels=24,seeds=2')
-    c.update(num_epochs=2, population=4, steps_per_call=1, checkpoint_every_steps=1)
-    c.population_search.learning_rate = 'choice(0.02)'
+    c = _classifier_config(4, seeds=2)
+    c.update(steps_per_call=1, checkpoint_every_steps=1)
     return c
 
-  from dtr import members as members_lib  # pylint: disable=g-import-not-at-top
-  real_place, chunks = members_lib.place_batch, []
+  real_place, chunks = members.place_batch, []
 
   def counted(*args, **kwargs):
     chunks[-1] += 1
     return real_place(*args, **kwargs)
 
   chunks.append(0)
-  monkeypatch.setattr(members_lib, 'place_batch', counted)
+  monkeypatch.setattr(members, 'place_batch', counted)
   reference = train.train_and_evaluate(config(), str(tmp_path / 'reference'))
-  monkeypatch.setattr(members_lib, 'place_batch', real_place)
+  monkeypatch.setattr(members, 'place_batch', real_place)
   train_killed_after(config(), str(tmp_path / 'killed'), 2, monkeypatch)
   chunks.append(0)
-  monkeypatch.setattr(members_lib, 'place_batch', counted)
+  monkeypatch.setattr(members, 'place_batch', counted)
   resumed = train.train_and_evaluate(config(), str(tmp_path / 'killed'))
   assert chunks[1] == chunks[0] - 2  # it resumed after the two chunks it had trained
-  members = [json.loads((tmp_path / run / 'population_results.json').read_text())['members']
-             for run in ('reference', 'killed')]
-  for a, b in zip(*members):
+  tables = [json.loads((tmp_path / run / 'population_results.json').read_text())['members']
+            for run in ('reference', 'killed')]
+  for a, b in zip(*tables):
     assert a['valid_history'] == pytest.approx(b['valid_history'], abs=1e-4)
     assert a['test/accuracy'] == pytest.approx(b['test/accuracy'], abs=1e-4)
   assert resumed['train_loss_history'] == pytest.approx(reference['train_loss_history'], rel=1e-5)
