@@ -30,7 +30,8 @@ accuracy over them, and results.json gives the chosen setting's mean and std, e.
 
 Per budget, the schedule of Jin et al.'s downstream training (batch, patience; Adam 3e-4): 200: 8, 10;
 500: 16, 10; 2500: 32, 5; all: 64, 5. dtr validates once per epoch (the reference every 25 / 30 / 100 / 500
-steps: one epoch at 200 labels).
+steps: one epoch at 200 labels). Other budgets (labels=N) get the batch of the next of these and at least its
+patience in steps (`schedule`).
 """
 
 import ml_collections
@@ -39,6 +40,25 @@ from dtr import config_utils
 from dtr.configs import common
 
 BUDGETS = {'200': (8, 10, 1000), '500': (16, 10, 1000), '2500': (32, 5, 500), 'all': (64, 5, 200)}  # batch, patience, epoch cap
+# The reference's patience in steps (validation interval x patience) at each budget.
+PATIENCE_STEPS = {'200': 25 * 10, '500': 30 * 10, '2500': 100 * 5, 'all': 500 * 5}
+
+
+def schedule(budget: str) -> tuple[int, int, int]:
+  """(batch, patience in epochs, epoch cap) of a label budget: Jin et al.'s at 200, 500, 2500 and all. Another
+  budget N takes the batch of the smallest of those at least N ('all' above 2500), and as many epochs of
+  patience as give at least that budget's patience in steps (dtr validates once per epoch, so a small budget's
+  epoch is a few steps: 32 labels at batch 8 wait 63 epochs, 252 steps, where 5 epochs would stop an Adam probe
+  after some 25 steps); the cap is 4 x the patience, at least the budget's own."""
+  if budget in BUDGETS:
+    return BUDGETS[budget]
+  n = int(budget)
+  ref = next((b for b in ('200', '500', '2500') if n <= int(b)), 'all')
+  batch, patience, cap = BUDGETS[ref]
+  batch = min(batch, n)
+  steps_per_epoch = -(-n // batch)
+  patience = max(patience, -(-PATIENCE_STEPS[ref] // steps_per_epoch))
+  return batch, patience, max(cap, 4 * patience)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -75,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'labels={arg.labels!r}: give a number of labelled documents per subsample (200, 500, '
                      '2500, ...) or all.')
   budget = arg.labels if arg.labels == 'all' else str(int(arg.labels))
-  batch, patience, epochs = BUDGETS.get(budget, (32, 5, 60))
+  batch, patience, epochs = schedule(budget)
   config.update(batch_size=batch, patience=patience, num_epochs=epochs)
   config.data.labels = budget
   config.data.label_seeds = int(arg.seeds)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
+from absl import logging
 import numpy as np
 
 
@@ -91,6 +92,28 @@ def standardize_splits(splits: Mapping[str, FeatureSplit]) -> tuple[dict, tuple[
     z = ((flat - mean) / std).astype(np.float32).reshape(split.features.shape)
     out[name] = FeatureSplit(z, split.labels, split.doc_ids)
   return out, (mean.astype(np.float32), std.astype(np.float32))
+
+
+# Below this median spread (per-dimension std between training documents) a probe trained by Adam at its
+# step size moves its logits too little to learn in the budget's steps: load_features warns.
+FLAT_SPREAD = 0.02
+
+
+def feature_spread(split: FeatureSplit) -> float:
+  """The median over feature dimensions of each dimension's standard deviation over the split's documents."""
+  flat = np.asarray(split.features, np.float64).reshape(split.num_docs, -1)
+  return float(np.median(flat.std(axis=0))) if flat.size else 0.0
+
+
+def flat_features_warning(split: FeatureSplit, source: str) -> str | None:
+  """A warning for features that vary too little between documents for an unstandardised probe, or None."""
+  spread = feature_spread(split)
+  if spread >= FLAT_SPREAD:
+    return None
+  return (f'The features of {source} vary little between documents (median per-dimension std {spread:.2g} over '
+          'the training split): a probe trained by Adam at its step size learns slowly from them and may stay '
+          'near chance. normalize=feature in configs/classify.py (data.feature_standardize=True) standardises '
+          'each dimension over the training split.')
 
 
 def _with_overrides(model, overrides: str):
@@ -160,6 +183,10 @@ def load_features(data_config) -> FeatureCorpus:
   stats = None
   if standardize:
     splits, stats = standardize_splits(splits)
+  elif kind != 'codes':
+    message = flat_features_warning(splits['train'], workdir)
+    if message:
+      logging.warning(message)
   return FeatureCorpus(name=f'{corpus.name}:{kind}:{model.config.model.name}', splits=splits,
                        label_names=list(corpus.label_names), synthetic=corpus.synthetic, source=workdir,
                        kind=kind, code_kind=method.emits,

@@ -166,6 +166,38 @@ def probe_steps(pretrain_dir, tmp_path, labels='8'):
   return out
 
 
+def test_a_budget_the_reference_has_no_schedule_for_waits_as_many_steps_as_the_next_one():
+  """Jin et al.'s schedules at 200 / 500 / 2500 / all are kept; labels=N takes the batch of the next of them and
+  at least its patience in steps (validation once per epoch): 32 labels, batch 8, 4 steps an epoch, 63 epochs
+  of patience for the reference's 25 x 10 steps at 200 (before: batch 32, 1 step an epoch, patience 5)."""
+  expected = {'200': (8, 10, 1000), '500': (16, 10, 1000), '2500': (32, 5, 500), 'all': (64, 5, 200),
+              '32': (8, 63, 1000), '8': (8, 250, 1000), '100': (8, 20, 1000), '201': (16, 24, 1000),
+              '1000': (32, 16, 500), '5000': (64, 32, 200)}
+  for budget, schedule in expected.items():
+    assert CLASSIFY.schedule(budget) == schedule, budget
+  config = CLASSIFY.get_config('method=cbow,labels=32')
+  assert (config.batch_size, config.patience, config.num_epochs) == (8, 63, 1000)
+
+
+def test_features_that_barely_vary_are_warned_about_unless_standardised(pretrained, caplog, monkeypatch):
+  """A median per-dimension spread below probe.FLAT_SPREAD gets a warning naming normalize=feature (an Adam
+  probe stays near chance on such features); load_features warns on raw features, not on standardised ones."""
+  rng = np.random.default_rng(0)
+  labels = np.eye(2, dtype=bool)[np.arange(50) % 2]
+  flat = probe.FeatureSplit(rng.normal(3.0, 1e-3, (50, 4)).astype(np.float32), labels)
+  spread = [float(np.std(flat.features[:, j].astype(np.float64))) for j in range(4)]
+  assert probe.feature_spread(flat) == pytest.approx(float(np.median(spread)), rel=1e-9)
+  assert 'normalize=feature' in probe.flat_features_warning(flat, 'W')
+  assert probe.flat_features_warning(probe.FeatureSplit(rng.normal(0, 1, (50, 4)), labels), 'W') is None
+
+  monkeypatch.setattr(probe, 'FLAT_SPREAD', 1e9)  # every spread is below it
+  for normalize, warned in (('', True), ('normalize=feature,', False)):
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+      probe.load_features(CLASSIFY.get_config(f'features={pretrained},labels=64,seeds=1,{normalize}tiny').data)
+    assert any('vary little between documents' in r.getMessage() for r in caplog.records) == warned, normalize
+
+
 def test_a_headerless_csv_goes_through_every_step(tmp_path, caplog):
   """Pretrain, probe (code-book vectors and re-embedded codes), CBOW and clusters; an empty row is dropped."""
   path = write_ag_news_csv(tmp_path / 'train.csv', empty_rows=(5,))
