@@ -91,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.hidden = tuple(int(h) for h in arg.hidden.split('-'))
   if arg.activation:
     config.model.activation = arg.activation
-  if arg.labels != 'all' and not arg.labels.strip().isdigit():
+  if arg.labels != 'all' and (not arg.labels.strip().isdigit() or int(arg.labels) < 1):
     raise ValueError(f'labels={arg.labels!r}: give a number of labelled documents per subsample (200, 500, '
                      '2500, ...) or all.')
   budget = arg.labels if arg.labels == 'all' else str(int(arg.labels))

@@ -177,6 +177,9 @@ def test_a_budget_the_reference_has_no_schedule_for_waits_as_many_steps_as_the_n
     assert CLASSIFY.schedule(budget) == schedule, budget
   config = CLASSIFY.get_config('method=cbow,labels=32')
   assert (config.batch_size, config.patience, config.num_epochs) == (8, 63, 1000)
+  for bad in ('0', '20x', '-5'):
+    with pytest.raises(ValueError, match=rf"labels='{bad}': give a number"):
+      CLASSIFY.get_config(f'method=cbow,labels={bad}')
 
 
 def test_features_that_barely_vary_are_warned_about_unless_standardised(pretrained, caplog, monkeypatch):
