@@ -47,9 +47,9 @@ PATIENCE_STEPS = {'200': 25 * 10, '500': 30 * 10, '2500': 100 * 5, 'all': 500 * 
 def schedule(budget: str) -> tuple[int, int, int]:
   """(batch, patience in epochs, epoch cap) of a label budget: Jin et al.'s at 200, 500, 2500 and all. Another
   budget N takes the batch of the smallest of those at least N ('all' above 2500), and as many epochs of
-  patience as give at least that budget's patience in steps (dtr validates once per epoch, so a small budget's
-  epoch is a few steps: 32 labels at batch 8 wait 63 epochs, 252 steps, where 5 epochs would stop an Adam probe
-  after some 25 steps); the cap is 4 x the patience, at least the budget's own."""
+  patience as give at least that budget's patience in steps (dtr validates once per epoch, and a small budget's
+  epoch is a few steps: 32 labels at batch 8 are 4 steps an epoch, so they wait 63 epochs, 252 steps, for the
+  reference's 25 x 10 at 200 labels); the cap is 4 x the patience, at least the budget's own."""
   if budget in BUDGETS:
     return BUDGETS[budget]
   n = int(budget)
