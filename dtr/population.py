@@ -34,7 +34,8 @@ This module is the search policy only; the loop is `dtr.train`'s:
   best `population_prune_keep` of the running settings (by best validation so far, the mean over a setting's
   replicas) go on;
 - `finish`: the `population_rescore` best settings are re-validated on the whole validation split (when a
-  subset ranked them), the best mean is picked, and population_results.json lists every member.
+  subset ranked them), the best mean is picked, and population_results.json lists every setting (the mean and
+  std of its numbers over its replicas) and every member.
 Without pruning every member is trained and early-stopped exactly as a single run with its settings, `seed` =
 its seed and `data_seed` = the population's seed (tested). Evaluations that sample (a VAE's sampled-code
 perplexity, sampled Hoyer) draw one noise for all members, that of the population's seed, so members are
@@ -162,6 +163,25 @@ def setting_means(members: list[dict], values) -> dict[int, float]:
   return {j: float(np.mean(v)) for j, v in sums.items()}
 
 
+def setting_rows(members: list[dict], table: list[dict], ranking: dict[int, float]) -> list[dict]:
+  """One row per setting of population_results.json: its hyperparameters, its members, `ranking_score` (the mean
+  over its members of their best validation score, by which settings were ranked and pruned) and, for every
+  valid/ and test/ number all its members have, the mean and the std (ddof 1, with several members)."""
+  rows = []
+  for j in sorted(ranking):
+    idx = [i for i, m in enumerate(members) if m['setting'] == j]
+    row = {'setting': j, **{k: v for k, v in members[idx[0]].items() if k not in ('seed', 'setting', 'subsample')},
+           'members': idx, 'ranking_score': float(ranking[j]) if np.isfinite(ranking[j]) else None}
+    for key in sorted({k for i in idx for k in table[i] if k.startswith(('valid/', 'test/'))}):
+      values = [table[i][key] for i in idx if key in table[i]]
+      if len(values) == len(idx):
+        row[key] = float(np.mean(values))
+        if len(values) > 1:
+          row[f'{key}_std'] = float(np.std(values, ddof=1))
+    rows.append(row)
+  return rows
+
+
 def options(config) -> dict:
   """The population's cost options, checked (see the module docstring)."""
   data = config.get('population_data', 'shared')
@@ -244,7 +264,8 @@ class Search:
 
   def finish(self, run, splits: dict, seconds: float) -> tuple[list[int], dict]:
     """Picks the best setting on validation; returns its members and the population's summary, and writes
-    population_results.json (every member, with test numbers for the leading settings)."""
+    population_results.json (every setting, `setting_rows`, and every member, with test numbers for the
+    leading settings)."""
     meta, config = run.meta, self.config
     subset = self.opts['valid_queries'] > 0 and 0 < self.opts['valid_queries'] < splits['valid'].num_docs
     means = setting_means(self.settings, meta['best_score'])
@@ -284,7 +305,8 @@ class Search:
                'population_seconds': round(seconds, 1)}
     if run.is_main:
       with open(os.path.join(run.workdir, 'population_results.json'), 'w') as f:
-        json.dump({**summary, 'members': table, 'config': json.loads(config.to_json_best_effort())}, f, indent=2)
+        json.dump({**summary, 'settings': setting_rows(self.settings, table, means), 'members': table,
+                   'config': json.loads(config.to_json_best_effort())}, f, indent=2)
       over = ('' if len(replicas) == 1 else f' (mean over {len(replicas)} label subsamples)'
               if 'subsample' in self.settings[0] else f' (mean of {len(replicas)} seeds)')
       print(f'best setting {best_setting}, member {replicas[0]}{over}; settings {settings}; {seconds:.0f}s for '

@@ -661,6 +661,16 @@ def test_a_classifier_population_trains_every_setting_on_every_label_subsample(t
   assert results['best_setting'] == max(means, key=lambda j: (means[j], -j))
   assert results['test/accuracy'] == pytest.approx(np.mean([m['test/accuracy'] for m in best]), abs=1e-4)
   assert results['test/accuracy_std'] == pytest.approx(np.std([m['test/accuracy'] for m in best], ddof=1), abs=1e-4)
+  rows = json.loads((tmp_path / 'pop' / 'population_results.json').read_text())['settings']
+  for j, row in enumerate(rows):  # per setting: the mean and spread over its subsamples
+    mine = [m for m in members if m['setting'] == j]
+    assert row['setting'] == j and row['members'] == [2 * j, 2 * j + 1]
+    assert row['learning_rate'] == mine[0]['learning_rate'] and 'subsample' not in row
+    assert row['ranking_score'] == pytest.approx(means[j], abs=1e-6)
+    for key in ('test/accuracy', 'valid/accuracy'):
+      values = [m[key] for m in mine]
+      assert row[key] == pytest.approx(np.mean(values), abs=1e-6)
+      assert row[f'{key}_std'] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
   with pytest.raises(ValueError, match=r'population=3 must be a multiple of the 2 label subsamples'):
     train.train_and_evaluate(config(3), str(tmp_path / 'odd'))
 
