@@ -288,8 +288,7 @@ class Search:
     for i, m in enumerate(self.settings):
       row = {**m, 'best_epoch': meta['best_epoch'][i], 'stopped': meta['stopped'][i],
              'pruned_at_epoch': meta.get('pruned_at', [None] * len(self.settings))[i],
-             'valid_history': [h['valid'].get(name, [None] * len(self.settings))[i] for h in meta['history']
-                               if h['valid'].get(name, [None] * len(self.settings))[i] is not None]}
+             'valid_history': run.valid_history(i)}
       best = meta['best_metrics'][i] or {}
       if i in scored:
         source = valid if subset else None

@@ -278,6 +278,12 @@ class Run:
     """The selection metric as 'higher is better'."""
     return float(value) if self.select_mode == 'max' else -float(value)
 
+  def valid_history(self, member: int) -> list[float]:
+    """The selection metric of `member` at each epoch it was validated (none after it stopped)."""
+    none = [None] * self.size
+    return [h['valid'][self.select_name][member] for h in self.meta['history']
+            if h['valid'].get(self.select_name, none)[member] is not None]
+
   def _valid_splits(self):
     """The splits each epoch's validation reads (a search may rank on a subset of valid)."""
     splits = dict(self.data.splits)
@@ -527,9 +533,7 @@ class Run:
           results[f'{split_name}/{name}_std'] = float(np.std(v, ddof=1))
     if len(reported) > 1 and self.search is None:
       results['members'] = [{**self.members[i].describe(), 'best_epoch': meta['best_epoch'][i],
-                             'valid_history': [h['valid'][self.select_name][i] for h in meta['history']
-                                               if h['valid'].get(self.select_name, [None] * self.size)[i]
-                                               is not None],
+                             'valid_history': self.valid_history(i),
                              **{f'{s}/{n}': float(np.asarray(v)[j]) for s, vals in results_by_split.items()
                                 for n, v in vals.items()}} for j, i in enumerate(reported)]
     results.update(extra)
